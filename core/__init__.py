@@ -1,0 +1,1 @@
+"""Contracts shared by every layer: event schemas, names, settings and Protocols. No I/O."""

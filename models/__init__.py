@@ -1,0 +1,1 @@
+"""Pure PyTorch, FAISS and numpy: towers, rankers, re-rankers, bandits, indexes, evaluation."""

@@ -1,0 +1,1 @@
+"""The processes: feed API, publisher, trainer, indexer, drift monitor, scheduler, CLI."""

@@ -1,0 +1,1 @@
+"""Kafka edges: the faust app, its agents, and Kafka clients."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: a real Tansu broker and a real redis-server per test session, on free ports."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings, load_settings
+from services.localstack import ChildProcess, start_broker, start_redis
+
+ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+PG_URL = os.environ.get("STREAMREC_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infra_dir: Path) -> Iterator[str]:
+    bootstrap, child = start_broker(infra_dir / "logs")
+    yield bootstrap
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(infra_dir: Path) -> Iterator[tuple[str, ChildProcess]]:
+    url, child = start_redis(infra_dir / "redis", infra_dir / "logs")
+    yield url, child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: tuple[str, ChildProcess]) -> str:
+    return redis_server[0]
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix per test, so tests sharing the broker never see each other's topics."""
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Settings:
+    return load_settings(
+        data_dir=str(tmp_path),
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix},
+        redis={"url": redis_url, "key_prefix": f"sr:{topic_prefix}"},
+        feast={"project": topic_prefix.rstrip("-").replace("-", "_")},
+    )
