@@ -84,6 +84,15 @@ class WorkerSettings(_Section):
     covisit_cap: int = Field(200, ge=1)
     segment_keys: list[str] = Field(default_factory=lambda: ["device"])
     metrics_port: int = Field(0, ge=0, le=65535)
+    trending_half_life_s: float = Field(3600.0, gt=0)
+    counter_bucket_s: int = Field(300, ge=1, le=3600)
+    impression_ttl_s: int = Field(86400, ge=60)
+    covisit_history: int = Field(10, ge=1, le=200, description="recent items paired per event")
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
+    session_timeout_s: float = Field(10.0, ge=1, le=300)
+    rebalance_timeout_s: float = Field(3.0, ge=1, le=300)
+    feature_push: bool = Field(True, description="push stream features to Feast (needs `features apply`)")
+    content_model: bool = Field(True, description="False: hashing content vectors (no sentence model)")
 
 
 class ApiSettings(_Section):
@@ -109,6 +118,9 @@ class RetrievalSettings(_Section):
     popular: int = Field(100, ge=0)
     fresh: int = Field(50, ge=0)
     explore: int = Field(50, ge=0)
+    cold_start_halfway: float = Field(
+        5.0, gt=0, le=10_000, description="interactions at which personal and prior candidates weigh equally")
+    item_cache_ttl_s: float = Field(30.0, ge=0, le=3600, description="serving's in-process item catalog cache")
 
 
 class RankingSettings(_Section):
@@ -148,6 +160,11 @@ class TrainerSettings(_Section):
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
     epochs: int = Field(3, ge=1)
     seed: int = 0
+    window_s: float = Field(14 * 86400.0, gt=0, description="training data: the last window_s of events")
+    max_train_seconds: float = Field(480.0, gt=0, description="time cap per model fit")
+    eval_k: int = Field(20, ge=1, le=1000, description="recall@k of the holdout evaluation")
+    index_recall_gate: float = Field(0.95, gt=0, le=1, description="ANN vs exact recall to publish")
+    index_recall_sample: int = Field(200, ge=10, le=100_000)
 
 
 class DriftSettings(_Section):

@@ -134,29 +134,30 @@ def select_mmr(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps) -> list[
     return chosen
 
 
-def select_dpp(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps) -> list[int]:
-    """Greedy MAP of a DPP with kernel L = diag(q) S diag(q), q = exp(alpha*rel) (Chen et al. 2018).
-
-    ``lam`` in [0, 1] is the relevance/diversity trade-off: alpha = lam / (2 (1 - lam))."""
+def select_dpp(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps, smooth: float = 0.1) -> list[int]:
+    """Greedy MAP of a DPP (Chen et al. 2018) with L = diag(q) ((1-s) V V^T + s I) diag(q),
+    q = exp(alpha * rel). ``lam`` in [0, 1) is the relevance/diversity trade-off,
+    alpha = lam / (2 (1 - lam)); ``smooth`` keeps L full rank when vectors are low-rank (categories)."""
     alive = rel > _NEG / 2
     idx = np.flatnonzero(alive)
     if len(idx) == 0:
         return []
     alpha = lam / (2.0 * max(1.0 - lam, 1e-3))
     q = np.exp(alpha * (rel[idx] - rel[idx].max())).astype(np.float64)
-    feats = vectors[idx].astype(np.float64) * q[:, None]
-    d2 = (feats * feats).sum(1) + 1e-9
+    vec = vectors[idx].astype(np.float64)
+    d2 = q * q * ((1.0 - smooth) * (vec * vec).sum(1) + smooth) + 1e-12
     cis = np.zeros((k, len(idx)))
     chosen: list[int] = []
     free = np.ones(len(idx), bool)
     while len(chosen) < k:
-        cand = np.flatnonzero(free & (d2 > 1e-10))
-        cand = np.array([j for j in cand if caps.allowed(int(idx[j]))], dtype=np.int64)
-        if len(cand) == 0:
+        cand = [int(j) for j in np.flatnonzero(free & (d2 > 1e-12)) if caps.allowed(int(idx[j]))]
+        if not cand:
             break
-        j = int(cand[np.argmax(d2[cand])])
+        j = cand[int(np.argmax(d2[cand]))]
         m = len(chosen)
-        e = (feats @ feats[j] - cis[:m].T @ cis[:m, j]) / np.sqrt(d2[j])
+        col = q * q[j] * (1.0 - smooth) * (vec @ vec[j])
+        col[j] += smooth * q[j] * q[j]
+        e = (col - cis[:m].T @ cis[:m, j]) / np.sqrt(d2[j])
         cis[m] = e
         d2 = d2 - e * e
         free[j] = False

@@ -173,6 +173,9 @@ class World:
     def item_ids(self) -> list[str]:
         return list(self._item_ids)
 
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._item_index
+
     def item_categories(self, item_id: str) -> list[str]:
         p, s = self._item_cat[self._item_index[item_id]]
         return [self.categories[int(p)]] if p == s else [self.categories[int(p)], self.categories[int(s)]]

@@ -1,1 +1,1 @@
-"""Kafka edges: the faust app, its agents, and Kafka clients."""
+"""The stream worker: faust agents over interactions/items/users feeding Redis, Feast and the archive."""

@@ -57,6 +57,8 @@ class OnlineState(Protocol):
 
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]: ...
 
+    def ping(self) -> bool: ...
+
 
 def _top(scores: dict[str, float], k: int) -> Scored:
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
@@ -100,3 +102,6 @@ class InMemoryState:
         table = self.bandit.get(segment or "all", {})
         ab = np.array([table.get(i, self.prior) for i in item_ids], np.float32).reshape(-1, 2)
         return ab[:, 0].copy(), ab[:, 1].copy()
+
+    def ping(self) -> bool:
+        return True

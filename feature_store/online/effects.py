@@ -1,0 +1,144 @@
+"""Pure effect computation for interactions: events + a state snapshot -> a :class:`Plan`.
+
+The function is deterministic given the events in partition order, the users' state read before
+the batch and the items' categories; replaying the same fresh events yields the same plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from core.events import Interaction, InteractionType
+from feature_store.online import decay
+from feature_store.online.bandit_effects import BanditParams, add_bandit_effects
+from feature_store.online.keys import Keys
+from feature_store.online.plan import Plan
+
+TYPE_WEIGHTS: dict[InteractionType, float] = {
+    InteractionType.CLICK: 1.0, InteractionType.LIKE: 2.0, InteractionType.PURCHASE: 4.0,
+    InteractionType.ADD_TO_CART: 2.0, InteractionType.SHARE: 2.0, InteractionType.DWELL: 0.5,
+}
+POP, TREND = "pop", "trend"
+SEP = "\t"
+
+
+@dataclass(frozen=True)
+class EffectParams:
+    history_len: int = 50
+    popularity_half_life_s: float = 6 * 3600.0
+    trending_half_life_s: float = 3600.0
+    affinity_half_life_s: float = 7 * 86400.0
+    covisit_window_s: float = 1800.0
+    covisit_cap: int = 200
+    covisit_history: int = 10
+    counter_bucket_s: int = 300
+    segment_keys: tuple[str, ...] = ("device",)
+    bandit: BanditParams = field(default_factory=BanditParams)
+
+
+@dataclass
+class UserState:
+    """What the batch needs to know about a user before it: history (newest first) and impressions."""
+
+    history: list[tuple[str, float]] = field(default_factory=list)
+    impressions: dict[str, str] = field(default_factory=dict)
+
+
+def weight(ev: Interaction) -> float:
+    if ev.type is InteractionType.DWELL and ev.is_deep:
+        return 1.0
+    return TYPE_WEIGHTS.get(ev.type, 0.0)
+
+
+def engaged(ev: Interaction) -> bool:
+    return weight(ev) > 0
+
+
+def segments(ev: Interaction, categories: Sequence[str], segment_keys: Sequence[str]) -> list[str]:
+    segs = ["all", *(f"cat:{c}" for c in categories)]
+    return segs + [f"{k}:{ev.context[k]}" for k in segment_keys if ev.context.get(k)]
+
+
+def encode_history(items: Sequence[tuple[str, float]]) -> list[str]:
+    return [f"{item}{SEP}{ts!r}" for item, ts in items]
+
+
+def decode_history(raw: Sequence[str]) -> list[tuple[str, float]]:
+    out = []
+    for entry in raw:
+        item, _, ts = entry.rpartition(SEP)
+        out.append((item, float(ts)))
+    return out
+
+
+def plan_interactions(events: Sequence[Interaction], users: Mapping[str, UserState],
+                      categories: Mapping[str, Sequence[str]], p: EffectParams, keys: Keys) -> Plan:
+    """Every effect of ``events`` (fresh, deduplicated, in partition order) as one plan."""
+    plan = Plan()
+    state = {u: UserState(list(s.history), dict(s.impressions)) for u, s in users.items()}
+    for ev in events:
+        user = state.setdefault(ev.user_id, UserState())
+        cats = categories.get(ev.item_id, ())
+        _add_counters(plan, ev, p, keys)
+        add_bandit_effects(plan, ev, user.impressions, p.bandit, keys)
+        if ev.type is not InteractionType.IMPRESSION:
+            plan.sadd[keys.seen(ev.user_id)].add(ev.item_id)
+        if engaged(ev):
+            _add_popularity(plan, ev, cats, p, keys)
+            _add_affinity(plan, ev, cats, p, keys)
+            _add_covisit(plan, ev, user.history, p, keys)
+            user.history = [(ev.item_id, ev.timestamp), *user.history][: p.history_len]
+            plan.lists[keys.history(ev.user_id)] = encode_history(user.history)
+    for user_id, user in state.items():
+        before = users.get(user_id, UserState()).impressions
+        changed = {f: v for f, v in user.impressions.items() if before.get(f) != v}
+        if changed:
+            plan.hset[keys.impressions(user_id)] = changed
+            plan.expire[keys.impressions(user_id)] = p.bandit.impression_ttl_s
+    return plan
+
+
+def _add_counters(plan: Plan, ev: Interaction, p: EffectParams, keys: Keys) -> None:
+    bucket = int(ev.timestamp // p.counter_bucket_s)
+    key = keys.counters(ev.item_id)
+    if ev.type is InteractionType.IMPRESSION:
+        plan.hincr[key][f"i:{bucket}"] += 1
+    elif ev.is_positive:
+        plan.hincr[key][f"p:{bucket}"] += 1
+    else:
+        return
+    plan.expire[key] = 86400 + 2 * p.counter_bucket_s
+
+
+def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys) -> None:
+    w = weight(ev)
+    for kind, hl in ((POP, p.popularity_half_life_s), (TREND, p.trending_half_life_s)):
+        epoch = decay.epoch_of(ev.timestamp, hl)
+        inc = decay.grow(w, ev.timestamp, hl)
+        for seg in segments(ev, cats, p.segment_keys):
+            key = keys.popularity(kind, epoch, seg)
+            plan.zincr[key][ev.item_id] += inc
+            plan.expire[key] = int(3 * decay.epoch_len(hl))
+            plan.sadd[keys.segments(kind)].add(seg)
+
+
+def _add_affinity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys) -> None:
+    hl = p.affinity_half_life_s
+    if not cats:
+        return
+    key = keys.affinity(ev.user_id, decay.epoch_of(ev.timestamp, hl))
+    for cat in cats:
+        plan.hincr[key][cat] += decay.grow(weight(ev), ev.timestamp, hl)
+    plan.expire[key] = int(3 * decay.epoch_len(hl))
+
+
+def _add_covisit(plan: Plan, ev: Interaction, history: Sequence[tuple[str, float]],
+                 p: EffectParams, keys: Keys) -> None:
+    for other, ts in history[: p.covisit_history]:
+        if other == ev.item_id or abs(ev.timestamp - ts) > p.covisit_window_s:
+            continue
+        plan.zincr[keys.covisit(ev.item_id)][other] += 1.0
+        plan.zincr[keys.covisit(other)][ev.item_id] += 1.0
+        plan.zcap[keys.covisit(ev.item_id)] = p.covisit_cap
+        plan.zcap[keys.covisit(other)] = p.covisit_cap

@@ -1,0 +1,1 @@
+"""Feast definitions only (``feast apply`` imports every .py here): entities, views, services."""

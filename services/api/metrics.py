@@ -1,0 +1,19 @@
+"""Prometheus metrics of one feed-API app (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.feeds = Counter("streamrec_api_feeds", "Feeds served", ["degraded"], registry=self.registry)
+        self.latency = Histogram("streamrec_api_feed_seconds", "Feed latency", buckets=_BUCKETS,
+                                 registry=self.registry)
+        self.stage = Histogram("streamrec_api_stage_seconds", "Pipeline stage latency", ["stage"],
+                               buckets=_BUCKETS, registry=self.registry)
+        self.events = Counter("streamrec_api_events", "Events accepted or rejected", ["outcome"],
+                              registry=self.registry)

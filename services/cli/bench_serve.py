@@ -1,0 +1,244 @@
+"""``streamrec bench serve``: feed latency at an offered rate (open loop) and event -> feed latency.
+
+Without ``--api`` it starts the embedded stack (broker, Redis, worker, feed API, publisher), writes a
+synthetic catalog of ``--items`` items plus Zipf-popular interactions straight into the online state
+(through the worker's own writer), then:
+
+- offers ``--rps`` feed requests per second for ``--duration`` seconds on a fixed schedule; latency is
+  measured from each request's scheduled start (so queueing counts: no coordinated omission) into an
+  HDR histogram; stage times come from the API's ``Server-Timing`` header;
+- meanwhile produces interactions to Kafka and reads the ``feeds`` topic: event -> feed latency is
+  ``feed received - trigger_event_ts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import typer
+from hdrh.histogram import HdrHistogram
+
+from core.events import Interaction, ItemUpsert, decode_feed, encode
+from core.settings import Settings, load_settings
+from core.topics import Topics
+
+app = typer.Typer(help="Feed-serving benchmark.")
+log = logging.getLogger(__name__)
+CATEGORIES = [f"cat{j}" for j in range(24)]
+STAGES = ("retrieval", "features", "ranking", "reranking")
+
+
+# ---- seeding ---------------------------------------------------------------------------------
+def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: int = 0) -> list[str]:
+    """Catalog + Zipf interactions written with the worker's writer. Returns the user ids."""
+    import redis.asyncio as aredis
+
+    from feature_store.online.effects import EffectParams
+    from feature_store.online.keys import Keys
+    from feature_store.online.writer import OnlineWriter, StatsDelta
+
+    rng = np.random.default_rng(seed_)
+    now = time.time()
+    items = [ItemUpsert(item_id=f"i{j:06d}", categories=[CATEGORIES[j % len(CATEGORIES)]],
+                        created_at=now - float(rng.uniform(0, 30 * 86400))) for j in range(n_items)]
+    ranks = np.minimum(rng.zipf(1.3, n_events) - 1, n_items - 1)
+    users = [f"u{k:05d}" for k in range(n_users)]
+    events = [Interaction(event_id=f"seed-{k}", user_id=users[int(rng.integers(n_users))],
+                          item_id=f"i{int(r):06d}", type="click", timestamp=now - 600 + 600 * k / n_events,
+                          context={"device": "mobile" if k % 3 else "desktop"}) for k, r in enumerate(ranks)]
+
+    async def run() -> None:
+        r = aredis.Redis.from_url(settings.redis.url or "", decode_responses=True)
+        w = OnlineWriter(r, Keys(settings.redis.key_prefix), EffectParams(), settings.worker.dedupe_ttl_s)
+        for k in range(0, len(items), 5000):
+            await w.apply_items(items[k:k + 5000], {}, {}, StatsDelta("items"))
+        for k in range(0, len(events), 2000):
+            await w.apply_interactions(events[k:k + 2000], {}, StatsDelta("interactions"))
+        await r.aclose()
+
+    asyncio.run(run())
+    return users
+
+
+# ---- the stack ---------------------------------------------------------------------------------
+@contextmanager
+def embedded_stack(settings: Settings) -> Iterator[tuple[Settings, str]]:
+    from services.stack import PROCESSES, Stack
+
+    specs = [p for p in PROCESSES if p.name in ("worker", "api", "publisher")]
+    stack = Stack(settings, processes=specs).start()
+    try:
+        yield stack.settings, stack.url("api")
+    finally:
+        stack.stop()
+
+
+# ---- open-loop load --------------------------------------------------------------------------
+class LoadResult:
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(1, 60_000_000, 3)  # microseconds
+        self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.candidates: list[int] = []
+        self.errors = 0
+        self.degraded = 0
+        self.done = 0
+
+    def record(self, resp: httpx.Response, latency_s: float) -> None:
+        self.done += 1
+        if resp.status_code != 200:
+            self.errors += 1
+            return
+        self.hist.record_value(max(1, int(latency_s * 1e6)))
+        for part in resp.headers.get("server-timing", "").split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            if name in self.stages and dur:
+                self.stages[name].append(float(dur))
+        self.candidates.append(int(resp.headers.get("x-candidates", "0")))
+        self.degraded += '"degraded":true' in resp.text
+
+
+async def _one(client: httpx.AsyncClient, url: str, scheduled: float, out: LoadResult) -> None:
+    await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+    try:
+        resp = await client.get(url)
+    except httpx.HTTPError:
+        out.done += 1
+        out.errors += 1
+        return
+    out.record(resp, time.perf_counter() - scheduled)
+
+
+async def open_loop(api: str, users: list[str], rps: float, duration_s: float, n: int) -> tuple[LoadResult, float]:
+    out = LoadResult()
+    rng = np.random.default_rng(1)
+    total = int(rps * duration_s)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=api, timeout=10.0, limits=limits) as client:
+        start = time.perf_counter() + 0.2
+        tasks = [asyncio.create_task(_one(client, f"/v1/feed/{users[int(rng.integers(len(users)))]}?n={n}",
+                                          start + k / rps, out)) for k in range(total)]
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return out, elapsed
+
+
+# ---- event -> feed ---------------------------------------------------------------------------
+class EventToFeed:
+    """Produces interactions at ``rate`` per second and measures when their feeds arrive."""
+
+    def __init__(self, settings: Settings, users: list[str], rate: float) -> None:
+        self.settings, self.users, self.rate = settings, users, rate
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.latencies_ms: list[float] = []
+        self.stop = threading.Event()
+        self._sent: set[float] = set()
+        self._threads = [threading.Thread(target=self._produce, daemon=True),
+                         threading.Thread(target=self._consume, daemon=True)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def join(self, drain_s: float = 3.0) -> None:
+        time.sleep(drain_s)
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _produce(self) -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap_servers, linger_ms=0)
+        rng = np.random.default_rng(2)
+        while not self.stop.is_set():
+            user = self.users[int(rng.integers(len(self.users)))]
+            ts = time.time()
+            ev = Interaction(event_id=uuid.uuid4().hex, user_id=user, item_id=f"i{int(rng.integers(1000)):06d}",
+                             type="click", timestamp=ts)
+            self._sent.add(ts)
+            producer.send(self.topics.interactions, key=user.encode(), value=encode(ev))
+            producer.flush()
+            self.stop.wait(1.0 / self.rate)
+        producer.close()
+
+    def _consume(self) -> None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(self.topics.feeds, bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                                 auto_offset_reset="latest", consumer_timeout_ms=200)
+        while not self.stop.is_set():
+            for rec in consumer:
+                feed = decode_feed(rec.value)
+                if feed.trigger_event_ts in self._sent:
+                    self.latencies_ms.append((time.time() - feed.trigger_event_ts) * 1e3)
+        consumer.close()
+
+
+# ---- report ----------------------------------------------------------------------------------
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def report(load: LoadResult, elapsed: float, e2f: EventToFeed | None, rps: float, n_items: int) -> dict[str, Any]:
+    h = load.hist
+    ok = h.get_total_count() > 0
+    return {
+        "items": n_items, "offered_rps": rps, "requests": load.done,
+        "latency_ms_p50": h.get_value_at_percentile(50) / 1e3 if ok else None,
+        "latency_ms_p99": h.get_value_at_percentile(99) / 1e3 if ok else None,
+        "latency_ms_p999": h.get_value_at_percentile(99.9) / 1e3 if ok else None,
+        "achieved_rps": round((load.done - load.errors) / elapsed, 2) if elapsed > 0 else 0.0,
+        "errors": load.errors, "degraded": load.degraded,
+        "candidates_mean": round(float(np.mean(load.candidates)), 1) if load.candidates else 0,
+        "stages_ms": {s: {"p50": _pct(v, 50), "p99": _pct(v, 99)} for s, v in load.stages.items()},
+        "event_to_feed_ms_p50": _pct(e2f.latencies_ms, 50) if e2f else None,
+        "event_to_feed_ms_p99": _pct(e2f.latencies_ms, 99) if e2f else None,
+        "event_to_feed_samples": len(e2f.latencies_ms) if e2f else 0,
+    }
+
+
+def run_serve_bench(settings: Settings, items: int = 100_000, rps: float = 100.0, duration: float = 30.0,
+                    api: str | None = None, n: int = 20, users: int = 5000, events_rate: float = 20.0) -> dict[str, Any]:
+    if api is not None:
+        user_ids = [f"u{k:05d}" for k in range(users)]
+        load, elapsed = asyncio.run(open_loop(api, user_ids, rps, duration, n))
+        return report(load, elapsed, None, rps, items)
+    with embedded_stack(settings) as (live, api_url):
+        user_ids = seed(live, items, users, n_events=max(items // 2, 10_000))
+        e2f = EventToFeed(live, user_ids, events_rate)
+        e2f.start()
+        load, elapsed = asyncio.run(open_loop(api_url, user_ids, rps, duration, n))
+        e2f.join()
+        return report(load, elapsed, e2f, rps, items)
+
+
+@app.command()
+def serve(items: int = typer.Option(100_000, help="catalog size"),
+          rps: float = typer.Option(100.0, help="offered feed requests per second"),
+          duration: float = typer.Option(30.0, help="seconds of load"),
+          json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+          api: str | None = typer.Option(None, help="URL of a running feed API (else start the stack)"),
+          n: int = typer.Option(20, help="feed size")) -> None:
+    """Feed latency p50/p99/p99.9 at the offered rate, per-stage split, and event -> feed latency."""
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_settings()
+    if api is None and settings.data_dir == Path("var"):
+        settings = settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp(prefix="bench-serve-"))})
+    result = run_serve_bench(settings, items, rps, duration, api, n)
+    text = json.dumps(result, indent=2)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text)
+    typer.echo(text)

@@ -1,0 +1,179 @@
+"""``streamrec up | demo | produce | feeds``: run the platform locally and talk to its topics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from core.errors import BrokerUnavailable, StartupError
+from core.events import encode
+from core.settings import ConfigError, Settings, load_settings
+from core.topics import Topics
+from services.demo.inputs import InvalidLine, count_lines, read_interactions
+from services.demo.kafka_io import FeedRecord, make_producer, make_reader, read_feeds
+from services.demo.report import write_html, write_json
+from services.demo.runner import Demo, DemoOptions
+from services.stack import Stack
+
+DEFAULT_JSON = Path("var/demo/summary.json")
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (else $STREAMREC_CONFIG "
+                                                "or ./streamrec.toml)")]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err_console.print(f"[red]configuration error[/red] ({', '.join(exc.keys)}):\n{exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("kafka", "feast"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    return settings
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def _need_broker(settings: Settings) -> None:
+    if not settings.kafka.bootstrap_servers:
+        err_console.print("[red]kafka.bootstrap_servers is not set[/red]: start the stack with `streamrec up`"
+                          " and set STREAMREC_KAFKA__BOOTSTRAP_SERVERS to the address it prints")
+        raise typer.Exit(2)
+
+
+@app.command()
+def up(config: ConfigOpt = None) -> None:
+    """Start broker + Redis (unless configured), topics, Feast, worker, API, publisher, scheduler;
+    run in the foreground until Ctrl-C or SIGTERM, then stop everything."""
+    settings = _settings(config)
+    stack = Stack(settings)
+    try:
+        with console.status("starting the stack"):
+            stack.start()
+    except (StartupError, BrokerUnavailable) as exc:
+        raise _fail(exc) from None
+    s = stack.settings
+    console.print(f"[green]streamrec is up[/green]\n  kafka  {s.kafka.bootstrap_servers}\n"
+                  f"  redis  {s.redis.url}\n  db     {s.database.url}\n  logs   {stack.log_dir}")
+    for name in stack.ports:
+        console.print(f"  {name:<9} {stack.url(name)}")
+    console.print("Ctrl-C to stop.")
+    try:
+        stack.run_forever()
+    except StartupError as exc:
+        raise _fail(exc) from None
+    console.print("stopped.")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    duration: Annotated[float, typer.Option(help="seconds from start to end of traffic")] = 120.0,
+    rate: Annotated[float, typer.Option(help="interactions per second")] = 150.0,
+    malformed: Annotated[float, typer.Option(help="fraction of malformed events (DLQ demo)")] = 0.01,
+    users: int = 300,
+    items: int = 1000,
+    seed: int = 0,
+    json_path: Annotated[Path, typer.Option("--json", help="JSON summary path")] = DEFAULT_JSON,
+    report: Annotated[Path | None, typer.Option(help="HTML report (default: next to --json)")] = None,
+) -> None:
+    """Bring the stack up, drive simulated traffic, show progress, stop, write a summary + report."""
+    settings = _settings(config)
+    opts = DemoOptions(duration_s=duration, rate=rate, malformed_fraction=malformed, n_users=users,
+                       n_items=items, seed=seed)
+    runner = Demo(settings, opts, console)
+    try:
+        summary = runner.execute()
+    except (StartupError, BrokerUnavailable, RuntimeError) as exc:
+        raise _fail(exc) from None
+    report_path = report or json_path.with_name("report.html")
+    write_json(summary, json_path)
+    write_html(summary, runner.latencies_ms, report_path)
+    _print_summary(summary, json_path, report_path)
+    if not summary["invariant_holds"]:
+        err_console.print("[yellow]warning: processed + dead-lettered != produced[/yellow]")
+
+
+def _print_summary(summary: dict[str, object], json_path: Path, report_path: Path) -> None:
+    keys = ("events_produced", "events_processed", "events_dead_lettered", "invariant_holds",
+            "feeds_published", "users_with_feed", "feed_latency_ms_p50", "feed_latency_ms_p99",
+            "personalisation_lift", "startup_s", "traffic_s")
+    for k in keys:
+        console.print(f"  {k:<24} {summary.get(k)}")
+    console.print(f"summary: {json_path}\nreport:  {report_path}")
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV interactions")],
+    config: ConfigOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl or csv (default: from suffix)")] = None,
+) -> None:
+    """Send interactions from a JSONL or CSV file to the interactions topic (invalid lines reported)."""
+    settings = _settings(config)
+    _need_broker(settings)
+    topic = Topics(settings.kafka.topic_prefix).interactions
+    try:
+        producer = make_producer(settings)
+    except BrokerUnavailable as exc:
+        raise _fail(exc) from None
+    sent, invalid = 0, []
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"producing to {topic}", total=count_lines(file))
+        for rec in read_interactions(file, fmt):
+            if isinstance(rec, InvalidLine):
+                invalid.append(rec)
+            else:
+                producer.send(topic, encode(rec), key=rec.user_id.encode())
+                sent += 1
+            progress.advance(task)
+        producer.flush(30)
+    producer.close(5)
+    console.print(f"sent {sent} interactions to {topic}; {len(invalid)} invalid line(s)")
+    for bad in invalid[:20]:
+        err_console.print(f"  line {bad.line}: {bad.reason}")
+    if invalid:
+        raise typer.Exit(1)
+
+
+@app.command()
+def feeds(
+    config: ConfigOpt = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="only this user's feeds")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep reading new feeds")] = False,
+    idle: Annotated[float, typer.Option(help="without --follow: stop after this many idle seconds")] = 2.0,
+) -> None:
+    """Print feeds from the feeds topic (one JSON line each)."""
+    settings = _settings(config)
+    _need_broker(settings)
+    try:
+        consumer = make_reader(settings, Topics(settings.kafka.topic_prefix).feeds)
+    except BrokerUnavailable as exc:
+        raise _fail(exc) from None
+    last = [time.monotonic()]
+
+    def stop() -> bool:
+        return not follow and time.monotonic() - last[0] > idle
+
+    try:
+        for rec in read_feeds(consumer, stop):
+            last[0] = time.monotonic()
+            if isinstance(rec, FeedRecord) and (user is None or rec.feed.user_id == user):
+                typer.echo(rec.feed.model_dump_json())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

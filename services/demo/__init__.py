@@ -1,0 +1,1 @@
+"""``streamrec demo``/``produce``/``feeds``: simulator traffic in, feeds out, with a report."""

@@ -1,0 +1,88 @@
+"""The Kafka edge shared by the feed API and the publisher: producer, feed sink, impression log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kafka import KafkaProducer
+
+from core.events import Feed, encode
+from core.settings import Settings
+from core.topics import Topics
+from services.pipeline.impressions import impression_of
+
+log = logging.getLogger(__name__)
+
+
+def kafka_security(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    opts: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        opts.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
+                    sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
+    return opts
+
+
+def make_producer(settings: Settings, client_suffix: str) -> KafkaProducer:
+    """A kafka-python producer with bounded blocking (never hangs a request for long)."""
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-{client_suffix}",
+        acks=1, linger_ms=5, max_block_ms=int(settings.kafka.connect_timeout_s * 1000),
+        request_timeout_ms=int(settings.kafka.connect_timeout_s * 1000), **kafka_security(settings))
+
+
+class LazyProducer:
+    """Connects in the background; ``get`` returns None until connected (callers degrade, not block)."""
+
+    def __init__(self, settings: Settings, client_suffix: str) -> None:
+        self._settings, self._suffix = settings, client_suffix
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._settings.kafka.bootstrap_servers and self._thread is None:
+            self._thread = threading.Thread(target=self._connect, name="kafka-connect", daemon=True)
+            self._thread.start()
+
+    def _connect(self) -> None:
+        for attempt in range(max(1, self._settings.kafka.connect_retries + 1)):
+            try:
+                self._producer = make_producer(self._settings, self._suffix)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried, then logged
+                log.warning("kafka producer attempt %d failed: %s", attempt + 1, exc)
+        log.error("kafka producer unavailable; events/impressions cannot be written")
+
+    def get(self) -> KafkaProducer | None:
+        return self._producer
+
+    def wait(self, timeout_s: float) -> KafkaProducer | None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self._producer
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(timeout_s)
+            producer.close(timeout_s)
+
+
+class ImpressionLog:
+    """Logs every served feed to the ``impressions`` topic keyed by user_id (fire and forget)."""
+
+    def __init__(self, producer: LazyProducer, topics: Topics, origin: str) -> None:
+        self._producer, self._topic, self._origin = producer, topics.impressions, origin
+        self.dropped = 0
+
+    def log(self, feed: Feed) -> None:
+        producer = self._producer.get()
+        if producer is None:
+            self.dropped += 1
+            return
+        rec = impression_of(feed, self._origin)
+        producer.send(self._topic, key=feed.user_id.encode(), value=encode(rec))

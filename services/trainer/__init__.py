@@ -1,0 +1,1 @@
+"""Trainer: point-in-time data from the archive, fit, holdout evaluation, promotion gate."""

@@ -1,0 +1,99 @@
+"""The training job: point-in-time data from the archive, fit, evaluate on a recent time holdout
+against the active model, publish, and promote through the gate. Every step lands in the registry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+
+from core.settings import Settings
+from feature_store.archive import ParquetArchive
+from services.artifacts import VersionedArtifactStore
+from services.metadata import MetadataStore
+from services.trainer.data import Catalogue, load_catalogue, load_events, time_split
+from services.trainer.promotion import Decision, GateInput, gate_and_publish, load_active
+from services.trainer.two_tower import (
+    F32,
+    TwoTowerBundle,
+    TwoTowerOptions,
+    encode_content,
+    fit_two_tower,
+    holdout_recall,
+)
+
+log = logging.getLogger(__name__)
+MIN_TRAIN_EVENTS = 50
+
+
+@dataclass
+class TrainOutcome:
+    run_id: int
+    decisions: list[Decision] = field(default_factory=list)
+    skipped: str = ""
+
+    def decision(self, kind: str) -> Decision | None:
+        return next((d for d in self.decisions if d.kind == kind), None)
+
+
+def options_from_settings(settings: Settings, base: TwoTowerOptions | None = None) -> TwoTowerOptions:
+    t = settings.trainer
+    return replace(base or TwoTowerOptions(), epochs=t.epochs, seed=t.seed, max_seconds=t.max_train_seconds)
+
+
+@dataclass
+class TrainingData:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    catalogue: Catalogue
+    content: F32
+    window: tuple[float, float]
+
+
+def build_training_data(settings: Settings, archive: ParquetArchive, opts: TwoTowerOptions,
+                        now: float) -> TrainingData:
+    """Events of the last ``trainer.window_s`` (nothing after ``now``: point in time) + the catalogue
+    as of ``now`` (new items included) + content vectors, split by time into train and holdout."""
+    start = now - settings.trainer.window_s
+    events = load_events(archive, start, now)
+    catalogue = load_catalogue(archive, now)
+    train, holdout, _cut = time_split(events, settings.trainer.holdout_fraction)
+    return TrainingData(train, holdout, catalogue, encode_content(catalogue, opts.content), (start, now))
+
+
+def two_tower_gate(settings: Settings, store: VersionedArtifactStore, data: TrainingData,
+                   candidate: TwoTowerBundle) -> GateInput:
+    k = settings.trainer.eval_k
+    metrics = holdout_recall(candidate, data.train, data.holdout, data.catalogue, data.content, k)
+    active = load_active(store, "two_tower", TwoTowerBundle.load)
+    baseline = None if active is None else holdout_recall(active, data.train, data.holdout, data.catalogue,
+                                                          data.content, k)
+    return GateInput("two_tower", candidate, f"recall@{k}", metrics, baseline, data.window,
+                     n_train=len(data.train), extra_meta={"items": len(data.catalogue)})
+
+
+def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
+                 archive: ParquetArchive, opts: TwoTowerOptions | None = None, trigger: str = "schedule",
+                 now: float | None = None) -> TrainOutcome:
+    now = time.time() if now is None else now
+    opts = opts or options_from_settings(settings)
+    with meta.job("train", trigger) as run:
+        outcome = TrainOutcome(run.id)
+        data = build_training_data(settings, archive, opts, now)
+        run.details.update(train_events=len(data.train), holdout_events=len(data.holdout),
+                           items=len(data.catalogue), window=list(data.window))
+        if len(data.train) < MIN_TRAIN_EVENTS or len(data.catalogue) == 0:
+            run.outcome = outcome.skipped = "skipped"
+            run.details["reason"] = f"not enough data: {len(data.train)} events, {len(data.catalogue)} items"
+            return outcome
+        started = time.monotonic()
+        candidate = fit_two_tower(data.train, data.catalogue, data.content, opts)
+        run.details["fit_seconds"] = round(time.monotonic() - started, 3)
+        gate = two_tower_gate(settings, store, data, candidate)
+        margin = settings.trainer.promotion_margin
+        outcome.decisions.append(gate_and_publish(store, meta, gate, margin, run.id))
+        run.details["decisions"] = {d.kind: {"version": d.version, "promoted": d.promoted,
+                                             "reason": d.reason} for d in outcome.decisions}
+    return outcome

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the worker: throughput per agent, lag, DLQ by reason, effect latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter("streamrec_worker_events", "records consumed by outcome",
+                              ["agent", "outcome"], registry=r)
+        self.dlq = Counter("streamrec_worker_dead_lettered", "records sent to the DLQ",
+                           ["agent", "reason"], registry=r)
+        self.batch_seconds = Histogram("streamrec_worker_batch_seconds", "batch processing time",
+                                       ["agent"], buckets=LATENCY_BUCKETS, registry=r)
+        self.effect_latency = Histogram("streamrec_worker_effect_latency_seconds",
+                                        "record timestamp to durable effect", ["agent"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge("streamrec_worker_consumer_lag", "highwater - next offset",
+                         ["topic", "partition"], registry=r)
+        self.retries = Counter("streamrec_worker_store_retries", "optimistic-lock or store retries",
+                               ["agent"], registry=r)

@@ -1,0 +1,161 @@
+"""One batch of one input topic, end to end, in the order that makes it effectively once:
+
+1. skip records at or below the partition's applied watermark (a replay after a crash);
+2. validate; invalid records go to ``<topic>.dlq`` (delivery awaited);
+3. dedupe by event_id, plan and apply effects + dedupe markers + stats + watermarks in ONE Redis
+   transaction (the archive is written just before EXEC, idempotently named by offsets);
+4. push ABSOLUTE feature rows of every entity the batch touched (replayed ones too) and flush;
+5. emit FeedTriggers (delivery awaited). Only then does the agent ack, so offsets are committed
+   after the effects they cover are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.events import (
+    DeadLetter,
+    EventError,
+    FeedTrigger,
+    Interaction,
+    ItemUpsert,
+    encode,
+)
+from core.topics import INTERACTIONS, ITEMS, Topics
+from feature_store.online.writer import OnlineWriter, StatsDelta, plan_users
+from streams.content import ItemVectors
+from streams.decode import RawRecord, Skew, dead_letter, validate
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+Archive = Callable[[str, Sequence[tuple[RawRecord, dict[str, Any]]]], Awaitable[None]]
+FeaturePush = Callable[[Mapping[str, list[dict[str, Any]]]], Awaitable[None]]
+TP = tuple[str, int]
+
+
+@dataclass
+class Parsed:
+    new: list[tuple[RawRecord, Any]]
+    replayed: list[Any]
+    dead: list[DeadLetter]
+    offsets: dict[TP, int]
+
+
+class BatchProcessor:
+    """Transport-free batch logic; the faust agents feed it ``RawRecord`` lists."""
+
+    def __init__(self, topics: Topics, writer: OnlineWriter, send: Send, metrics: WorkerMetrics,
+                 skew: Skew, vectors: ItemVectors | None = None, archive: Archive | None = None,
+                 push: FeaturePush | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.topics, self.writer, self.send, self.metrics = topics, writer, send, metrics
+        self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
+
+    async def process(self, base: str, records: Sequence[RawRecord]) -> None:
+        started = time.monotonic()
+        parsed = await self._parse(base, records)
+        await self._dead_letter(base, parsed.dead)
+        stats = StatsDelta(base, len(parsed.new), len(parsed.dead),
+                           dict(Counter(d.reason for d in parsed.dead)))
+        events = [ev for _, ev in parsed.new]
+        if base == INTERACTIONS:
+            await self._interactions(parsed, stats)
+        elif base == ITEMS:
+            vecs = await self.vectors.encode_async(events) if self.vectors else {}
+            await self._archive(base, parsed.new)
+            await self.writer.apply_items(events, vecs, parsed.offsets, stats)
+        else:
+            await self._archive(base, parsed.new)
+            await self.writer.apply_plan(plan_users(events, self.writer.keys), parsed.offsets, stats)
+        everything = events + parsed.replayed
+        await self._push_features(base, everything)
+        if base == INTERACTIONS:
+            await self._trigger(everything)
+        self._observe(base, parsed, records, started)
+
+    async def _parse(self, base: str, records: Sequence[RawRecord]) -> Parsed:
+        marks = await self.writer.watermarks(sorted({(r.topic, r.partition) for r in records}))
+        now = self.clock()
+        out = Parsed([], [], [], {})
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            replay = rec.offset <= marks[tp]
+            try:
+                ev = validate(base, rec.value, now, self.skew)
+            except EventError as err:
+                if not replay:
+                    out.dead.append(dead_letter(rec, err))
+                    out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
+                continue
+            if replay:
+                out.replayed.append(ev)
+            else:
+                out.new.append((rec, ev))
+                out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
+        return out
+
+    async def _interactions(self, parsed: Parsed, stats: StatsDelta) -> None:
+        by_id = {ev.event_id: rec for rec, ev in parsed.new}
+
+        async def before_commit(fresh: Sequence[Interaction], cats: Mapping[str, list[str]]) -> None:
+            await self._archive(INTERACTIONS, [(by_id[e.event_id], e) for e in fresh], cats)
+
+        applied = await self.writer.apply_interactions(
+            [ev for _, ev in parsed.new], parsed.offsets, stats, before_commit)
+        if applied.retries:
+            self.metrics.retries.labels(INTERACTIONS).inc(applied.retries)
+        self.metrics.events.labels(INTERACTIONS, "duplicate").inc(applied.duplicates)
+
+    async def _archive(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
+                       cats: Mapping[str, list[str]] | None = None) -> None:
+        if self.archive is None or not pairs:
+            return
+        rows = []
+        for rec, ev in pairs:
+            row = ev.model_dump(mode="json")
+            if cats is not None:
+                row["categories"] = list(cats.get(ev.item_id, []))
+            rows.append((rec, row))
+        await self.archive(base, rows)
+
+    async def _dead_letter(self, base: str, dead: Sequence[DeadLetter]) -> None:
+        if not dead:
+            return
+        topic = self.topics.dlq(base)
+        futs = [await self.send(topic, None, encode(d)) for d in dead]
+        await asyncio.gather(*futs)
+        for d in dead:
+            self.metrics.dlq.labels(base, d.reason).inc()
+
+    async def _push_features(self, base: str, events: Sequence[Any]) -> None:
+        if self.push is None or base == "users" or not events:
+            return
+        users = sorted({e.user_id for e in events if isinstance(e, Interaction)})
+        items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
+        await self.push(await self.writer.feature_rows(users, items))
+
+    async def _trigger(self, events: Sequence[Interaction]) -> None:
+        latest: dict[str, float] = {}
+        for ev in events:
+            latest[ev.user_id] = max(latest.get(ev.user_id, 0.0), ev.timestamp)
+        topic = self.topics.feed_triggers
+        futs = [await self.send(topic, u.encode(), encode(FeedTrigger(user_id=u, event_ts=ts)))
+                for u, ts in latest.items()]
+        await asyncio.gather(*futs)
+
+    def _observe(self, base: str, parsed: Parsed, records: Sequence[RawRecord], started: float) -> None:
+        m = self.metrics
+        m.events.labels(base, "applied").inc(len(parsed.new))
+        m.events.labels(base, "replayed").inc(len(parsed.replayed))
+        m.events.labels(base, "dead_lettered").inc(len(parsed.dead))
+        m.batch_seconds.labels(base).observe(time.monotonic() - started)
+        now = self.clock()
+        for rec in records:
+            if rec.timestamp:
+                m.effect_latency.labels(base).observe(max(0.0, now - rec.timestamp))

@@ -1,0 +1,121 @@
+"""``python -m streams.worker``: the stream worker process.
+
+Settings come from ``load_settings()`` (env ``STREAMREC_*`` + optional ``STREAMREC_CONFIG``); the
+broker and Redis must be configured explicitly (``streamrec up`` passes them). HTTP ``/healthz``,
+``/readyz`` and ``/metrics`` are served on ``worker.metrics_port`` (0 = a free port, logged).
+SIGTERM drains the in-flight batches and commits their offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+import redis
+from redis.asyncio import Redis
+
+from core.errors import StartupError
+from core.settings import ConfigError, Settings, load_settings
+from core.topics import Topics
+from feature_store.online.bandit_effects import BanditParams
+from feature_store.online.effects import EffectParams
+from feature_store.online.keys import Keys
+from feature_store.online.writer import OnlineWriter
+from feature_store.transforms import TransformParams
+from streams.app import WorkerState, create_app, register
+from streams.content import ItemVectors
+from streams.decode import Skew
+from streams.metrics import WorkerMetrics
+from streams.processor import BatchProcessor
+from streams.sinks import ArchiveSink, FeastPushSink
+
+log = logging.getLogger("streams.worker")
+
+
+def effect_params(settings: Settings) -> EffectParams:
+    w, b = settings.worker, settings.bandit
+    return EffectParams(
+        history_len=w.history_len, popularity_half_life_s=w.popularity_half_life_s,
+        trending_half_life_s=w.trending_half_life_s, affinity_half_life_s=w.affinity_half_life_s,
+        covisit_window_s=w.covisit_window_s, covisit_cap=w.covisit_cap, covisit_history=w.covisit_history,
+        counter_bucket_s=w.counter_bucket_s, segment_keys=tuple(w.segment_keys),
+        bandit=BanditParams(segment_key=b.segment_key, impression_ttl_s=w.impression_ttl_s))
+
+
+def check_endpoints(settings: Settings) -> None:
+    """Fail fast, naming the key, when the broker or Redis is missing or unreachable."""
+    if not settings.kafka.bootstrap_servers:
+        raise ConfigError(["kafka.bootstrap_servers"], "the worker needs kafka.bootstrap_servers")
+    if not settings.redis.url:
+        raise ConfigError(["redis.url"], "the worker needs redis.url")
+    _retry("Redis at redis.url", lambda: redis.Redis.from_url(
+        settings.redis.url or "", socket_connect_timeout=settings.redis.connect_timeout_s).ping(),
+        settings.redis.connect_retries)
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    _retry(f"Kafka at {host}:{port}", lambda: socket.create_connection(
+        (host, int(port)), timeout=settings.kafka.connect_timeout_s).close(), settings.kafka.connect_retries)
+
+
+def _retry(what: str, fn: object, attempts: int) -> None:
+    last: Exception | None = None
+    for i in range(max(1, attempts)):
+        try:
+            fn()  # type: ignore[operator]
+            return
+        except Exception as exc:  # noqa: BLE001 - re-raised below with context
+            last = exc
+            time.sleep(min(0.2 * 2**i, 2.0))
+    raise StartupError(f"{what} unreachable after {attempts} attempts: {last}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build(settings: Settings) -> tuple[faust.App, int]:
+    port = settings.worker.metrics_port or free_port()
+    app = create_app(settings, port)
+    r = Redis.from_url(settings.redis.url or "", decode_responses=True,
+                       socket_timeout=max(5.0, settings.redis.socket_timeout_s),
+                       socket_connect_timeout=settings.redis.connect_timeout_s)
+    state = WorkerState(r, WorkerMetrics())
+    writer = OnlineWriter(r, Keys(settings.redis.key_prefix), effect_params(settings),
+                          settings.worker.dedupe_ttl_s, TransformParams.from_settings(settings))
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return await app.producer.send(topic, key, value, None, None, None)
+
+    state.processor = BatchProcessor(
+        Topics(settings.kafka.topic_prefix), writer, send, state.metrics,
+        Skew(settings.worker.max_future_skew_s, settings.worker.max_past_skew_s),
+        vectors=ItemVectors(settings.worker.content_model), archive=ArchiveSink(settings),
+        push=FeastPushSink.try_create(settings))
+    register(app, settings, state)
+    return app, port
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        check_endpoints(settings)
+        app, port = build(settings)
+    except (ConfigError, StartupError) as exc:
+        print(f"streams.worker: {exc}", file=sys.stderr)
+        sys.exit(2)
+    log.info("worker metrics/health on port %d", port)
+    print(f"STREAMREC_WORKER_PORT={port}", flush=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
+                          override_logging=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Helpers for lifecycle tests: a small simulated world written to a real parquet archive, and an
+in-process serving loop (two-tower top-k -> the world's response -> the archive)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.events import Interaction
+from feature_store.archive import ParquetArchive
+from models.simulator import World
+from services.trainer.data import load_events
+from services.trainer.two_tower import TwoTowerBundle, user_sequences
+
+HOUR = 3600.0
+
+
+def archive_catalogue(world: World, archive: ParquetArchive, now: float) -> None:
+    archive.append("items", [u.model_dump(mode="json") for u in world.item_upserts(now=now)])
+
+
+def archive_events(archive: ParquetArchive, events: list[Interaction]) -> None:
+    archive.append("interactions", [e.model_dump(mode="json") for e in events])
+
+
+def organic(world: World, archive: ParquetArchive, n: int, start: float, duration_s: float) -> float:
+    archive_events(archive, list(world.traffic(n, start, n / duration_s)))
+    return start + duration_s
+
+
+def recommend(bundle: TwoTowerBundle, histories: dict[str, list[str]], users: list[str],
+              items: list[str], k: int) -> dict[str, list[str]]:
+    uvec = bundle.user_vectors([histories.get(u, []) for u in users])
+    scores = uvec @ bundle.item_vectors(items).T
+    col = {iid: j for j, iid in enumerate(items)}
+    out = {}
+    for r, u in enumerate(users):
+        row = scores[r].copy()
+        row[[col[i] for i in set(histories.get(u, [])[-20:]) if i in col]] = -np.inf
+        out[u] = [items[j] for j in np.argsort(-row, kind="stable")[:k]]
+    return out
+
+
+def serve_rounds(world: World, archive: ParquetArchive, bundle: TwoTowerBundle, start: float, rounds: int,
+                 round_s: float, k: int = 10) -> float:
+    """Each round every user gets a top-k feed from ``bundle`` and reacts; events go to the archive."""
+    now = start
+    for r in range(rounds):
+        histories = user_sequences(load_events(archive, None, now))
+        feeds = recommend(bundle, histories, world.user_ids, world.item_ids, k)
+        events = [ev for u, items in feeds.items()
+                  for ev in world.respond(u, items, now, feed_id=f"f{r}-{u}")]
+        archive_events(archive, events)
+        now += round_s
+    return now
+
+
+def true_quality(world: World, feeds: dict[str, list[str]]) -> float:
+    """Mean true click probability of the recommended items (the simulator's hidden truth)."""
+    return float(np.mean([world.click_probs(u, items).mean() for u, items in feeds.items()]))

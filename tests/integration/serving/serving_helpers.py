@@ -1,0 +1,44 @@
+"""Shared helpers for the serving integration tests (seed Redis through the worker's real writer)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aredis
+
+from core.events import Interaction, ItemUpsert
+from core.settings import Settings
+from feature_store.online.effects import EffectParams
+from feature_store.online.keys import Keys
+from feature_store.online.writer import OnlineWriter, StatsDelta
+
+
+def seed_state(settings: Settings, items: Sequence[ItemUpsert], events: Sequence[Interaction]) -> None:
+    async def run() -> None:
+        r = aredis.Redis.from_url(settings.redis.url or "", decode_responses=True)
+        w = OnlineWriter(r, Keys(settings.redis.key_prefix), EffectParams(), 3600)
+        if items:
+            await w.apply_items(list(items), {}, {}, StatsDelta("items"))
+        if events:
+            await w.apply_interactions(list(events), {}, StatsDelta("interactions"))
+        await r.aclose()
+
+    asyncio.run(run())
+
+
+def small_world(n_items: int = 30, n_users: int = 8) -> tuple[list[ItemUpsert], list[Interaction]]:
+    """Item j is clicked by (n_items - j) // 3 users: popularity strictly falls with j (in steps)."""
+    now = time.time()
+    items = [ItemUpsert(item_id=f"i{j:03d}", categories=[f"c{j % 4}"], created_at=now - 86400 * (1 + j))
+             for j in range(n_items)]
+    events = []
+    for j in range(n_items):
+        for k in range(max(n_items - j, 0)):
+            events.append(Interaction(event_id=f"e{j}-{k}", user_id=f"pop{k}", item_id=f"i{j:03d}",
+                                      type="click", timestamp=now - 60, context={"device": "mobile"}))
+    for u in range(n_users):
+        events.append(Interaction(event_id=f"seen{u}", user_id=f"u{u}", item_id="i000", type="click",
+                                  timestamp=now - 30))
+    return items, events

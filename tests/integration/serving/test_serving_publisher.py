@@ -1,0 +1,95 @@
+"""Publisher with real Kafka + Redis: trigger in -> feed out on the feeds topic, same as the API's."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from core.events import FeedTrigger, decode_feed, encode
+from core.settings import Settings
+from core.topics import Topics
+from services.api.app import create_app
+from services.localstack import free_port, spawn
+from services.pipeline.build import build_pipeline
+from services.pipeline.impressions import decode_impression
+from serving_helpers import seed_state, small_world
+
+
+def _create_topics(settings: Settings) -> Topics:
+    topics = Topics(settings.kafka.topic_prefix)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.create_topics([NewTopic(t, 1, 1) for t in topics.all()])
+    admin.close()
+    return topics
+
+
+def _env(settings: Settings, port: int) -> dict[str, str]:
+    return {"STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+            "STREAMREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "STREAMREC_REDIS__URL": settings.redis.url or "", "STREAMREC_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+            "STREAMREC_DATA_DIR": str(settings.data_dir), "STREAMREC_PUBLISHER__METRICS_PORT": str(port),
+            "STREAMREC_PUBLISHER__DEBOUNCE_MS": "50"}
+
+
+def _wait_ready(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("publisher never became ready")
+
+
+def _consume(settings: Settings, topic: str, want: int, timeout_s: float = 20.0) -> list[bytes]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < want and time.monotonic() < deadline:
+        out.extend(rec.value for rec in consumer)
+    consumer.close()
+    return out
+
+
+def test_trigger_to_feed_topic(settings: Settings):
+    topics = _create_topics(settings)
+    items, events = small_world()
+    seed_state(settings, items, events)
+    port = free_port()
+    log_dir = settings.data_dir / "logs"
+    child = spawn("publisher", [sys.executable, "-m", "services.publisher"], log_dir,
+                  env={**_env(settings, port), "PYTHONPATH": os.getcwd()})
+    try:
+        _wait_ready(port)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        t_event = time.time()
+        for _ in range(3):  # debounced into one feed
+            producer.send(topics.feed_triggers, key=b"u1", value=encode(FeedTrigger(user_id="u1", event_ts=t_event)))
+        producer.flush()
+        feeds = [decode_feed(raw) for raw in _consume(settings, topics.feeds, 1)]
+        assert len(feeds) == 1, feeds
+        feed = feeds[0]
+        assert feed.user_id == "u1" and feed.trigger_event_ts == t_event and not feed.degraded
+        ids = [it.item_id for it in feed.items]
+        assert "i000" not in ids and len(ids) == settings.publisher.feed_size
+        pipeline, close = build_pipeline(settings, hot_swap=False)
+        with TestClient(create_app(settings, pipeline, on_close=close)) as client:
+            api = client.get("/v1/feed/u1", params={"n": settings.publisher.feed_size}).json()
+        assert [it["item_id"] for it in api["items"]] == ids  # same state -> same feed
+        imps = [decode_impression(raw) for raw in _consume(settings, topics.impressions, 2)]
+        pub = next(i for i in imps if i.origin == "publisher")
+        assert pub.feed_id == feed.feed_id and pub.items == ids
+        assert pub.propensities == [it.propensity for it in feed.items]
+        assert child.stop() == 0  # SIGTERM -> graceful exit 0
+    finally:
+        child.stop()
