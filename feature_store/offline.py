@@ -126,19 +126,42 @@ def as_utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def _refs(store: FeatureStore, service: str, join_key: str) -> list[str]:
+    fs = store.get_feature_service(service)
+    return [f"{p.name}:{f.name}" for p in fs.feature_view_projections
+            if names.view(p.name).join_key == join_key for f in p.features]
+
+
+def _utc_us(ts: pd.Series) -> pd.Series:
+    """tz-aware UTC at microsecond precision, rounded DOWN (never after the label)."""
+    out = pd.to_datetime(ts, unit="s", utc=True) if pd.api.types.is_numeric_dtype(ts) else \
+        pd.to_datetime(ts, utc=True)
+    return out.dt.floor("us").astype("datetime64[us, UTC]")
+
+
 def training_set(
     store: FeatureStore, labels: pd.DataFrame, service: str = names.RANKING_SERVICE
 ) -> pd.DataFrame:
-    """Point-in-time features for labelled impressions.
+    """Point-in-time features for labelled impressions (Feast ``get_historical_features``).
 
     Args:
         labels: columns ``user_id, item_id, event_timestamp`` (the impression time: unix seconds or
-            tz-aware datetimes) and ``label`` (plus anything else, passed through).
-    Returns: one row per label with every feature of the feature service as of its timestamp.
+            datetimes) and ``label`` (plus anything else, passed through).
+    Returns: the labels, in order, with every feature of the feature service as of each row's time.
+
+    User and item views are fetched in separate calls on de-duplicated (key, time) rows and joined
+    back: Feast 0.67's dask store de-duplicates a mixed-entity join on the first view's keys, which
+    would silently drop labels that share (user, time).
     """
-    entity_df = labels.copy()
-    ts = entity_df[names.EVENT_TIMESTAMP]
-    if pd.api.types.is_numeric_dtype(ts):
-        entity_df[names.EVENT_TIMESTAMP] = pd.to_datetime(ts, unit="s", utc=True)
-    fs = store.get_feature_service(service)
-    return store.get_historical_features(entity_df=entity_df, features=fs).to_df()
+    ts = names.EVENT_TIMESTAMP
+    out = labels.copy()
+    out[ts] = _utc_us(out[ts])
+    for join_key in (names.USER_KEY, names.ITEM_KEY):
+        refs = _refs(store, service, join_key)
+        if not refs:
+            continue
+        keys = out[[join_key, ts]].drop_duplicates().reset_index(drop=True)
+        feats = store.get_historical_features(entity_df=keys, features=refs).to_df()
+        feats[ts] = _utc_us(feats[ts])
+        out = out.merge(feats, on=[join_key, ts], how="left", validate="many_to_one")
+    return out

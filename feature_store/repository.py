@@ -31,8 +31,14 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore
 
 
 def teardown(store: FeatureStore) -> None:
-    """Remove this project's online tables and registry objects (tests, uninstall)."""
-    store.teardown()
+    """Remove THIS project's online data and registry objects (tests, uninstall).
+
+    Not ``FeatureStore.teardown``: in Feast 0.67 that deletes every project of the shared registry.
+    """
+    views = list(store.list_feature_views(allow_cache=False))
+    entities = list(store.list_entities(allow_cache=False))
+    store._get_provider().teardown_infra(store.project, views, entities)  # type: ignore[arg-type]
+    store.registry.delete_project(store.project)
 
 
 def materialize(

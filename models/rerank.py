@@ -117,19 +117,17 @@ class _Caps:
 
 def select_mmr(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps) -> list[int]:
     """Greedy MMR: argmax lam*rel - (1-lam)*max similarity to what is already chosen."""
-    n = len(rel)
-    max_sim = np.zeros(n, np.float32)
+    max_sim = np.zeros(len(rel), np.float32)
     alive = rel > _NEG / 2
     chosen: list[int] = []
     while len(chosen) < k and alive.any():
         gain = np.where(alive, lam * rel - (1.0 - lam) * max_sim, _NEG)
-        order = np.argsort(-gain)
-        pick = next((int(i) for i in order if alive[i] and caps.allowed(int(i))), None)
-        if pick is None:
-            break
+        pick = int(np.argmax(gain))
+        alive[pick] = False
+        if not caps.allowed(pick):
+            continue
         chosen.append(pick)
         caps.take(pick)
-        alive[pick] = False
         np.maximum(max_sim, vectors @ vectors[pick], out=max_sim)
     return chosen
 

@@ -232,8 +232,7 @@ class Stack:
     def _feast_apply(self) -> None:
         apply = _find_feast_apply()
         if apply is None:
-            # TODO(lead): wire FEATURES' Feast apply function here once it exists.
-            log.warning("no Feast apply function found; skipping feast apply")
+            log.warning("feature_store.repository.apply not importable; Feast repo not applied")
             return
         log.info("applying the Feast repo")
         apply(self.settings)

@@ -102,6 +102,8 @@ async def run_to_completion(state: WorkerState, base: str, events: Sequence[Even
             await asyncio.shield(task)
         except asyncio.CancelledError:
             cancelled = True
+        except Exception:  # noqa: BLE001, S110 - inspected below, never acked
+            pass
     if task.exception() is not None:
         log.critical("batch of %d %s records failed unrecoverably; exiting without ack",
                      len(records), base, exc_info=task.exception())

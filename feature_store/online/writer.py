@@ -74,6 +74,8 @@ class OnlineWriter:
         """Dedupe, plan and apply ``events`` with offsets and stats in one transaction (retried on
         a concurrent change). ``before_commit(fresh, categories)`` runs before EXEC (the archive)."""
         result = Applied()
+        if not events and not offsets:
+            return result
         ids = [self.keys.dedupe(e.event_id) for e in events]
         users = sorted({e.user_id for e in events})
         items = sorted({e.item_id for e in events})
@@ -218,6 +220,9 @@ class OnlineWriter:
         """Catalog, vectors, pools and the items' feature state (created_at), atomically."""
         ids = sorted({it.item_id for it in items})
         fkeys = [self.keys.item_features(i) for i in ids]
+        if not fkeys:
+            await self.apply_plan(Plan(), offsets, stats)
+            return
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:

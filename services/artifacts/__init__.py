@@ -10,7 +10,7 @@ Example:
 
 from services.artifacts.backends import Backend, LocalBackend, MemoryBackend
 from services.artifacts.loader import Loaded, Loader, LoadFailure
-from services.artifacts.manifest import Manifest, Release, sha256_file
+from services.artifacts.manifest import Manifest, Release, parse_version, sha256_file
 from services.artifacts.registry import open_store
 from services.artifacts.store import VersionedArtifactStore
 
@@ -25,5 +25,6 @@ __all__ = [
     "Release",
     "VersionedArtifactStore",
     "open_store",
+    "parse_version",
     "sha256_file",
 ]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_NAME = "artifact.json"  # not "manifest.json": models/ writes its own inside the payload
 ACTIVE_NAME = "ACTIVE.json"
 _CHUNK = 1 << 20
 

@@ -3,7 +3,7 @@
 Layout per kind::
 
     <kind>/<version>/<file>...        the payload, each file written atomically
-    <kind>/<version>/MANIFEST.json    written LAST: a version without it is incomplete and ignored
+    <kind>/<version>/artifact.json    written LAST: a version without it is incomplete and ignored
     <kind>/.locks/<version>           exclusive version allocation
     <kind>/ACTIVE.json                the release pointer (promote / rollback)
 """
@@ -49,12 +49,19 @@ class VersionedArtifactStore:
         return f"VersionedArtifactStore({self.backend.describe()})"
 
     # -- writing -------------------------------------------------------------------------
-    def publish(self, kind: str, files: Mapping[str, Path], meta: Mapping[str, Any]) -> str:
-        """Upload ``files`` (name -> local path) as a new version; the manifest goes last."""
+    def reserve(self, kind: str) -> str:
+        """Allocate the next version now (e.g. to stamp it inside the payload), publish it later."""
+        _check_name(kind, "kind")
+        return self._allocate(kind)
+
+    def publish(self, kind: str, files: Mapping[str, Path], meta: Mapping[str, Any],
+                version: str | None = None) -> str:
+        """Upload ``files`` (name -> local path) as a new version (or the ``reserve``d one); the
+        manifest goes last."""
         _check_name(kind, "kind")
         for name in files:
             _check_name(name, "file name")
-        version = self._allocate(kind)
+        version = format_version(parse_version(version)) if version else self._allocate(kind)
         entries: dict[str, dict[str, Any]] = {}
         for name, src in files.items():
             src = Path(src)
@@ -65,6 +72,14 @@ class VersionedArtifactStore:
         self.backend.put_bytes(f"{kind}/{version}/{MANIFEST_NAME}", manifest.to_json())
         log.info("published %s version %s (%d files)", kind, version, len(entries))
         return version
+
+    def publish_dir(self, kind: str, directory: Path, meta: Mapping[str, Any],
+                    version: str | None = None) -> str:
+        """Publish every regular file directly inside ``directory``."""
+        files = {p.name: p for p in sorted(Path(directory).iterdir()) if p.is_file()}
+        if not files:
+            raise ArtifactError(f"nothing to publish in {directory}")
+        return self.publish(kind, files, meta, version)
 
     def _allocate(self, kind: str) -> str:
         taken = [parse_version(v) for v in self.backend.children(f"{kind}/.locks")]

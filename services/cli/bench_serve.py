@@ -30,7 +30,7 @@ import numpy as np
 import typer
 from hdrh.histogram import HdrHistogram
 
-from core.events import Interaction, ItemUpsert, decode_feed, encode
+from core.events import Interaction, InteractionType, ItemUpsert, decode_feed, encode
 from core.settings import Settings, load_settings
 from core.topics import Topics
 
@@ -41,13 +41,32 @@ STAGES = ("retrieval", "features", "ranking", "reranking")
 
 
 # ---- seeding ---------------------------------------------------------------------------------
-def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: int = 0) -> list[str]:
-    """Catalog + Zipf interactions written with the worker's writer. Returns the user ids."""
-    import redis.asyncio as aredis
+def _apply_plan(client: Any, plan: Any, chunk: int = 5000) -> None:
+    """Bench-only fast path: a worker Plan applied with plain pipelined commands (no transaction)."""
+    cmds: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    cmds += [("zadd", (k, dict(v)), {}) for k, v in plan.zadd.items() if v]
+    cmds += [("zincrby", (k, v, m), {}) for k, mv in plan.zincr.items() for m, v in mv.items()]
+    cmds += [("hincrbyfloat", (k, f, v), {}) for k, fv in plan.hincr.items() for f, v in fv.items()]
+    cmds += [("hset", (k,), {"mapping": v}) for k, v in plan.hset.items()]
+    for k, v in plan.lists.items():
+        cmds += [("delete", (k,), {}), ("rpush", (k, *v), {})]
+    cmds += [("sadd", (k, *v), {}) for k, v in plan.sadd.items() if v]
+    cmds += [("set", (k, v), {"ex": ttl}) for k, (v, ttl) in plan.setex.items()]
+    cmds += [("expire", (k, t), {}) for k, t in plan.expire.items()]
+    for k in range(0, len(cmds), chunk):
+        with client.pipeline(transaction=False) as pipe:
+            for name, args, kwargs in cmds[k:k + chunk]:
+                getattr(pipe, name)(*args, **kwargs)
+            pipe.execute()
 
-    from feature_store.online.effects import EffectParams
+
+def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: int = 0) -> list[str]:
+    """Catalog + Zipf interactions planned by the worker's own pure functions. Returns the user ids."""
+    import redis
+
+    from feature_store.online.effects import EffectParams, plan_interactions
     from feature_store.online.keys import Keys
-    from feature_store.online.writer import OnlineWriter, StatsDelta
+    from feature_store.online.writer import plan_items
 
     rng = np.random.default_rng(seed_)
     now = time.time()
@@ -56,19 +75,15 @@ def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: i
     ranks = np.minimum(rng.zipf(1.3, n_events) - 1, n_items - 1)
     users = [f"u{k:05d}" for k in range(n_users)]
     events = [Interaction(event_id=f"seed-{k}", user_id=users[int(rng.integers(n_users))],
-                          item_id=f"i{int(r):06d}", type="click", timestamp=now - 600 + 600 * k / n_events,
+                          item_id=f"i{int(r):06d}", type=InteractionType.CLICK,
+                          timestamp=now - 600 + 600 * k / n_events,
                           context={"device": "mobile" if k % 3 else "desktop"}) for k, r in enumerate(ranks)]
-
-    async def run() -> None:
-        r = aredis.Redis.from_url(settings.redis.url or "", decode_responses=True)
-        w = OnlineWriter(r, Keys(settings.redis.key_prefix), EffectParams(), settings.worker.dedupe_ttl_s)
-        for k in range(0, len(items), 5000):
-            await w.apply_items(items[k:k + 5000], {}, {}, StatsDelta("items"))
-        for k in range(0, len(events), 2000):
-            await w.apply_interactions(events[k:k + 2000], {}, StatsDelta("interactions"))
-        await r.aclose()
-
-    asyncio.run(run())
+    keys = Keys(settings.redis.key_prefix)
+    cats = {it.item_id: it.categories for it in items}
+    client = redis.Redis.from_url(settings.redis.url or "")
+    _apply_plan(client, plan_items(items, {}, keys))
+    _apply_plan(client, plan_interactions(events, {}, cats, EffectParams(), keys))
+    client.close()
     return users
 
 
@@ -120,7 +135,8 @@ async def _one(client: httpx.AsyncClient, url: str, scheduled: float, out: LoadR
     out.record(resp, time.perf_counter() - scheduled)
 
 
-async def open_loop(api: str, users: list[str], rps: float, duration_s: float, n: int) -> tuple[LoadResult, float]:
+async def open_loop(api: str, users: list[str], rps: float, duration_s: float,
+                    n: int) -> tuple[LoadResult, float]:
     out = LoadResult()
     rng = np.random.default_rng(1)
     total = int(rps * duration_s)
@@ -165,8 +181,9 @@ class EventToFeed:
         while not self.stop.is_set():
             user = self.users[int(rng.integers(len(self.users)))]
             ts = time.time()
-            ev = Interaction(event_id=uuid.uuid4().hex, user_id=user, item_id=f"i{int(rng.integers(1000)):06d}",
-                             type="click", timestamp=ts)
+            item = f"i{int(rng.integers(1000)):06d}"
+            ev = Interaction(event_id=uuid.uuid4().hex, user_id=user, item_id=item,
+                             type=InteractionType.CLICK, timestamp=ts)
             self._sent.add(ts)
             producer.send(self.topics.interactions, key=user.encode(), value=encode(ev))
             producer.flush()
@@ -177,7 +194,7 @@ class EventToFeed:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(self.topics.feeds, bootstrap_servers=self.settings.kafka.bootstrap_servers,
-                                 auto_offset_reset="latest", consumer_timeout_ms=200)
+                                 auto_offset_reset="latest", consumer_timeout_ms=200, fetch_max_wait_ms=20)
         while not self.stop.is_set():
             for rec in consumer:
                 feed = decode_feed(rec.value)
@@ -191,7 +208,8 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def report(load: LoadResult, elapsed: float, e2f: EventToFeed | None, rps: float, n_items: int) -> dict[str, Any]:
+def report(load: LoadResult, elapsed: float, e2f: EventToFeed | None, rps: float,
+           n_items: int) -> dict[str, Any]:
     h = load.hist
     ok = h.get_total_count() > 0
     return {
@@ -210,7 +228,9 @@ def report(load: LoadResult, elapsed: float, e2f: EventToFeed | None, rps: float
 
 
 def run_serve_bench(settings: Settings, items: int = 100_000, rps: float = 100.0, duration: float = 30.0,
-                    api: str | None = None, n: int = 20, users: int = 5000, events_rate: float = 20.0) -> dict[str, Any]:
+                    api: str | None = None, n: int = 20, users: int = 5000,
+                    events_rate: float = 20.0) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-able result (keys in the module docstring)."""
     if api is not None:
         user_ids = [f"u{k:05d}" for k in range(users)]
         load, elapsed = asyncio.run(open_loop(api, user_ids, rps, duration, n))

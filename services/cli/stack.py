@@ -38,7 +38,7 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(2) from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("kafka", "feast"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     return settings
 
 

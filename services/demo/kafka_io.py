@@ -21,7 +21,7 @@ from services.stack import kafka_config
 def make_producer(settings: Settings) -> KafkaProducer:
     """acks=all-ish producer with bounded blocking; raises BrokerUnavailable naming the bootstrap."""
     try:
-        return KafkaProducer(**kafka_config(settings), acks=1, linger_ms=5,
+        return KafkaProducer(**kafka_config(settings), acks=1, linger_ms=5, enable_idempotence=False,
                              max_block_ms=int(settings.kafka.connect_timeout_s * 1000))
     except Exception as exc:  # noqa: BLE001 - kafka-python raises several types here
         raise BrokerUnavailable(f"Kafka at {settings.kafka.bootstrap_servers} "

@@ -22,13 +22,14 @@ def _scale(values: Sequence[float], lo: float, hi: float, out_lo: float, out_hi:
     return [out_lo + (v - lo) / span * (out_hi - out_lo) for v in values]
 
 
-def _axes(title: str, x_label: str, y_max: float, x_max: float) -> list[str]:
+def _axes(title: str, x_label: str, y_max: float, x_max: float, x_min: float = 0.0) -> list[str]:
     return [
         f'<text x="{W / 2}" y="16" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#444"/>',
         f'<line x1="{PAD}" y1="24" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>',
         f'<text x="{PAD - 4}" y="30" text-anchor="end" font-size="11">{y_max:.0f}</text>',
         f'<text x="{PAD - 4}" y="{H - PAD}" text-anchor="end" font-size="11">0</text>',
+        f'<text x="{PAD}" y="{H - PAD + 14}" text-anchor="start" font-size="11">{x_min:.0f}</text>',
         f'<text x="{W - 10}" y="{H - PAD + 14}" text-anchor="end" font-size="11">{x_max:.0f}</text>',
         f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle" font-size="12">{html.escape(x_label)}</text>',
     ]
@@ -37,10 +38,10 @@ def _axes(title: str, x_label: str, y_max: float, x_max: float) -> list[str]:
 def line_chart(title: str, xs: Sequence[float], series: Mapping[str, Sequence[float]],
                x_label: str = "seconds") -> str:
     """An SVG line chart of several series sharing ``xs``."""
-    x_max = max(xs, default=1.0) or 1.0
+    x_min, x_max = min(xs, default=0.0), max(xs, default=1.0)
     y_max = max((max(v, default=0.0) for v in series.values()), default=1.0) or 1.0
-    parts = _axes(title, x_label, y_max, x_max)
-    px = _scale(xs, 0.0, x_max, PAD, W - 10)
+    parts = _axes(title, x_label, y_max, x_max, x_min)
+    px = _scale(xs, x_min, x_max, PAD, W - 10)
     for k, (name, ys) in enumerate(series.items()):
         py = _scale(ys, 0.0, y_max, H - PAD, 24)
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py, strict=False))
@@ -84,7 +85,7 @@ def _rows(summary: Mapping[str, Any]) -> str:
 def render_html(summary: Mapping[str, Any], latencies_ms: Sequence[float]) -> str:
     tl = summary.get("timeline", [])
     xs = [float(p["t"]) for p in tl]
-    rates = line_chart("Throughput per second", xs, {
+    rates = line_chart("Throughput per second", xs, x_label="seconds since the demo started", series={
         "events produced/s": [float(p["produced_per_s"]) for p in tl],
         "events processed/s": [float(p["processed_per_s"]) for p in tl],
         "feeds published/s": [float(p["feeds_per_s"]) for p in tl],

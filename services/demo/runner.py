@@ -7,8 +7,10 @@ event produced (``events_processed + events_dead_lettered == events_produced``) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +39,8 @@ class DemoOptions:
     n_items: int = 1000
     seed: int = 0
     min_traffic_s: float = 10.0
-    catch_up_s: float = 25.0
+    catch_up_s: float = 20.0
+    settle_s: float = 4.0
     ready_timeout_s: float = 90.0
 
 
@@ -51,6 +54,7 @@ class DemoRun:
     traffic_s: float = 0.0
     counts: WorkerCounts = field(default_factory=WorkerCounts)
     timeline: list[dict[str, float]] = field(default_factory=list)
+    api: dict[str, Any] = field(default_factory=dict)
     _last: tuple[float, int, float, int, float] = (0.0, 0, 0.0, 0, 0.0)
 
     def sample(self, driver: TrafficDriver, feeds: FeedWatcher) -> None:
@@ -84,6 +88,20 @@ def _quality(world: World, feeds: FeedWatcher) -> dict[str, float | None]:
             "personalisation_lift": round(f / c, 2) if c else None}
 
 
+def probe_api(base_url: str, users: list[str], timeout_s: float = 3.0) -> dict[str, Any]:
+    """GET /v1/feed/{user} for a few users: the HTTP side of the same pipeline."""
+    ok, times = 0, []
+    for user in users:
+        t = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{base_url}/v1/feed/{user}", timeout=timeout_s) as resp:  # noqa: S310
+                ok += int(resp.status == 200 and bool(json.loads(resp.read()).get("items")))
+        except (OSError, ValueError):
+            continue
+        times.append((time.monotonic() - t) * 1000.0)
+    return {"api_feed_requests": len(users), "api_feeds_ok": ok, "api_latency_ms_p50": _pct(times, 50)}
+
+
 def summarise(run: DemoRun, driver: TrafficDriver, feeds: FeedWatcher, dlq: DeadLetterWatcher,
               world: World) -> dict[str, Any]:
     lat = list(feeds.latencies_ms)
@@ -100,7 +118,7 @@ def summarise(run: DemoRun, driver: TrafficDriver, feeds: FeedWatcher, dlq: Dead
         "feed_latency_ms_p99": _pct(lat, 99), "feeds_with_latency": len(lat),
         "startup_s": round(run.startup_s, 1), "traffic_s": round(run.traffic_s, 1),
         "events_per_s": round(driver.produced / run.traffic_s, 1) if run.traffic_s else 0.0,
-        **_quality(world, feeds), "timeline": run.timeline,
+        **_quality(world, feeds), **run.api, "timeline": run.timeline,
     }
 
 
@@ -153,6 +171,8 @@ class Demo:
             driver.publish_catalog(time.time())
             with Live(console=self.console, refresh_per_second=4, transient=False) as live:
                 self._traffic(driver, feeds, metrics_url, stack, live)
+                if "api" in stack.ports:
+                    self.run.api = probe_api(stack.url("api"), sorted(feeds.latest)[:10])
                 producer.flush(30)
                 self._catch_up(driver, feeds, metrics_url, live)
             self.latencies_ms = list(feeds.latencies_ms)
@@ -192,15 +212,18 @@ class Demo:
         live.update(render(_snapshot(self.run, driver, feeds, phase, remaining)))
 
     def _catch_up(self, driver: TrafficDriver, feeds: FeedWatcher, metrics_url: str, live: Live) -> None:
-        """Wait (bounded) until the worker accounts for every event, then for feeds to settle."""
+        """Wait (bounded) until the worker accounts for every event, then briefly for feeds to settle."""
         deadline = time.monotonic() + self.opts.catch_up_s
-        stable_since, last_feeds = time.monotonic(), -1
         while time.monotonic() < deadline:
             self._refresh(driver, feeds, metrics_url, "catching up", deadline - time.monotonic(), live)
             c = self.run.counts
-            caught_up = c.applied + c.dead_lettered >= driver.produced or not metrics_url
-            if feeds.feeds != last_feeds:
-                stable_since, last_feeds = time.monotonic(), feeds.feeds
-            if caught_up and time.monotonic() - stable_since > 2.0:
-                return
+            if c.applied + c.dead_lettered >= driver.produced or not metrics_url:
+                break
             time.sleep(0.5)
+        settle_end, last = time.monotonic() + self.opts.settle_s, feeds.feeds
+        while time.monotonic() < settle_end:
+            time.sleep(1.0)
+            self._refresh(driver, feeds, metrics_url, "settling", settle_end - time.monotonic(), live)
+            if feeds.feeds == last:
+                return
+            last = feeds.feeds

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 Scorer = Callable[[Sequence[str], Sequence[str]], npt.NDArray[np.float32]]
 Embedder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 _MAX_SAMPLE = 20_000
+MIN_USER_EVENTS = 3
+MAX_USERS = 5_000
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Check:
 @dataclass
 class DriftResult:
     checks: list[Check]
-    panels: list[Panel]
+    panels: list[Panel] = field(repr=False)
     counts: dict[str, int]
 
     @property
@@ -106,23 +108,52 @@ def _model_checks(ref: pd.DataFrame, cur: pd.DataFrame, ctx: DriftContext, cfg: 
     if ctx.scorer is not None and len(ref_pos) and len(cur_pos):
         rs = np.asarray(ctx.scorer(list(ref_pos["user_id"]), list(ref_pos["item_id"])), dtype=float)
         cs = np.asarray(ctx.scorer(list(cur_pos["user_id"]), list(cur_pos["item_id"])), dtype=float)
-        checks.append(Check("ks.clicked_score", stats.ks(rs, cs), cfg.ks_threshold))
-        checks.append(Check("psi.clicked_score", stats.psi(rs, cs), cfg.psi_threshold))
+        checks.append(Check("ks.clicked_score_drop", stats.ks_lower(rs, cs), cfg.ks_threshold))
         panels.append(Panel("model score of clicked (user, item)", list(rs), list(cs)))
-    if ctx.embedder is not None and len(ref_pos) and len(cur_pos):
-        re_ = ctx.embedder(list(ref_pos["item_id"]))
-        ce = ctx.embedder(list(cur_pos["item_id"]))
-        checks.append(Check("embedding.clicked_centroid_shift", stats.centroid_shift(re_, ce),
-                            cfg.embedding_threshold))
+    if ctx.embedder is not None:
+        shift = _user_centroid_shift(ref[ref["positive"]], cur[cur["positive"]], ctx.embedder)
+        if shift is not None:
+            checks.append(Check("embedding.user_centroid_shift", shift, cfg.embedding_threshold))
     return checks
+
+
+def _per_user_vectors(pos: pd.DataFrame, embedder: Embedder, users: set[str]) -> dict[str, np.ndarray]:
+    pos = pos[pos["user_id"].isin(users)]
+    out = {}
+    for user, items in pos.groupby("user_id")["item_id"]:
+        vecs = np.asarray(embedder(list(items)), dtype=np.float64)
+        if len(vecs):
+            out[str(user)] = vecs
+    return out
+
+
+def _user_centroid_shift(ref_pos: pd.DataFrame, cur_pos: pd.DataFrame, embedder: Embedder) -> float | None:
+    """Per user, where their engagements sit in embedding space now vs in the reference (users with
+    at least MIN_USER_EVENTS positives in both windows, at most MAX_USERS of them)."""
+    rc, cc = ref_pos["user_id"].value_counts(), cur_pos["user_id"].value_counts()
+    both = sorted(set(rc[rc >= MIN_USER_EVENTS].index) & set(cc[cc >= MIN_USER_EVENTS].index))[:MAX_USERS]
+    if not both:
+        return None
+    return stats.mean_pairwise_shift(_per_user_vectors(ref_pos, embedder, set(both)),
+                                     _per_user_vectors(cur_pos, embedder, set(both)))
+
+
+def _ctr_check(ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftSettings) -> tuple[Check, float, float]:
+    """Served-feed CTR when both windows have served impressions (same exposure), else overall."""
+    served_ref, served_cur = ref[ref["feed_id"].notna()], cur[cur["feed_id"].notna()]
+    if ctr(served_ref) > 0 and len(served_cur):
+        ref_ctr, cur_ctr, name = ctr(served_ref), ctr(served_cur), "ctr_drop.served"
+    else:
+        ref_ctr, cur_ctr, name = ctr(ref), ctr(cur), "ctr_drop"
+    return Check(name, stats.relative_drop(ref_ctr, cur_ctr), cfg.ctr_drop_threshold), ref_ctr, cur_ctr
 
 
 def compute_drift(ref: pd.DataFrame, cur: pd.DataFrame, ctx: DriftContext, cfg: DriftSettings) -> DriftResult:
     """Every statistic of ``cur`` (recent serving window) against ``ref`` (the training window)."""
     panels: list[Panel] = []
     checks = _feature_checks(ref, cur, ctx, cfg, panels)
-    ref_ctr, cur_ctr = ctr(ref), ctr(cur)
-    checks.append(Check("ctr_drop", stats.relative_drop(ref_ctr, cur_ctr), cfg.ctr_drop_threshold))
+    ctr_check, ref_ctr, cur_ctr = _ctr_check(ref, cur, cfg)
+    checks.append(ctr_check)
     checks += _model_checks(ref, cur, ctx, cfg, panels)
     counts = {"reference_events": len(ref), "current_events": len(cur),
               "reference_ctr_permille": round(1000 * ref_ctr), "current_ctr_permille": round(1000 * cur_ctr)}

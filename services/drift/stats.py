@@ -54,6 +54,20 @@ def ks(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     return float(stats.ks_2samp(ref, cur).statistic)
 
 
+def ks_lower(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
+    """One-sided KS: how far the current CDF rises above the reference one (current values LOWER).
+
+    A shift of the scores upwards (the model now predicts clicks better) gives 0."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64))
+    cur = np.sort(np.asarray(current, dtype=np.float64))
+    if len(ref) == 0 or len(cur) == 0:
+        return 0.0
+    grid = np.concatenate([ref, cur])
+    cdf_cur = np.searchsorted(cur, grid, side="right") / len(cur)
+    gap = cdf_cur - np.searchsorted(ref, grid, side="right") / len(ref)
+    return float(max(0.0, gap.max()))
+
+
 def relative_drop(reference: float, current: float) -> float:
     """How much lower ``current`` is than ``reference``, as a fraction (0 when not lower)."""
     if reference <= 0:
@@ -69,3 +83,11 @@ def centroid_shift(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     a, b = ref.mean(axis=0), cur.mean(axis=0)
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return 0.0 if denom == 0 else float(1.0 - a @ b / denom)
+
+
+def mean_pairwise_shift(reference: dict[str, npt.NDArray[np.float64]],
+                        current: dict[str, npt.NDArray[np.float64]]) -> float:
+    """Mean over keys present in both of ``1 - cos(centroid_ref[key], centroid_cur[key])``
+    (e.g. per user: the items they engage with now vs then, in embedding space)."""
+    shifts = [centroid_shift(reference[k], current[k]) for k in reference.keys() & current.keys()]
+    return float(np.mean(shifts)) if shifts else 0.0

@@ -14,11 +14,18 @@ import numpy as np
 
 from core.settings import Settings
 from feature_store.archive import ParquetArchive
+from models.index import ItemIndex
 from services.artifacts import VersionedArtifactStore
-from services.indexer.ann import F32, FaissIndex, exact_recall
+from services.indexer.ann import F32, exact_recall
 from services.metadata import MetadataStore
 from services.trainer.data import load_catalogue, load_events
-from services.trainer.two_tower import TwoTowerBundle, encode_content, user_sequences
+from services.trainer.two_tower import (
+    TwoTowerBundle,
+    content_config,
+    encode_content,
+    load_bundle,
+    user_sequences,
+)
 
 log = logging.getLogger(__name__)
 RECALL_K = 10
@@ -47,9 +54,10 @@ def _queries(bundle: TwoTowerBundle, archive: ParquetArchive, vectors: F32, n: i
     return rows.astype(np.float32)
 
 
-def _publish(store: VersionedArtifactStore, index: FaissIndex, meta_fields: dict[str, object]) -> str:
+def _publish(store: VersionedArtifactStore, index: ItemIndex, meta_fields: dict[str, object]) -> str:
     with tempfile.TemporaryDirectory(prefix="index-") as tmp:
-        return store.publish(INDEX_KIND, index.save(Path(tmp)), meta_fields)
+        index.save(Path(tmp))
+        return store.publish_dir(INDEX_KIND, Path(tmp), meta_fields, index.version)
 
 
 def _record(store: VersionedArtifactStore, meta: MetadataStore, out: IndexOutcome, model_version: str,
@@ -80,13 +88,15 @@ def run_index(settings: Settings, meta: MetadataStore, store: VersionedArtifactS
             out.reason = run.details["reason"] = "no active two_tower model"
             return out
         with tempfile.TemporaryDirectory(prefix="index-model-") as tmp:
-            bundle = TwoTowerBundle.load(store.fetch("two_tower", model_version, Path(tmp)))
+            bundle = load_bundle(store.fetch("two_tower", model_version, Path(tmp)))
         catalogue = load_catalogue(archive, now)
-        vectors = bundle.item_vectors(catalogue.item_ids, encode_content(catalogue, bundle.content_cfg))
-        index = FaissIndex.build(catalogue.item_ids, vectors)
+        vectors = bundle.item_vectors(catalogue.item_ids, encode_content(catalogue, content_config(bundle)))
+        index = ItemIndex.build(catalogue.item_ids, vectors, model_version=model_version,
+                                version=store.reserve(INDEX_KIND))
         queries = _queries(bundle, archive, vectors, t.index_recall_sample, t.seed, now,
                            settings.drift.window_s)
-        out.recall, out.item_count = exact_recall(index, vectors, queries, RECALL_K), len(catalogue)
+        out.recall = exact_recall(index, catalogue.item_ids, vectors, queries, RECALL_K)
+        out.item_count = len(catalogue)
         out.version = _publish(store, index, {"model_version": model_version, "item_count": out.item_count,
                                               "recall": out.recall, "dim": int(vectors.shape[1])})
         _record(store, meta, out, model_version, len(queries), t.index_recall_gate)

@@ -89,6 +89,13 @@ class MetadataStore:
             raise
         self.finish_job(handle.id, handle.outcome, None, handle.details)
 
+    def fail_running(self, since: float, reason: str) -> int:
+        """Runs still ``running`` that started after ``since`` -> failed with ``reason``."""
+        with self.session() as s:
+            res = s.execute(update(JobRun).where(JobRun.outcome == "running", JobRun.started_at >= since)
+                            .values(outcome="failed", error=reason, ended_at=time.time()))
+            return int(res.rowcount)  # type: ignore[attr-defined]
+
     def jobs(self, job: str | None = None, limit: int = 50) -> list[JobRun]:
         query = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
         if job is not None:
@@ -137,6 +144,13 @@ class MetadataStore:
                              .values(status="active", promoted_at=time.time(), reason=reason))
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 raise KeyError(f"no {kind} model version {version} in the registry")
+
+    def previous_active(self, kind: str) -> ModelVersion | None:
+        """The most recently promoted version that is no longer active (the rollback target)."""
+        with self.session() as s:
+            return s.scalar(select(ModelVersion).where(
+                ModelVersion.kind == kind, ModelVersion.status == "retired",
+                ModelVersion.promoted_at.is_not(None)).order_by(ModelVersion.promoted_at.desc()).limit(1))
 
     def reject_model(self, kind: str, version: str, reason: str) -> None:
         with self.session() as s:

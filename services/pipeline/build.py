@@ -20,12 +20,6 @@ from services.pipeline.redis_state import RedisState
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 10.0
-# kind -> (module, function(path, manifest) -> serving object); MODELS owns these functions.
-LOAD_FNS: dict[str, tuple[str, str]] = {
-    "ranker": ("models.ranker", "load_ranker"),
-    "index": ("models.index", "load_index"),
-    "two_tower": ("models.two_tower_serving", "load_user_tower"),
-}
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -68,16 +62,14 @@ class LazyReader:
 
 def _loaders(settings: Settings) -> dict[str, Any]:
     from services.artifacts.wiring import loader_from_settings
+    from services.pipeline.loaders import load_functions
 
-    out: dict[str, Any] = {}
-    for kind, (mod, fn) in LOAD_FNS.items():
-        try:
-            load = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as exc:
-            log.info("no loader for %s yet (%s)", kind, exc)
-            continue
-        out[kind] = loader_from_settings(settings, kind, load)
-    return out
+    try:
+        fns = load_functions(settings)
+    except ImportError as exc:
+        log.warning("model serving wrappers unavailable (%s): heuristic ranking only", exc)
+        return {}
+    return {kind: loader_from_settings(settings, kind, fn) for kind, fn in fns.items()}
 
 
 def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None,

@@ -27,6 +27,17 @@ from feature_store.online.keys import Keys
 from services.pipeline.state import F32, ItemInfo, Scored, UserState
 
 P = ParamSpec("P")
+COVISIT_RECENT = 10
+COVISIT_PER_ITEM = 50
+_USER_LUA = """
+local hist = redis.call('LRANGE', KEYS[1], 0, -1)
+local out = {}
+for i = 1, math.min(tonumber(ARGV[2]), #hist) do
+  local item = string.match(hist[i], '^(.*)\t[^\t]*$') or hist[i]
+  out[i] = redis.call('ZREVRANGE', ARGV[1] .. item, 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
+end
+return {hist, out}
+"""
 R = TypeVar("R")
 BREAKER_S = 1.0
 
@@ -61,6 +72,7 @@ class RedisState:
         self._cache: OrderedDict[str, tuple[float, ItemInfo | None]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
 
     def segment_key(self, segment: str | None) -> str:
         if not segment or segment == "all":
@@ -73,16 +85,22 @@ class RedisState:
 
     @_guard
     def user(self, user_id: str) -> UserState:
+        """History, seen set, user record AND the co-visitation neighbours of the recent items, in
+        one round trip (the neighbours are read server-side by a small Lua script)."""
+        cfg = self.settings.retrieval
         with self.r.pipeline(transaction=False) as p:
-            p.lrange(self.keys.history(user_id), 0, -1)
+            p.eval(_USER_LUA, 1, self.keys.history(user_id), self.keys.covisit(""), COVISIT_RECENT,
+                   min(cfg.covisit, COVISIT_PER_ITEM))
             p.smembers(self.keys.seen(user_id))
             p.hgetall(self.keys.user(user_id))
-            hist, seen, rec = p.execute()
+            (hist, neighbours), seen, rec = p.execute()
         recent = [item for item, _ in decode_history([_s(h) for h in hist])]
         rec = {_s(k): _s(v) for k, v in rec.items()}
         attrs = json.loads(rec.get("attributes") or "{}")
-        return UserState(user_id, recent, {_s(s) for s in seen}, max(len(seen), len(recent)),
+        user = UserState(user_id, recent, {_s(x) for x in seen}, max(len(seen), len(recent)),
                          rec.get("segment") or None, attrs)
+        user.covisit = _sum_neighbours(neighbours, cfg.covisit)
+        return user
 
     def _decayed_top(self, kind: str, half_life: float, segments: list[str], k: int) -> list[Scored]:
         now = time.time()
@@ -110,13 +128,24 @@ class RedisState:
         lists = self._decayed_top(kind, half_life, segs, k)
         return next((lst for lst in lists if lst), [])
 
+    def _shared(self, key: tuple[Any, ...], load: Callable[[], Scored]) -> Scored:
+        """Lists that are the same for every user (popular, trending, fresh), cached very briefly."""
+        now = time.monotonic()
+        hit = self._lists.get(key)
+        if hit is not None and now - hit[0] < self.settings.retrieval.shared_cache_ttl_s:
+            return hit[1]
+        value = load()
+        self._lists[key] = (now, value)
+        return value
+
     @_guard
     def popular(self, segment: str | None, k: int) -> Scored:
-        return self._segmented("pop", self.pop_hl, segment, k)
+        return self._shared(("pop", segment, k), lambda: self._segmented("pop", self.pop_hl, segment, k))
 
     @_guard
     def trending(self, segment: str | None, k: int) -> Scored:
-        return self._segmented("trend", self.trend_hl, segment, k)
+        return self._shared(("trend", segment, k),
+                            lambda: self._segmented("trend", self.trend_hl, segment, k))
 
     @_guard
     def covisit(self, item_ids: Sequence[str], k: int) -> Scored:
@@ -136,7 +165,8 @@ class RedisState:
     def fresh(self, k: int) -> Scored:
         if k <= 0:
             return []
-        return [(_s(m), float(s)) for m, s in self.r.zrevrange(self.keys.fresh, 0, k - 1, withscores=True)]
+        return self._shared(("fresh", k), lambda: [
+            (_s(m), float(s)) for m, s in self.r.zrevrange(self.keys.fresh, 0, k - 1, withscores=True)])
 
     @_guard
     def items(self, item_ids: Sequence[str]) -> list[ItemInfo | None]:
@@ -171,6 +201,17 @@ class RedisState:
         b = self.settings.bandit
         return (b.prior_alpha + clicks).astype(np.float32), \
             (b.prior_beta + np.maximum(imps - clicks, 0.0)).astype(np.float32)
+
+
+def _sum_neighbours(lists: list[list[Any]], k: int) -> Scored:
+    """Sum of co-visit counts over the recent items (more recent items weigh more)."""
+    acc: dict[str, float] = {}
+    for rank, flat in enumerate(lists):
+        w = 1.0 / (1.0 + 0.2 * rank)
+        for m, sc in zip(flat[0::2], flat[1::2], strict=True):
+            key = _s(m)
+            acc[key] = acc.get(key, 0.0) + float(sc) * w
+    return sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
 def _item(item_id: str, fields: list[Any], vec: bytes | None) -> ItemInfo | None:

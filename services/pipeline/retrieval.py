@@ -31,14 +31,14 @@ class CandidateSet:
     personal_weight: float = 0.0
     raw: dict[str, Scored] = field(default_factory=dict)
 
-    def add(self, name: str, scored: Scored) -> None:
+    def add(self, name: str, scored: Scored, by_rank: bool = False) -> None:
+        """Signals are score / best score (``by_rank``: 1 - rank / n, for timestamps)."""
         self.raw[name] = scored
         if not scored:
             return
-        top = max(s for _, s in scored) or 1.0
-        lo = min(s for _, s in scored)
+        top = max(s for _, s in scored)
         for rank, (iid, s) in enumerate(scored):
-            norm = (s - lo) / (top - lo) if top > lo else 1.0 - rank / max(len(scored), 1)
+            norm = 1.0 - rank / len(scored) if by_rank or top <= 0 else max(s, 0.0) / top
             if iid not in self.source:
                 self.source[iid] = name
                 self.item_ids.append(iid)
@@ -72,6 +72,9 @@ def ann_candidates(models: ModelSet, state: OnlineState, user: UserState, k: int
             return []
         query = np.mean(np.stack(vecs), axis=0)
     q = np.asarray(query, np.float32).reshape(1, -1)
+    dim = getattr(index, "dim", q.shape[1])
+    if q.shape[1] != dim:  # e.g. content vectors against a two-tower index: not comparable
+        return []
     ids, scores = index.search(q, k)
     return [(i, float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i]
 
@@ -84,10 +87,11 @@ def gather(state: OnlineState, models: ModelSet, user: UserState, segment: str |
     cands = CandidateSet(personal_weight=w)
     cands.add("ann", ann_candidates(models, state, user, q["ann"]))
     if q["covisit"] and user.recent:
-        cands.add("covisit", state.covisit(user.recent[:10], q["covisit"]))
+        near = user.covisit if user.covisit is not None else state.covisit(user.recent[:10], q["covisit"])
+        cands.add("covisit", near[: q["covisit"]])
     cands.add("popular", state.popular(segment, q["popular"]))
     cands.add("trending", state.trending(segment, q["trending"]))
-    cands.add("fresh", state.fresh(q["fresh"]))
+    cands.add("fresh", state.fresh(q["fresh"]), by_rank=True)
     return _filter(cands, state, user, blocked, cfg.candidates)
 
 

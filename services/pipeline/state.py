@@ -28,6 +28,7 @@ class UserState:
     n_interactions: int = 0
     segment: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    covisit: Scored | None = None  # neighbours of ``recent`` when the store read them with the user
 
 
 @dataclass

@@ -7,6 +7,7 @@ have no category so that unrelated items stay orthogonal.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -18,6 +19,7 @@ F32 = npt.NDArray[np.float32]
 HASH_DIM = 64
 
 
+@functools.lru_cache(maxsize=65536)
 def _bucket(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little") % HASH_DIM
 

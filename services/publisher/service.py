@@ -59,7 +59,8 @@ class Publisher:
             self.topics.feed_triggers, bootstrap_servers=self.settings.kafka.bootstrap_servers,
             group_id=self.settings.publisher.group_id, client_id=f"{self.settings.kafka.client_id}-publisher",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=3000,
-            session_timeout_ms=6000, heartbeat_interval_ms=1000, **kafka_security(self.settings))
+            session_timeout_ms=6000, heartbeat_interval_ms=1000, fetch_max_wait_ms=20,
+            **kafka_security(self.settings))
 
     def ready(self) -> bool:
         return self.consumer is not None and self.producer.get() is not None and self.pipeline.ready()

@@ -26,7 +26,7 @@ from services.indexer import IndexOutcome, run_index
 from services.metadata import MetadataStore
 from services.trainer.data import load_catalogue, load_events
 from services.trainer.job import TrainOutcome, options_from_settings, run_training
-from services.trainer.two_tower import TwoTowerBundle, TwoTowerOptions, user_sequences
+from services.trainer.two_tower import TwoTowerBundle, TwoTowerOptions, load_bundle, user_sequences
 
 log = logging.getLogger(__name__)
 JOB_NAMES = ("train", "index", "drift", "publish_active")
@@ -104,14 +104,18 @@ class Lifecycle:
             return ctx
         try:
             with tempfile.TemporaryDirectory(prefix="drift-model-") as tmp:
-                bundle = TwoTowerBundle.load(self.store.fetch("two_tower", version, Path(tmp)))
+                bundle = load_bundle(self.store.fetch("two_tower", version, Path(tmp)))
         except Exception as exc:
             log.error("drift: active two_tower %s unreadable, model checks skipped: %s", version, exc)
             return ctx
         histories = user_sequences(load_events(self.archive, active.data_start, active.data_end))
         ctx.scorer = _scorer(bundle, histories)
-        ctx.embedder = bundle.item_vectors
+        ctx.embedder = _embedder(bundle)
         return ctx
+
+    def interrupt_running(self, since: float, reason: str) -> int:
+        """Mark this process's still-running job runs as failed (called on a forced shutdown)."""
+        return self.meta.fail_running(since, reason)
 
     def publish_active(self, trigger: str = "schedule") -> int:
         from services.scheduler.publish import publish_active_users
@@ -119,6 +123,11 @@ class Lifecycle:
         with self.meta.job("publish_active", trigger) as run:
             run.details["users"] = n = publish_active_users(self.settings, self.archive, self.clock())
         return n
+
+
+def _embedder(bundle: TwoTowerBundle) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
+    """Item vectors of the items the model knows (others are left out of the centroid)."""
+    return lambda items: bundle.item_vectors([i for i in items if i in bundle.codes])
 
 
 def _scorer(bundle: TwoTowerBundle, histories: dict[str, list[str]]
@@ -129,7 +138,9 @@ def _scorer(bundle: TwoTowerBundle, histories: dict[str, list[str]]
         uniq = sorted(set(users))
         row = {u: j for j, u in enumerate(uniq)}
         uvec = bundle.user_vectors([histories.get(u, []) for u in uniq])
-        ivec = bundle.item_vectors(items)
+        known = np.array([i in bundle.codes for i in items], bool)
+        ivec = np.zeros((len(items), bundle.dim), np.float32)
+        ivec[known] = bundle.item_vectors([i for i in items if i in bundle.codes])
         return np.einsum("nd,nd->n", uvec[[row[u] for u in users]], ivec).astype(np.float32)
 
     return score

@@ -22,6 +22,7 @@ from services.trainer.two_tower import (
     encode_content,
     fit_two_tower,
     holdout_recall,
+    load_bundle,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def two_tower_gate(settings: Settings, store: VersionedArtifactStore, data: Trai
                    candidate: TwoTowerBundle) -> GateInput:
     k = settings.trainer.eval_k
     metrics = holdout_recall(candidate, data.train, data.holdout, data.catalogue, data.content, k)
-    active = load_active(store, "two_tower", TwoTowerBundle.load)
+    active = load_active(store, "two_tower", load_bundle)
     baseline = None if active is None else holdout_recall(active, data.train, data.holdout, data.catalogue,
                                                           data.content, k)
     return GateInput("two_tower", candidate, f"recall@{k}", metrics, baseline, data.window,

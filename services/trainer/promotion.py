@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class Saveable(Protocol):
-    def save(self, directory: Path) -> dict[str, Path]: ...
+    """A models/ serving wrapper: ``version`` is stamped before ``save`` writes the payload."""
+
+    version: str
+
+    def save(self, directory: Path) -> Any: ...
 
 
 @dataclass
@@ -57,11 +61,13 @@ def gate_and_publish(store: VersionedArtifactStore, meta: MetadataStore, gate: G
                      run_id: int | None = None) -> Decision:
     active = meta.active_model(gate.kind)
     parent = active.version if active else None
+    version = store.reserve(gate.kind)
+    gate.candidate.version = version
     with tempfile.TemporaryDirectory(prefix=f"cand-{gate.kind}-") as tmp:
-        files = gate.candidate.save(Path(tmp))
-        version = store.publish(gate.kind, files, {
+        gate.candidate.save(Path(tmp))
+        store.publish_dir(gate.kind, Path(tmp), {
             "metrics": gate.metrics, "baseline": gate.baseline, "parent": parent,
-            "data_start": gate.data_window[0], "data_end": gate.data_window[1], **gate.extra_meta})
+            "data_start": gate.data_window[0], "data_end": gate.data_window[1], **gate.extra_meta}, version)
     manifest = store.manifest(gate.kind, version)
     meta.add_model(gate.kind, version, metrics=gate.metrics, baseline_metrics=gate.baseline or {},
                    data_start=gate.data_window[0], data_end=gate.data_window[1], n_train=gate.n_train,
@@ -81,6 +87,17 @@ def promote(store: VersionedArtifactStore, meta: MetadataStore, kind: str, versi
     meta.promote_model(kind, version, reason)
     store.set_active(kind, version, reason)
     log.info("%s %s promoted: %s", kind, version, reason)
+
+
+def rollback(store: VersionedArtifactStore, meta: MetadataStore, kind: str) -> str:
+    """Re-activate the previously active version of ``kind``; returns it. KeyError when there is none."""
+    previous = meta.previous_active(kind)
+    if previous is None:
+        raise KeyError(f"no earlier {kind} version to roll back to")
+    current = meta.active_model(kind)
+    promote(store, meta, kind, previous.version,
+            f"rollback from {current.version if current else 'none'}")
+    return previous.version
 
 
 def load_active(store: VersionedArtifactStore, kind: str, loader: Callable[[Path], Any]) -> Any | None:

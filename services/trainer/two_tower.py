@@ -1,14 +1,12 @@
 """Adapter between the lifecycle jobs and ``models.two_tower``: fit on an event window, score a
 time holdout, and save/load the artifact (state_dict loaded with ``weights_only=True``).
 
-Artifact files: ``model.pt`` (state_dict) and ``bundle.json`` (network config, item-id vocabulary,
-content encoder settings). Item code ``j + 1`` is ``item_ids[j]``; code 0 = padding / unknown.
+The artifact format is ``models.two_tower_serving.TwoTowerServing`` (weights + item ids + manifest);
+its ``meta["content"]`` records the ContentEncoder settings so the indexer embeds new items alike.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import torch
 
 from models.content import ContentConfig, ContentEncoder
-from models.two_tower import TwoTowerConfig, TwoTowerModel
-from models.two_tower_train import TwoTowerTrainConfig, pad_histories, train_two_tower
+from models.two_tower import TwoTowerConfig
+from models.two_tower_serving import TwoTowerServing
+from models.two_tower_train import TwoTowerTrainConfig, train_two_tower
 from services.trainer.data import Catalogue
 
 F32 = npt.NDArray[np.float32]
-MODEL_FILE, BUNDLE_FILE = "model.pt", "bundle.json"
+TwoTowerBundle = TwoTowerServing
 
 
 @dataclass(frozen=True)
@@ -43,54 +41,13 @@ class TwoTowerOptions:
     content: dict[str, Any] = field(default_factory=lambda: {"use_model": True})
 
 
-class TwoTowerBundle:
-    """A trained two-tower model plus its item vocabulary: user and item vectors by string id."""
+def load_bundle(directory: Path) -> TwoTowerServing:
+    """Load a two-tower artifact (checksums verified, ``weights_only=True``) - models/ owns the format."""
+    return TwoTowerServing.load(directory)
 
-    def __init__(self, model: TwoTowerModel, item_ids: list[str], content_cfg: dict[str, Any]) -> None:
-        self.model = model.eval()
-        self.item_ids = list(item_ids)
-        self.content_cfg = dict(content_cfg)
-        self._code = {iid: j + 1 for j, iid in enumerate(self.item_ids)}
 
-    def codes(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        return np.array([self._code.get(i, 0) for i in item_ids], dtype=np.int64)
-
-    @torch.no_grad()
-    def user_vectors(self, histories: Sequence[Sequence[str]]) -> F32:
-        """Recent positive item ids per user (oldest first) -> ``[B, dim]`` unit vectors."""
-        hist = [self.codes(h)[self.codes(h) > 0] - 1 for h in histories]
-        padded = pad_histories(hist, self.model.cfg.max_len)
-        return self.model.user_vectors(padded).numpy().astype(np.float32)
-
-    @torch.no_grad()
-    def item_vectors(self, item_ids: Sequence[str], content: F32 | None = None) -> F32:
-        """``[n, dim]``; items outside the vocabulary use ``content`` rows (aligned) or stay zero."""
-        codes = self.codes(item_ids)
-        out = self.model.item_vectors(torch.from_numpy(codes)).numpy().astype(np.float32)
-        unknown = codes == 0
-        if unknown.any():
-            out[unknown] = 0.0
-            if content is not None and self.model.cfg.content_dim:
-                rows = torch.from_numpy(np.asarray(content, np.float32)[unknown])
-                out[unknown] = self.model.item_vectors_from_content(rows).numpy()
-        return out
-
-    def save(self, directory: Path) -> dict[str, Path]:
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), directory / MODEL_FILE)
-        meta = {"config": self.model.cfg.to_dict(), "item_ids": self.item_ids, "content": self.content_cfg}
-        (directory / BUNDLE_FILE).write_text(json.dumps(meta))
-        return {MODEL_FILE: directory / MODEL_FILE, BUNDLE_FILE: directory / BUNDLE_FILE}
-
-    @classmethod
-    def load(cls, directory: Path) -> TwoTowerBundle:
-        meta = json.loads((directory / BUNDLE_FILE).read_text())
-        cfg = TwoTowerConfig(**meta["config"])
-        model = TwoTowerModel(cfg)
-        state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-        model.items.content = torch.zeros_like(state["items.content"])
-        model.load_state_dict(state)
-        return cls(model, meta["item_ids"], meta["content"])
+def content_config(bundle: TwoTowerServing) -> dict[str, Any]:
+    return dict(bundle.meta.get("content", {"use_model": True}))
 
 
 def encode_content(catalogue: Catalogue, content_cfg: dict[str, Any]) -> F32:
@@ -115,7 +72,9 @@ def fit_two_tower(train: pd.DataFrame, catalogue: Catalogue, content: F32,
     train_cfg = TwoTowerTrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
                                     seed=opts.seed, max_seconds=opts.max_seconds)
     model = train_two_tower(seqs, len(catalogue), content, cfg, train_cfg)
-    return TwoTowerBundle(model, catalogue.item_ids, opts.content)
+    backend = ContentEncoder(ContentConfig(**opts.content)).backend
+    meta = {"content": opts.content, "content_backend": backend}
+    return TwoTowerServing(model, catalogue.item_ids, meta=meta)
 
 
 def holdout_recall(bundle: TwoTowerBundle, train: pd.DataFrame, holdout: pd.DataFrame,

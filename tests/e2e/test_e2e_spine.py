@@ -25,8 +25,11 @@ SEEN = "i2"
 
 @pytest.fixture
 def spine(settings: Settings) -> Iterator[Stack]:
-    s = settings.model_copy(update={"rerank": settings.rerank.model_copy(
-        update={"explore_slots": 0, "diversity": "none", "freshness_boost": 0.0})})
+    s = settings.model_copy(update={
+        "rerank": settings.rerank.model_copy(
+            update={"explore_slots": 0, "diversity": "none", "freshness_boost": 0.0}),
+        "worker": settings.worker.model_copy(update={"content_model": False}),  # start faster
+    })
     specs = [p for p in PROCESSES if p.name in ("worker", "publisher")]
     with Stack(s, processes=specs, ready_timeout_s=150, feast_apply=False) as stack:
         yield stack
@@ -40,7 +43,8 @@ def _interaction(n: int, user: str, item: str, now: float) -> Interaction:
 def _produce(producer: KafkaProducer, topics: Topics) -> float:
     now = time.time()
     for item in [*POPULARITY, "i6"]:
-        up = ItemUpsert(item_id=item, title=f"item {item}", categories=["c"], created_at=now - 3600)
+        # identical content: content similarity ties, so popularity alone decides the order
+        up = ItemUpsert(item_id=item, title="news", categories=["c"], created_at=now - 3600)
         producer.send(topics.items, encode(up), key=item.encode())
     producer.flush(10)
     producer.send(topics.interactions, b'{"event_id": "broken", "user_id": ', key=b"x")

@@ -57,3 +57,13 @@ def serve_rounds(world: World, archive: ParquetArchive, bundle: TwoTowerBundle, 
 def true_quality(world: World, feeds: dict[str, list[str]]) -> float:
     """Mean true click probability of the recommended items (the simulator's hidden truth)."""
     return float(np.mean([world.click_probs(u, items).mean() for u, items in feeds.items()]))
+
+
+def taste_alignment(world: World, feeds: dict[str, list[str]]) -> float:
+    """Mean share of the user's TRUE current taste that the recommended items' categories carry
+    (1/n_categories for a taste-blind feed, up to 1 for a feed fully in the user's top category)."""
+    scores = []
+    for user, items in feeds.items():
+        taste = world.taste(user)
+        scores.append(np.mean([np.mean([taste[c] for c in world.item_categories(i)]) for i in items]))
+    return float(np.mean(scores))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from serving_helpers import seed_state, small_world
 
 from core.settings import load_settings
 from services.api.app import create_app
 from services.localstack import start_redis
 from services.pipeline.build import build_pipeline
-from serving_helpers import seed_state, small_world
 
 
 def test_feed_survives_redis_stop(tmp_path: Path):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+from serving_helpers import seed_state, small_world
+
 from core.events import Interaction, ItemUpsert
 from core.settings import Settings
 from services.pipeline.build import build_pipeline
-from serving_helpers import seed_state, small_world
 
 
 def test_new_item_is_served_soon_after_upsert(settings: Settings):

@@ -10,6 +10,7 @@ import urllib.request
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from serving_helpers import seed_state, small_world
 
 from core.events import FeedTrigger, decode_feed, encode
 from core.settings import Settings
@@ -18,7 +19,6 @@ from services.api.app import create_app
 from services.localstack import free_port, spawn
 from services.pipeline.build import build_pipeline
 from services.pipeline.impressions import decode_impression
-from serving_helpers import seed_state, small_world
 
 
 def _create_topics(settings: Settings) -> Topics:
@@ -32,7 +32,8 @@ def _create_topics(settings: Settings) -> Topics:
 def _env(settings: Settings, port: int) -> dict[str, str]:
     return {"STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
             "STREAMREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-            "STREAMREC_REDIS__URL": settings.redis.url or "", "STREAMREC_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+            "STREAMREC_REDIS__URL": settings.redis.url or "",
+            "STREAMREC_REDIS__KEY_PREFIX": settings.redis.key_prefix,
             "STREAMREC_DATA_DIR": str(settings.data_dir), "STREAMREC_PUBLISHER__METRICS_PORT": str(port),
             "STREAMREC_PUBLISHER__DEBOUNCE_MS": "50"}
 
@@ -74,7 +75,8 @@ def test_trigger_to_feed_topic(settings: Settings):
         producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
         t_event = time.time()
         for _ in range(3):  # debounced into one feed
-            producer.send(topics.feed_triggers, key=b"u1", value=encode(FeedTrigger(user_id="u1", event_ts=t_event)))
+            trigger = FeedTrigger(user_id="u1", event_ts=t_event)
+            producer.send(topics.feed_triggers, key=b"u1", value=encode(trigger))
         producer.flush()
         feeds = [decode_feed(raw) for raw in _consume(settings, topics.feeds, 1)]
         assert len(feeds) == 1, feeds

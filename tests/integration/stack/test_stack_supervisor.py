@@ -8,7 +8,11 @@ the test checks what the stack promises them: resolved endpoints in the env, a f
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -144,3 +148,51 @@ def test_unreachable_dependency_fails_fast_with_clear_error(tmp_path: Path, sect
     with pytest.raises(StartupError, match="Kafka" if section == "kafka" else "redis.url"):
         Stack(settings, processes=[], feast_apply=False).start()
     assert time.monotonic() - t0 < 30
+
+
+FOREGROUND = textwrap.dedent('''
+    import sys
+    from core.errors import StartupError
+    from core.settings import load_settings
+    from services.stack import ProcessSpec, Stack
+
+    spec = ProcessSpec("api", "stackdummy", "api", "port", args=("api", "port", "ok"))
+    stack = Stack(load_settings(), processes=[spec], ready_timeout_s=30, feast_apply=False).start()
+    print("READY", stack.children["api"].pid, flush=True)
+    try:
+        stack.run_forever()
+    except StartupError as exc:
+        print("ERROR", exc, flush=True)
+        sys.exit(1)
+    print("STOPPED", flush=True)
+''')
+
+
+def _foreground(settings, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    script = tmp_path / "fg.py"
+    script.write_text(FOREGROUND)
+    env = {**os.environ, "STREAMREC_DATA_DIR": str(settings.data_dir),
+           "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "STREAMREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+           "STREAMREC_REDIS__URL": settings.redis.url}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line
+    return proc, int(line.split()[1])
+
+
+@pytest.mark.parametrize("event", ["sigterm", "child_dies"])
+def test_foreground_stack_stops_children_on_sigterm_or_child_death(settings, child_module: str,
+                                                                    tmp_path: Path, event: str):
+    proc, child_pid = _foreground(settings, tmp_path)
+    if event == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    if event == "sigterm":
+        assert proc.returncode == 0 and "STOPPED" in out
+    else:
+        assert proc.returncode == 1 and "api exited unexpectedly" in out and "api.log" in out
+    assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == "zombie"

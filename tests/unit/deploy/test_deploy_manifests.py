@@ -10,11 +10,12 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-from conftest import DEPLOY, OVERLAYS, find
+from deploy_helpers import DEPLOY, OVERLAYS, find
 
 from core.topics import FEEDS, Topics
 
 K8S_VERSION = "1.31"
+IMAGES = {"dev": "localhost:5000/streamrec:", "prod": "registry.example.com/streamrec/streamrec:"}
 CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic",
     ("kafka.strimzi.io/v1beta2", "Kafka"): "kafka",
@@ -51,6 +52,10 @@ def test_overlay_renders_every_process(resources, overlay):
     names = {c["metadata"]["name"] for c in cronjobs}
     assert names == {"streamrec-trainer", "streamrec-indexer", "streamrec-drift"}
     assert {c["spec"]["concurrencyPolicy"] for c in cronjobs} == {"Forbid"}
+    pods = [d["spec"]["template"]["spec"] for d in find(docs, "Deployment")]
+    pods += [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in cronjobs]
+    images = {ctr["image"] for pod in pods for ctr in pod["containers"]}
+    assert len(images) == 1 and images.pop().startswith(IMAGES[overlay])  # one image, set by the overlay
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {
         "streamrec-dev" if overlay == "dev" else "streamrec"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import DEPLOY, OVERLAYS, find
+from deploy_helpers import DEPLOY, OVERLAYS, find
 
 
 def run_checkov(checkov: Path, folder: Path) -> list[dict[str, Any]]:

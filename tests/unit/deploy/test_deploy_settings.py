@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import pytest
-from conftest import DEPLOY, OVERLAYS, find
+from deploy_helpers import DEPLOY, OVERLAYS, find
 from pydantic import BaseModel, SecretStr
 
 from core.settings import Settings, load_settings

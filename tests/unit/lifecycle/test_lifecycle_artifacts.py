@@ -175,7 +175,7 @@ def test_s3_backend_with_a_client_runs_the_contract(tmp_path: Path) -> None:
     v1 = store.publish("ranker", _files(tmp_path, "a"), {"k": 1})
     store.set_active("ranker", v1)
     assert store.latest_version("ranker") == v1 == store.active_version("ranker")
-    assert "models/ranker/000001/MANIFEST.json" in fake.objects
-    assert json.loads(fake.objects["models/ranker/000001/MANIFEST.json"])["meta"] == {"k": 1}
+    assert "models/ranker/000001/artifact.json" in fake.objects
+    assert json.loads(fake.objects["models/ranker/000001/artifact.json"])["meta"] == {"k": 1}
     out = store.fetch("ranker", v1, tmp_path / "o")
     assert (out / "w.bin").read_text() == "a" * 100

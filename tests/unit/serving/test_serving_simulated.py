@@ -23,11 +23,13 @@ def _state(world: World, ctr_prior: bool) -> InMemoryState:
         if ev.is_positive:
             pop[ev.item_id] = pop.get(ev.item_id, 0.0) + 1.0
     catalog = {i: ItemInfo(i, world.item_categories(i), created_at=1.0) for i in world.item_ids}
-    st = InMemoryState(popularity={"all": {i: pop.get(i, 0.0) + 1e-3 for i in world.item_ids}}, catalog=catalog)
+    popularity = {"all": {i: pop.get(i, 0.0) + 1e-3 for i in world.item_ids}}
+    st = InMemoryState(popularity=popularity, catalog=catalog)
     if ctr_prior:
         users = world.user_ids[:50]
         mean = np.mean([world.click_probs(u, world.item_ids) for u in users], axis=0)
-        st.bandit["all"] = {i: (1.0 + 20 * m, 1.0 + 20 * (1 - m)) for i, m in zip(world.item_ids, mean, strict=True)}
+        st.bandit["all"] = {i: (1.0 + 20 * m, 1.0 + 20 * (1 - m))
+                            for i, m in zip(world.item_ids, mean, strict=True)}
     return st
 
 

@@ -1,0 +1,1 @@
+"""Lifecycle scheduler: train / index / drift / publish-active jobs (``python -m services.scheduler``)."""

@@ -1,0 +1,47 @@
+"""`streamrec demo` end to end: exits 0, its JSON accounts for every event, no process survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def _ours(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            env = proc.environ()
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except (psutil.Error, OSError):
+            continue
+        if marker in env.get("STREAMREC_DATA_DIR", "") or marker in cmd:
+            found.append(proc)
+    return [p for p in found if p.pid != os.getpid()]
+
+
+def test_demo_runs_accounts_for_every_event_and_leaves_nothing(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    env.update(STREAMREC_DATA_DIR=str(tmp_path / "var"), STREAMREC_API__PORT="0")
+    out = tmp_path / "summary.json"
+    cmd = [sys.executable, "-m", "services.cli.main", "demo", "--duration", "15", "--rate", "80",
+           "--users", "60", "--items", "200", "--malformed", "0.05", "--json", str(out)]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["events_produced"] > 0 and summary["feeds_published"] > 0
+    assert summary["events_dead_lettered"] > 0
+    assert summary["events_processed"] + summary["events_dead_lettered"] == summary["events_produced"]
+    assert summary["dead_letters_on_topic"] == summary["events_dead_lettered"]
+    assert summary["feed_latency_ms_p50"] is not None
+    assert summary["feed_latency_ms_p50"] <= summary["feed_latency_ms_p99"]
+    report = (tmp_path / "report.html").read_text()
+    assert "<svg" in report and "polyline" in report
+    assert _ours(str(tmp_path)) == []
