@@ -98,7 +98,8 @@ def _check_file(path: Path, entry: Mapping[str, Any]) -> None:
         raise ArtifactError(f"{path}: listed in the manifest but missing")
     size = path.stat().st_size
     if size != entry.get("bytes"):
-        raise ArtifactError(f"{path}: truncated or resized ({size} bytes, manifest says {entry.get('bytes')})")
+        expected = entry.get("bytes")
+        raise ArtifactError(f"{path}: truncated or resized ({size} bytes, manifest says {expected})")
     if sha256_file(path) != entry.get("sha256"):
         raise ArtifactError(f"{path}: checksum mismatch (corrupted)")
 

@@ -96,9 +96,9 @@ class CoVisit:
                     rows += [s[:-d], s[d:]]
                     cols += [s[d:], s[:-d]]
                     vals += [np.full(len(s) - d, 1.0 / d), np.full(len(s) - d, self.backward / d)]
-        empty = np.zeros(0, np.int64)
-        c = sp.csr_matrix((np.concatenate(vals) if vals else empty.astype(np.float32),
-                           (np.concatenate(rows) if rows else empty, np.concatenate(cols) if cols else empty)),
+        if not vals:
+            rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+        c = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(n_items, n_items), dtype=np.float32)
         total = np.asarray(c.sum(axis=1)).ravel()
         self.matrix = sp.diags(1.0 / np.maximum(total, 1e-9)).astype(np.float32) @ c

@@ -43,8 +43,9 @@ class Interactions:
     item_categories: list[list[str]] = field(default_factory=list)
 
     @classmethod
-    def from_arrays(cls, users: Sequence[str], items: Sequence[str], timestamps: Sequence[float],
-                    weights: Sequence[float] | None = None) -> Interactions:
+    def from_arrays(cls, users: Sequence[str], items: Sequence[str],
+                    timestamps: Sequence[float] | FloatArray,
+                    weights: Sequence[float] | FloatArray | None = None) -> Interactions:
         uids, ucodes = np.unique(np.asarray(users, dtype=object).astype(str), return_inverse=True)
         iids, icodes = np.unique(np.asarray(items, dtype=object).astype(str), return_inverse=True)
         w = np.ones(len(users)) if weights is None else np.asarray(weights, dtype=np.float64)

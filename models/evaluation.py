@@ -29,7 +29,7 @@ import torch
 from models.baselines import CoVisit, ItemKNN, Pop
 from models.content import ContentConfig, ContentEncoder
 from models.data import Interactions, Split, leave_one_out
-from models.eval_features import FEATURES, Candidates, CandidateConfig, FeatureBuilder, Phase
+from models.eval_features import FEATURES, CandidateConfig, Candidates, FeatureBuilder, Phase
 from models.metrics import all_metrics, rank_metrics, target_ranks
 from models.ranker import RankerConfig
 from models.ranker_serving import RankerServing

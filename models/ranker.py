@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -45,14 +46,20 @@ class RankerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RankerConfig:
         tuples = ("dense_features", "sparse_features", "hidden", "heads")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+        fixed: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        return cls(**fixed)
 
 
 def bucket(value: object, buckets: int) -> int:
     """Stable hash of a categorical value into ``1..buckets - 1`` (0 = missing)."""
     if value is None or value == "":
         return 0
-    digest = hashlib.blake2b(str(value).encode(), digest_size=8).digest()
+    return _bucket(str(value), buckets)
+
+
+@lru_cache(maxsize=65536)
+def _bucket(value: str, buckets: int) -> int:
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
     return 1 + int.from_bytes(digest, "little") % (buckets - 1)
 
 
@@ -73,6 +80,8 @@ class MultiTaskRanker(nn.Module):
         super().__init__()
         self.cfg = cfg
         n_dense = len(cfg.dense_features)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.zeros(n_dense))
         self.register_buffer("std", torch.ones(n_dense))
         self.embedding = nn.Embedding(cfg.sparse_buckets, cfg.sparse_dim, padding_idx=0)

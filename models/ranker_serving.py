@@ -49,13 +49,19 @@ def featurize(user: Mapping[str, Any], items: Sequence[Mapping[str, Any]],
     """Feature dicts -> dense ``[N, Fd]`` (NaN = unknown) and sparse bucket ids ``[N, Fs]``."""
     dense = np.empty((len(items), len(cfg.dense_features)), np.float32)
     sparse = np.zeros((len(items), len(cfg.sparse_features)), np.int64)
-    user_dense = [_number(user.get(f)) for f in cfg.dense_features]
-    for row, item in enumerate(items):
-        dense[row] = [_number(item[f]) if f in item else user_dense[j]
-                      for j, f in enumerate(cfg.dense_features)]
-        for j, f in enumerate(cfg.sparse_features):
-            sparse[row, j] = bucket(item.get(f, user.get(f)), cfg.sparse_buckets)
+    for j, f in enumerate(cfg.dense_features):
+        dense[:, j] = _column([item.get(f, user.get(f)) for item in items])
+    for j, f in enumerate(cfg.sparse_features):
+        default = user.get(f)
+        sparse[:, j] = [bucket(item.get(f, default), cfg.sparse_buckets) for item in items]
     return dense, sparse
+
+
+def _column(values: list[Any]) -> F32:
+    try:  # fast path: numbers (None -> NaN)
+        return np.array(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        return np.array([_number(v) for v in values], np.float32)
 
 
 class RankerServing:

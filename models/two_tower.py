@@ -58,6 +58,8 @@ class ItemTower(nn.Module):
         self.cfg = cfg
         self.id_embedding = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=0.02)
+        self.content: torch.Tensor
+        self.seen: torch.Tensor
         self.register_buffer("content", content.float())
         self.register_buffer("seen", torch.zeros(cfg.n_items + 1))
         width = max(cfg.content_dim, 1)

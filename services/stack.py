@@ -242,7 +242,11 @@ class Stack:
         updates: dict[str, Any] = {}
         for spec in self.specs:
             section = getattr(s, spec.section)
-            port = localstack.choose_port(int(getattr(section, spec.port_field)))
+            wanted = int(getattr(section, spec.port_field))
+            port = localstack.choose_port(wanted)
+            if wanted and port != wanted:
+                log.warning("%s.%s %d is busy; %s uses free port %d instead", spec.section, spec.port_field,
+                            wanted, spec.name, port)
             self.ports[spec.name] = port
             updates[spec.section] = section.model_copy(update={spec.port_field: port})
         return s.model_copy(update=updates)

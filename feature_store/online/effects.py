@@ -1,5 +1,9 @@
 """Pure effect computation for interactions: events + a state snapshot -> a :class:`Plan`.
 
+Popularity/trending, co-visitation, seen sets, engaged history and bandit statistics. The user
+features (history, category affinities) and item window counters are FEATURES' transforms
+(``feature_store.transforms``), kept as states under ``fs:`` keys by the writer.
+
 The function is deterministic given the events in partition order, the users' state read before
 the batch and the items' categories; replaying the same fresh events yields the same plan.
 """
@@ -39,7 +43,9 @@ class EffectParams:
 
 @dataclass
 class UserState:
-    """What the batch needs to know about a user before it: history (newest first) and impressions."""
+    """What the batch needs to know about a user before it: the newest ``covisit_history`` engaged
+    items (newest first) and the impression records its clicks refer to. History is written as a
+    delta (LPUSH + LTRIM), which is exact because a batch is applied once, atomically."""
 
     history: list[tuple[str, float]] = field(default_factory=list)
     impressions: dict[str, str] = field(default_factory=dict)
@@ -80,16 +86,15 @@ def plan_interactions(events: Sequence[Interaction], users: Mapping[str, UserSta
     for ev in events:
         user = state.setdefault(ev.user_id, UserState())
         cats = categories.get(ev.item_id, ())
-        _add_counters(plan, ev, p, keys)
         add_bandit_effects(plan, ev, user.impressions, p.bandit, keys)
         if ev.type is not InteractionType.IMPRESSION:
             plan.sadd[keys.seen(ev.user_id)].add(ev.item_id)
         if engaged(ev):
             _add_popularity(plan, ev, cats, p, keys)
-            _add_affinity(plan, ev, cats, p, keys)
             _add_covisit(plan, ev, user.history, p, keys)
-            user.history = [(ev.item_id, ev.timestamp), *user.history][: p.history_len]
-            plan.lists[keys.history(ev.user_id)] = encode_history(user.history)
+            user.history = [(ev.item_id, ev.timestamp), *user.history][: p.covisit_history]
+            plan.lpush[keys.history(ev.user_id)].extend(encode_history([(ev.item_id, ev.timestamp)]))
+            plan.ltrim[keys.history(ev.user_id)] = p.history_len
     for user_id, user in state.items():
         before = users.get(user_id, UserState()).impressions
         changed = {f: v for f, v in user.impressions.items() if before.get(f) != v}
@@ -97,18 +102,6 @@ def plan_interactions(events: Sequence[Interaction], users: Mapping[str, UserSta
             plan.hset[keys.impressions(user_id)] = changed
             plan.expire[keys.impressions(user_id)] = p.bandit.impression_ttl_s
     return plan
-
-
-def _add_counters(plan: Plan, ev: Interaction, p: EffectParams, keys: Keys) -> None:
-    bucket = int(ev.timestamp // p.counter_bucket_s)
-    key = keys.counters(ev.item_id)
-    if ev.type is InteractionType.IMPRESSION:
-        plan.hincr[key][f"i:{bucket}"] += 1
-    elif ev.is_positive:
-        plan.hincr[key][f"p:{bucket}"] += 1
-    else:
-        return
-    plan.expire[key] = 86400 + 2 * p.counter_bucket_s
 
 
 def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys) -> None:
@@ -121,16 +114,6 @@ def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectP
             plan.zincr[key][ev.item_id] += inc
             plan.expire[key] = int(3 * decay.epoch_len(hl))
             plan.sadd[keys.segments(kind)].add(seg)
-
-
-def _add_affinity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys) -> None:
-    hl = p.affinity_half_life_s
-    if not cats:
-        return
-    key = keys.affinity(ev.user_id, decay.epoch_of(ev.timestamp, hl))
-    for cat in cats:
-        plan.hincr[key][cat] += decay.grow(weight(ev), ev.timestamp, hl)
-    plan.expire[key] = int(3 * decay.epoch_len(hl))
 
 
 def _add_covisit(plan: Plan, ev: Interaction, history: Sequence[tuple[str, float]],

@@ -18,6 +18,8 @@ class Plan:
     hincr: defaultdict[str, defaultdict[str, float]] = field(default_factory=_nested)
     hset: defaultdict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     lists: dict[str, list[str]] = field(default_factory=dict)
+    lpush: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ltrim: dict[str, int] = field(default_factory=dict)
     sadd: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     srem: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     zadd: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import StoreUnavailable
 from core.protocols import FloatArray
 from core.settings import Settings
+from feature_store import transforms as tf
 from feature_store.online import decay
 from feature_store.online.effects import POP, TREND, decode_history
 from feature_store.online.keys import Keys
@@ -64,6 +65,7 @@ class OnlineReader:
     def __init__(self, r: redis.Redis, keys: Keys, params: ReadParams | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.r, self.keys, self.p, self.clock = r, keys, params or ReadParams(), clock
+        self.tp = tf.TransformParams(affinity_half_life_s=self.p.affinity_half_life_s)
 
     @classmethod
     def from_settings(cls, s: Settings) -> OnlineReader:
@@ -161,14 +163,10 @@ class OnlineReader:
 
     @_guarded
     def affinities(self, user_id: str, now: float | None = None) -> dict[str, float]:
-        t, hl = self.clock() if now is None else now, self.p.affinity_half_life_s
-        cur = decay.epoch_of(t, hl)
-        out: dict[str, float] = {}
-        for e in (cur, cur - 1):
-            w = decay.epoch_weight(e, t, hl)
-            for cat, v in self.r.hgetall(self.keys.affinity(user_id, e)).items():  # type: ignore[union-attr]
-                out[cat] = out.get(cat, 0.0) + float(v) * w
-        return out
+        """Decayed category affinities (FEATURES' transform state, projected at ``now``)."""
+        st = tf.loads_user(self.r.get(self.keys.user_features(user_id)), user_id)  # type: ignore[arg-type]
+        row = tf.project_user_affinity(st, now=now if now is not None else self.clock(), params=self.tp)
+        return dict(zip(row["affinity_categories"], row["affinity_scores"], strict=True))
 
     @_guarded
     def user(self, user_id: str) -> dict[str, Any] | None:
@@ -209,17 +207,10 @@ class OnlineReader:
 
     @_guarded
     def item_counters(self, item_id: str, now: float | None = None) -> dict[str, float]:
-        t = self.clock() if now is None else now
-        cur = int(t // self.p.counter_bucket_s)
-        out = {"impressions_1h": 0.0, "positives_1h": 0.0, "impressions_24h": 0.0, "positives_24h": 0.0}
-        for f, v in self.r.hgetall(self.keys.counters(item_id)).items():  # type: ignore[union-attr]
-            kind, bucket = f.split(":")
-            age = (cur - int(bucket)) * self.p.counter_bucket_s
-            name = "impressions" if kind == "i" else "positives"
-            for window, span in (("1h", 3600), ("24h", 86400)):
-                if 0 <= age < span:
-                    out[f"{name}_{window}"] += float(v)
-        return out
+        """Impressions/clicks/CTR over 1 h and 24 h (FEATURES' item state, projected at ``now``)."""
+        st = tf.loads_item(self.r.get(self.keys.item_features(item_id)), item_id)  # type: ignore[arg-type]
+        row = tf.project_item_realtime(st, now=now if now is not None else self.clock())
+        return {k: float(v) for k, v in row.items() if k not in ("item_id", "event_timestamp")}
 
     @_guarded
     def stats(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ Protocol and pipeline: see ``models.evaluation``. The JSON holds ``metrics`` (ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -43,15 +44,13 @@ def eval_command(
 
     from models.data import load_csv, load_movielens
     from models.evaluation import EvalConfig, run_evaluation
-    from models.two_tower_train import TwoTowerTrainConfig
 
     if threads:
         torch.set_num_threads(threads)
     start = time.monotonic()
     log_ = load_movielens(data) if format is DataFormat.movielens else load_csv(data)
-    defaults = EvalConfig()
-    cfg = EvalConfig(seed=seed, use_content_model=not no_text_model,
-                     two_tower_train=TwoTowerTrainConfig(**{**defaults.two_tower_train.__dict__, "seed": seed}))
+    tt_train = dataclasses.replace(EvalConfig().two_tower_train, seed=seed)
+    cfg = EvalConfig(seed=seed, use_content_model=not no_text_model, two_tower_train=tt_train)
     result = run_evaluation(log_, cfg)
     result["total_seconds"] = time.monotonic() - start
     json_out.write_text(json.dumps(result, indent=2, sort_keys=True))

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import Progress
 
 from core.errors import BrokerUnavailable, StartupError
@@ -36,7 +37,9 @@ def _settings(config: Path | None) -> Settings:
     except ConfigError as exc:
         err_console.print(f"[red]configuration error[/red] ({', '.join(exc.keys)}):\n{exc}")
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Through the console, so log lines print above the live progress display instead of into it.
+    logging.basicConfig(level=settings.log_level, format="%(name)s: %(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err_console, show_path=False)])
     for noisy in ("kafka", "feast"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     return settings
@@ -70,6 +73,8 @@ def up(config: ConfigOpt = None) -> None:
                   f"  redis  {s.redis.url}\n  db     {s.database.url}\n  logs   {stack.log_dir}")
     for name in stack.ports:
         console.print(f"  {name:<9} {stack.url(name)}")
+    console.print("Other shells: export STREAMREC_KAFKA__BOOTSTRAP_SERVERS="
+                  f"{s.kafka.bootstrap_servers} STREAMREC_REDIS__URL={s.redis.url}")
     console.print("Ctrl-C to stop.")
     try:
         stack.run_forever()
@@ -87,13 +92,14 @@ def demo(
     users: int = 300,
     items: int = 1000,
     seed: int = 0,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the processes' /readyz")] = 120.0,
     json_path: Annotated[Path, typer.Option("--json", help="JSON summary path")] = DEFAULT_JSON,
     report: Annotated[Path | None, typer.Option(help="HTML report (default: next to --json)")] = None,
 ) -> None:
     """Bring the stack up, drive simulated traffic, show progress, stop, write a summary + report."""
     settings = _settings(config)
     opts = DemoOptions(duration_s=duration, rate=rate, malformed_fraction=malformed, n_users=users,
-                       n_items=items, seed=seed)
+                       n_items=items, seed=seed, ready_timeout_s=ready_timeout)
     runner = Demo(settings, opts, console)
     try:
         summary = runner.execute()

@@ -22,7 +22,7 @@ F32 = npt.NDArray[np.float32]
 
 
 def thompson_slots(item_ids: list[str], alpha: npt.ArrayLike, beta: npt.ArrayLike, slots: int,
-                   rng: np.random.Generator, draws: int = 512) -> list[tuple[str, float]]:
+                   rng: np.random.Generator, draws: int = 256) -> list[tuple[str, float]]:
     """Up to ``slots`` distinct (item_id, propensity) picks from the pool ``item_ids``."""
     if not item_ids or slots <= 0:
         return []

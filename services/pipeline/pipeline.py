@@ -37,7 +37,6 @@ from services.pipeline.state import OnlineState, UserState
 
 log = logging.getLogger(__name__)
 STAGES = ("retrieval", "features", "ranking", "reranking")
-EXPLORE_SOURCES = ("popular", "fresh", "trending")
 
 
 @dataclass
@@ -65,9 +64,9 @@ def _seed(user_id: str) -> int:
 def _explore_pool(cands: CandidateSet, taken: set[str], limit: int) -> list[str]:
     """Fresh items (newest first) interleaved with popular/trending ones, none already in the feed."""
     fresh = [i for i, _ in cands.raw.get("fresh", []) if i in cands.infos and i not in taken]
-    fresh_set = set(fresh)
-    other = [i for i in cands.item_ids if i not in taken and i not in fresh_set
-             and any(src in cands.signals[i] for src in EXPLORE_SOURCES)]
+    skip = taken | set(fresh)
+    ranked = itertools.chain(cands.raw.get("popular", []), cands.raw.get("trending", []))
+    other = list(dict.fromkeys(i for i, _ in ranked if i in cands.infos and i not in skip))
     mixed = [i for pair in itertools.zip_longest(fresh, other) for i in pair if i is not None]
     return mixed[:limit]
 

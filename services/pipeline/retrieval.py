@@ -54,8 +54,8 @@ def personal_weight(user: UserState, halfway: float) -> float:
 def _quotas(cfg: RetrievalSettings, w: float) -> dict[str, int]:
     personal = {"ann": round(cfg.ann * w), "covisit": round(cfg.covisit * w)}
     spare = cfg.ann + cfg.covisit - sum(personal.values())
-    return {**personal, "popular": cfg.popular + spare // 2, "trending": cfg.popular // 2 + spare // 4,
-            "fresh": cfg.fresh}
+    popular = max(cfg.popular, cfg.candidates - cfg.fresh - sum(personal.values()))
+    return {**personal, "popular": popular, "trending": cfg.popular // 2 + spare // 4, "fresh": cfg.fresh}
 
 
 def ann_candidates(models: ModelSet, state: OnlineState, user: UserState, k: int) -> Scored:

@@ -30,17 +30,21 @@ def declared_interests(user: UserState) -> set[str]:
     return out
 
 
+def _signal(cands: CandidateSet, source: str) -> F32:
+    sig = cands.signals
+    return np.fromiter((sig[i].get(source, 0.0) for i in cands.item_ids), np.float32, len(cands.item_ids))
+
+
 def heuristic_heads(cands: CandidateSet, user: UserState) -> dict[str, F32]:
     """{"prior", "personal", "click"}: click = (1-w) prior + w personal, in [0, ~1.2]."""
+    prior = np.maximum.reduce([_signal(cands, "popular"), 0.8 * _signal(cands, "trending"),
+                               0.3 * _signal(cands, "fresh")])
     interests = declared_interests(user)
-    prior = np.zeros(len(cands.item_ids), np.float32)
-    personal = np.zeros_like(prior)
-    for j, iid in enumerate(cands.item_ids):
-        sig = cands.signals[iid]
-        cats = {c.lower() for c in cands.infos[iid].categories}
-        prior[j] = max(sig.get("popular", 0.0), 0.8 * sig.get("trending", 0.0), 0.3 * sig.get("fresh", 0.0))
-        prior[j] += 0.2 if interests & cats else 0.0
-        personal[j] = max(sig.get("covisit", 0.0), sig.get("ann", 0.0))
+    if interests:
+        infos = cands.infos
+        prior += np.fromiter((0.2 if interests & {c.lower() for c in infos[i].categories} else 0.0
+                              for i in cands.item_ids), np.float32, len(cands.item_ids))
+    personal = np.maximum(_signal(cands, "covisit"), _signal(cands, "ann"))
     w = cands.personal_weight
     click = (1.0 - w) * prior + w * (personal + 0.1 * prior)
     return {"prior": prior, "personal": personal, "click": click.astype(np.float32)}

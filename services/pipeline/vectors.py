@@ -28,15 +28,22 @@ def _unit(x: F32) -> F32:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4096)
+def _category_row(categories: tuple[str, ...]) -> F32:
+    row = np.zeros(2 * HASH_DIM, np.float32)
+    for cat in categories:
+        row[_bucket(cat)] += 1.0
+    return (row / max(float(np.linalg.norm(row)), 1e-12)).astype(np.float32)
+
+
 def category_vectors(infos: list[ItemInfo]) -> F32:
     out = np.zeros((len(infos), 2 * HASH_DIM), np.float32)
     for row, info in enumerate(infos):
         if info.categories:
-            for cat in info.categories:
-                out[row, _bucket(cat)] += 1.0
+            out[row] = _category_row(tuple(info.categories))
         else:
             out[row, HASH_DIM + _bucket(info.item_id)] = 1.0
-    return _unit(out)
+    return out
 
 
 def diversity_vectors(infos: list[ItemInfo]) -> F32:

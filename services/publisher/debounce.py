@@ -22,7 +22,7 @@ TopicPartition = tuple[str, int]
 class Pending:
     user_id: str
     due_at: float
-    first_event_ts: float
+    first_event_ts: float | None  # earliest pending interaction (None: schedule / model refresh only)
     reason: str = "interaction"
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     attempts: int = 0
@@ -36,12 +36,14 @@ class Debouncer:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, user_id: str, event_ts: float, now: float, tp: TopicPartition | None = None,
+    def add(self, user_id: str, event_ts: float | None, now: float, tp: TopicPartition | None = None,
             offset: int | None = None, reason: str = "interaction") -> None:
         p = self._pending.get(user_id)
         if p is None:
-            p = self._pending[user_id] = Pending(user_id, now + self.debounce_s, event_ts, reason)
-        p.first_event_ts = min(p.first_event_ts, event_ts)
+            p = self._pending[user_id] = Pending(user_id, now + self.debounce_s, None, reason)
+        if event_ts is not None:
+            p.first_event_ts = event_ts if p.first_event_ts is None else min(p.first_event_ts, event_ts)
+            p.reason = reason
         if tp is not None and offset is not None:
             p.offsets[tp] = min(p.offsets.get(tp, offset), offset)
 

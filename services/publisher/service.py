@@ -123,7 +123,7 @@ class Publisher:
         while self.active and next(iter(self.active.values())) < horizon:
             self.active.popitem(last=False)
         for user_id in list(self.active):
-            self.debouncer.add(user_id, now, now, reason=reason)
+            self.debouncer.add(user_id, None, now, reason=reason)
         return len(self.active)
 
     def _maybe_schedule(self) -> None:

@@ -24,9 +24,16 @@ from services.artifacts import VersionedArtifactStore, open_store
 from services.drift import DriftContext, DriftOutcome, run_drift
 from services.indexer import IndexOutcome, run_index
 from services.metadata import MetadataStore
-from services.trainer.data import load_catalogue, load_events
+from services.trainer.data import Catalogue, load_catalogue, load_events
 from services.trainer.job import TrainOutcome, options_from_settings, run_training
-from services.trainer.two_tower import TwoTowerBundle, TwoTowerOptions, load_bundle, user_sequences
+from services.trainer.two_tower import (
+    TwoTowerBundle,
+    TwoTowerOptions,
+    content_config,
+    encode_content,
+    load_bundle,
+    user_sequences,
+)
 
 log = logging.getLogger(__name__)
 JOB_NAMES = ("train", "index", "drift", "publish_active")
@@ -97,7 +104,8 @@ class Lifecycle:
     def drift_context(self) -> DriftContext:
         """Categories from the catalogue; scorer/embedder from the active two-tower (if loadable)."""
         now = self.clock()
-        ctx = DriftContext(categories=load_catalogue(self.archive, now).primary_category())
+        catalogue = load_catalogue(self.archive, now)
+        ctx = DriftContext(categories=catalogue.primary_category())
         active = self.meta.active_model("two_tower")
         version = self.store.active_version("two_tower")
         if active is None or version is None:
@@ -110,7 +118,7 @@ class Lifecycle:
             return ctx
         histories = user_sequences(load_events(self.archive, active.data_start, active.data_end))
         ctx.scorer = _scorer(bundle, histories)
-        ctx.embedder = _embedder(bundle)
+        ctx.embedder = _content_embedder(catalogue, content_config(bundle))
         return ctx
 
     def interrupt_running(self, since: float, reason: str) -> int:
@@ -125,9 +133,12 @@ class Lifecycle:
         return n
 
 
-def _embedder(bundle: TwoTowerBundle) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
-    """Item vectors of the items the model knows (others are left out of the centroid)."""
-    return lambda items: bundle.item_vectors([i for i in items if i in bundle.codes])
+def _content_embedder(catalogue: Catalogue, content_cfg: dict[str, Any]
+                      ) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
+    """Content vectors (text + categories) of catalogue items: where engagement sits in content space."""
+    vectors = encode_content(catalogue, content_cfg)
+    row = {iid: j for j, iid in enumerate(catalogue.item_ids)}
+    return lambda items: vectors[[row[i] for i in items if i in row]]
 
 
 def _scorer(bundle: TwoTowerBundle, histories: dict[str, list[str]]

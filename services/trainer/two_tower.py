@@ -81,7 +81,11 @@ def holdout_recall(bundle: TwoTowerBundle, train: pd.DataFrame, holdout: pd.Data
                    catalogue: Catalogue, content: F32, k: int) -> dict[str, float]:
     """Recall@k of each user's holdout positives, from their training history, over the catalogue
     (already-seen items excluded). Returns ``{"recall@k": .., "users": n}``."""
-    history, targets = user_sequences(train), user_sequences(holdout)
+    organic = holdout[holdout["feed_id"].isna()] if "feed_id" in holdout else holdout
+    # Clicks on feeds the active model served favour that model (it chose what was shown), so the
+    # targets are the organic positives whenever there are any.
+    history = user_sequences(train)
+    targets = user_sequences(organic if organic["positive"].any() else holdout)
     users = [u for u in targets if u in history]
     if not users:
         return {f"recall@{k}": 0.0, "users": 0}

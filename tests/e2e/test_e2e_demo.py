@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(320)]
 
 
 def _ours(marker: str) -> list[psutil.Process]:
@@ -32,8 +32,9 @@ def test_demo_runs_accounts_for_every_event_and_leaves_nothing(tmp_path: Path):
     env.update(STREAMREC_DATA_DIR=str(tmp_path / "var"), STREAMREC_API__PORT="0")
     out = tmp_path / "summary.json"
     cmd = [sys.executable, "-m", "services.cli.main", "demo", "--duration", "15", "--rate", "80",
-           "--users", "60", "--items", "200", "--malformed", "0.05", "--json", str(out)]
-    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+           "--users", "60", "--items", "200", "--malformed", "0.05", "--ready-timeout", "200",
+           "--json", str(out)]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["events_produced"] > 0 and summary["feeds_published"] > 0

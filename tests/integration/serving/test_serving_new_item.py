@@ -23,6 +23,7 @@ def test_new_item_is_served_soon_after_upsert(settings: Settings):
         before = {it.item_id for u in users for it in pipeline.feed(u, n=10).feed.items}
         upserted_at = time.time()
         seed_state(settings, [ItemUpsert(item_id="brand-new", categories=["c1"], created_at=upserted_at)], [])
+        time.sleep(settings.retrieval.shared_cache_ttl_s + 0.1)  # the fresh pool is cached that long
         feeds = [pipeline.feed(u, n=10).feed for u in users]
         elapsed = time.time() - upserted_at
     finally:

@@ -85,10 +85,13 @@ def test_trigger_to_feed_topic(settings: Settings):
         ids = [it.item_id for it in feed.items]
         assert "i000" not in ids and len(ids) == settings.publisher.feed_size
         pipeline, close = build_pipeline(settings, hot_swap=False)
-        with TestClient(create_app(settings, pipeline, on_close=close)) as client:
+        app = create_app(settings, pipeline, on_close=close)
+        with TestClient(app) as client:
+            assert app.state.ctx.producer.wait(20) is not None
             api = client.get("/v1/feed/u1", params={"n": settings.publisher.feed_size}).json()
         assert [it["item_id"] for it in api["items"]] == ids  # same state -> same feed
         imps = [decode_impression(raw) for raw in _consume(settings, topics.impressions, 2)]
+        assert {i.origin for i in imps} == {"api", "publisher"}
         pub = next(i for i in imps if i.origin == "publisher")
         assert pub.feed_id == feed.feed_id and pub.items == ids
         assert pub.propensities == [it.propensity for it in feed.items]

@@ -48,7 +48,8 @@ def make_settings(tmp: Path, bootstrap: str, redis_url: str, **worker: Any) -> S
 
 def worker_env(s: Settings) -> dict[str, str]:
     w = s.worker
-    env = {"STREAMREC_DATA_DIR": str(s.data_dir), "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+    env = {"STREAMREC_DATA_DIR": str(s.data_dir),
+           "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
            "STREAMREC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix, "STREAMREC_KAFKA__PARTITIONS": "4",
            "STREAMREC_REDIS__URL": s.redis.url, "STREAMREC_REDIS__KEY_PREFIX": s.redis.key_prefix,
            "STREAMREC_LOG_LEVEL": "WARNING"}
@@ -122,8 +123,8 @@ def interactions(n: int, users: int, n_items: int, now: float, seed: int = 3) ->
             feed, pos, item = rng.choice(shown[u])
             ev = dict(type="click", item_id=item, feed_id=feed, position=pos)
         else:
-            ev = dict(type=rng.choice(["like", "dwell", "skip", "click"]), item_id=f"i{rng.randrange(n_items)}",
-                      value=rng.choice([5.0, 40.0]))
+            ev = dict(type=rng.choice(["like", "dwell", "skip", "click"]),
+                      item_id=f"i{rng.randrange(n_items)}", value=rng.choice([5.0, 40.0]))
         out.append(Interaction(event_id=f"e{k}", user_id=u, timestamp=ts, context=ctx, **ev))
     return out
 
@@ -157,33 +158,38 @@ def reference_state(s: Settings, item_list: list[ItemUpsert], events: list[Inter
 
 
 def dump(s: Settings, prefix: str) -> dict[str, Any]:
-    """Every key under ``prefix`` (minus bookkeeping) with a normalized value."""
+    """Every key under ``prefix`` (minus bookkeeping) with a normalized value (pipelined reads)."""
     r = redis.Redis.from_url(s.redis.url or "")
+    keys = [k for k in r.scan_iter(match=f"{prefix}*".encode(), count=5000)
+            if not k.decode()[len(prefix):].startswith(("stats", "off:", "ref:"))]
+    with r.pipeline(transaction=False) as pipe:
+        for k in keys:
+            pipe.type(k)
+        kinds = [t.decode() for t in pipe.execute()]
+    readers = {"string": lambda p, k: p.get(k), "list": lambda p, k: p.lrange(k, 0, -1),
+               "set": lambda p, k: p.smembers(k), "zset": lambda p, k: p.zrange(k, 0, -1, withscores=True),
+               "hash": lambda p, k: p.hgetall(k)}
+    with r.pipeline(transaction=False) as pipe:
+        for k, kind in zip(keys, kinds, strict=True):
+            readers[kind](pipe, k)
+        values = pipe.execute()
     out: dict[str, Any] = {}
-    for raw in r.scan_iter(match=f"{prefix}*".encode(), count=1000):
-        key = raw.decode()[len(prefix):]
-        if key == "stats" or key.startswith(("off:", "ref:")):
-            continue
-        out[key] = _value(r, raw, key)
+    for k, kind, v in zip(keys, kinds, values, strict=True):
+        rel = k.decode()[len(prefix):]
+        out[rel] = _normalize(rel, kind, v)
     return out
 
 
-def _value(r: redis.Redis, key: bytes, rel: str) -> Any:
-    kind = r.type(key).decode()
-    if kind == "string":
-        v = r.get(key)
-        if rel.startswith("fs:"):
-            d = json.loads(v)
-            d.pop("ts_us", None)
-            return d
-        return v
-    if kind == "list":
-        return r.lrange(key, 0, -1)
+def _normalize(rel: str, kind: str, v: Any) -> Any:
+    if kind == "string" and rel.startswith("fs:"):
+        d = json.loads(v)
+        d.pop("ts_us", None)
+        return d
     if kind == "set":
-        return sorted(r.smembers(key))
+        return sorted(v)
     if kind == "zset":
-        return dict(r.zrange(key, 0, -1, withscores=True))
-    return r.hgetall(key)
+        return dict(v)
+    return v
 
 
 def assert_same(actual: Any, expected: Any, path: str = "") -> None:

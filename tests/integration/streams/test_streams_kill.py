@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 N_EVENTS, CHUNKS = 20_000, 4
 
 
-def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> None:
+def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> None:  # noqa: F811
     s = stream_settings
     topics = Topics(s.kafka.topic_prefix)
     now = time.time()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from core.events import Interaction
@@ -68,19 +66,13 @@ def test_covisitation_pairs_within_window_both_ways() -> None:
     plan = plan_interactions(events, {}, {}, P, K)
     assert plan.zincr[K.covisit("a")]["b"] == 1 and plan.zincr[K.covisit("b")]["a"] == 1
     assert "c" not in plan.zincr[K.covisit("b")]
-    assert decode_history(plan.lists[K.history("u")])[0] == ("c", T0 + 500)
+    assert decode_history(plan.lpush[K.history("u")])[-1] == ("c", T0 + 500)
 
 
 def test_history_continues_from_the_stored_state_and_is_capped() -> None:
     p = EffectParams(history_len=3)
     state = {"u": UserState([("x", T0 - 5), ("y", T0 - 6), ("z", T0 - 7)], {})}
-    plan = plan_interactions([ev(1, "u", "a")], state, {}, p, K)
-    assert [i for i, _ in decode_history(plan.lists[K.history("u")])] == ["a", "x", "y"]
-    assert plan.sadd[K.seen("u")] == {"a"}
-
-
-def test_affinity_is_decayed_weight_per_category() -> None:
-    plan = plan_interactions([ev(1, "u", "a", "like")], {}, {"a": ["rock", "pop"]}, P, K)
-    key = K.affinity("u", decay.epoch_of(T0, P.affinity_half_life_s))
-    assert plan.hincr[key]["rock"] == pytest.approx(decay.grow(2.0, T0, P.affinity_half_life_s))
-    assert math.isfinite(plan.hincr[key]["pop"])
+    plan = plan_interactions([ev(1, "u", "a"), ev(2, "u", "b", ts=T0 + 1)], state, {}, p, K)
+    assert [i for i, _ in decode_history(plan.lpush[K.history("u")])] == ["a", "b"]  # LPUSH order
+    assert plan.ltrim[K.history("u")] == 3
+    assert plan.sadd[K.seen("u")] == {"a", "b"}
