@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DURATION ?= 120
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-unit lint bench clean schemas
+.PHONY: venv demo test test-unit lint bench clean schemas deploy-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy core streams feature_store models services
 	$(BIN)/lint-imports
+
+# The Dockerfile's install steps in a clean venv (no Docker engine here).
+deploy-check:
+	bash deploy/docker/check.sh
 
 schemas: $(STAMP)
 	$(BIN)/streamrec schemas write

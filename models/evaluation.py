@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,8 @@ class EvalConfig:
     use_content_model: bool = True
     seed: int = 0
     small_user_max_train: int = 5
+    fresh_slot_max_rank: int = 50
+    ranker_extra_steps: int = 1
 
 
 def run_evaluation(log_: Interactions, cfg: EvalConfig) -> dict[str, Any]:
@@ -109,12 +111,16 @@ def _pipeline(log_: Interactions, split: Split, valid: Phase, test: Phase,
     def validate(model: TwoTowerModel) -> float:
         return _eval_scores(_tt_scores(model, valid.histories), valid, item_pop, 1)["ndcg@10"]
 
-    model = train_two_tower(split.train_seq, n_items, content, tt_cfg, cfg.two_tower_train, validate)
+    inner = [_inner_step(split, valid, k) for k in range(1, cfg.ranker_extra_steps + 1)]
+    tt_train = inner[-1][0].train_seq if inner else split.train_seq
+    model = train_two_tower(tt_train, n_items, content, tt_cfg, cfg.two_tower_train, validate)
     builder = FeatureBuilder(split, n_items, content, cfg.candidates)
-    tt_valid, tt_test = _tt_scores(model, valid.histories), _tt_scores(model, test.histories)
-    ranker = _fit_ranker(builder.build(valid, tt_valid), valid, split, cfg)
+    steps = [(FeatureBuilder(s, n_items, content, cfg.candidates), p) for s, p in inner] + [(builder, valid)]
+    ranker = _fit_ranker([_ranking_data(b.build(p, _tt_scores(model, p.histories)), p, cfg)
+                          for b, p in steps], cfg)
+    tt_test = _tt_scores(model, test.histories)
     cands = builder.build(test, tt_test)
-    scores = _rerank(ranker, cands, tt_test)
+    scores = _fresh_slot(_rerank(ranker, cands, tt_test), tt_test, test, split, cfg.fresh_slot_max_rank)
     ablations = {"two_tower": _eval_scores(tt_test, test, item_pop, log_.n_users),
                  "covisit_bidirectional": _eval_scores(builder.covisit.score(test.histories), test,
                                                        item_pop, log_.n_users),
@@ -129,13 +135,40 @@ def _tt_scores(model: TwoTowerModel, histories: list[IntArray]) -> F32:
         return (users @ items.T).numpy().astype(np.float32)
 
 
-def _fit_ranker(cands: Candidates, phase: Phase, split: Split, cfg: EvalConfig) -> RankerServing:
+def _inner_step(split: Split, valid: Phase, k: int) -> tuple[Split, Phase]:
+    """Extra ranker training step inside train: the k-th last training item is the target, the
+    items before it are the history, the statistics come from those items only (no leakage)."""
+    seqs = [s[:-k] if len(s) > k else s[:0] for s in split.train_seq]
+    inner = replace(split, train_seq=seqs, train_ts=[t[:len(s)] for t, s in zip(split.train_ts, seqs,
+                                                                                   strict=True)],
+                    train_weight=[w[:len(s)] for w, s in zip(split.train_weight, seqs, strict=True)])
+    users = np.flatnonzero(split.test_item >= 0)
+    ok = np.array([len(split.train_seq[u]) > k for u in users], bool)
+    sel = users[ok]
+    phase = Phase([seqs[u] for u in sel], np.array([split.train_ts[u][-k - 1] for u in sel]),
+                  np.array([split.train_seq[u][-k] for u in sel], np.int64), valid.user_rating[ok],
+                  np.array([split.train_weight[u][-k] for u in sel]))
+    return inner, phase
+
+
+def _ranking_data(cands: Candidates, phase: Phase, cfg: EvalConfig) -> RankingData:
     click = (cands.items == phase.targets[:, None]) & cands.mask
-    rcfg = RankerConfig(dense_features=FEATURES, head_weights=cfg.head_weights)
-    data = RankingData(cands.dense, np.zeros((*cands.items.shape, 0), np.int64),
+    return RankingData(cands.dense, np.zeros((*cands.items.shape, 0), np.int64),
                        {"click": click.astype(np.float32), "deep": _deep(click, phase, cfg)}, cands.mask)
-    model = train_ranker(data, rcfg, cfg.ranker_train)
-    return RankerServing(model, head_weights=cfg.head_weights)
+
+
+def _fit_ranker(parts: list[RankingData], cfg: EvalConfig) -> RankerServing:
+    width = max(p.mask.shape[1] for p in parts)
+
+    def pad(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+
+    data = RankingData(np.concatenate([pad(p.dense) for p in parts]),
+                       np.concatenate([pad(p.sparse) for p in parts]),
+                       {h: np.concatenate([pad(p.labels[h]) for p in parts]) for h in parts[0].labels},
+                       np.concatenate([pad(p.mask) for p in parts]))
+    rcfg = RankerConfig(dense_features=FEATURES, head_weights=cfg.head_weights)
+    return RankerServing(train_ranker(data, rcfg, cfg.ranker_train), head_weights=cfg.head_weights)
 
 
 def _deep(click: npt.NDArray[np.bool_], phase: Phase, cfg: EvalConfig) -> F32:
@@ -151,6 +184,26 @@ def _rerank(ranker: RankerServing, cands: Candidates, tt_scores: F32) -> F32:
     rows = np.repeat(np.arange(u)[:, None], k, axis=1)
     scores[rows[cands.mask], cands.items[cands.mask]] = out[cands.mask] + 1.0
     return scores
+
+
+def _fresh_slot(scores: F32, tt_scores: F32, phase: Phase, split: Split, max_rank: int) -> F32:
+    """Re-rank stage's fresh slot: the best never-trained item by two-tower score takes slot 10,
+    when it ranks within ``max_rank`` of the user's two-tower list (cold start through content)."""
+    trained = np.zeros(scores.shape[1], bool)
+    trained[np.concatenate(split.train_seq)] = True
+    cold = np.flatnonzero(~trained)
+    if not len(cold) or max_rank <= 0:
+        return scores
+    out, tt = scores.copy(), tt_scores.copy()
+    for u, h in enumerate(phase.histories):
+        out[u, h], tt[u, h] = -np.inf, -np.inf
+    best = cold[np.argmax(tt[:, cold], axis=1)]
+    rows = np.arange(len(out))
+    ok = ((tt > tt[rows, best][:, None]).sum(1) < max_rank) & np.isfinite(tt[rows, best])
+    top = -np.sort(-out, axis=1)[:, 8:10]
+    place = ok & (out[rows, best] < top[:, 1])
+    out[rows[place], best[place]] = (top[place, 0] + top[place, 1]) / 2
+    return out
 
 
 def _candidate_recall(cands: Candidates, targets: IntArray) -> float:

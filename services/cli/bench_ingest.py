@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +41,7 @@ def ingest(events: int = typer.Option(100_000, "--events", min=1000),
            json_path: Path | None = typer.Option(None, "--json"),
            latency_events: int = typer.Option(3000, "--latency-events", min=100),
            latency_rate: float = typer.Option(2000.0, "--latency-rate", min=10.0),
-           feast: bool = typer.Option(False, "--feast/--no-feast", help="also push to Feast (applies a repo)"),
+           feast: bool = typer.Option(False, "--feast/--no-feast", help="also push to Feast (apply repo)"),
            content_model: bool = typer.Option(False, "--content-model/--no-content-model")) -> None:
     """Run the ingest benchmark and print (and optionally write) its JSON result."""
     result = run_ingest_bench(events=events, latency_events=latency_events, latency_rate=latency_rate,
@@ -78,7 +79,7 @@ def _run(s: Settings, events: int, latency_events: int, latency_rate: float) -> 
         prod.send(topics.items, key=up.item_id.encode(), value=encode(up))
     backlog = list(world.traffic(events, now - 600, events / 590.0))
     _produce(prod, topics.interactions, backlog)
-    worker = spawn("worker", [os.sys.executable, "-m", "streams.worker"], s.data_dir / "logs", _env(s))
+    worker = spawn("worker", [sys.executable, "-m", "streams.worker"], s.data_dir / "logs", _env(s))
     try:
         drain = _measure_drain(s, worker, events)
         latency = _measure_latency(s, prod, topics, world, latency_events, latency_rate, events)
@@ -90,7 +91,8 @@ def _run(s: Settings, events: int, latency_events: int, latency_rate: float) -> 
 
 
 def _env(s: Settings) -> dict[str, str]:
-    return {"STREAMREC_DATA_DIR": str(s.data_dir), "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": str(s.kafka.bootstrap_servers),
+    return {"STREAMREC_DATA_DIR": str(s.data_dir),
+            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": str(s.kafka.bootstrap_servers),
             "STREAMREC_REDIS__URL": str(s.redis.url), "STREAMREC_REDIS__KEY_PREFIX": s.redis.key_prefix,
             "STREAMREC_WORKER__METRICS_PORT": str(s.worker.metrics_port), "STREAMREC_LOG_LEVEL": "WARNING",
             "STREAMREC_WORKER__FEATURE_PUSH": str(s.worker.feature_push).lower(),

@@ -41,6 +41,7 @@ class DemoOptions:
     min_traffic_s: float = 10.0
     catch_up_s: float = 20.0
     settle_s: float = 4.0
+    catalog_wait_s: float = 20.0
     ready_timeout_s: float = 90.0
 
 
@@ -169,6 +170,7 @@ class Demo:
         metrics_url = stack.url("worker", "/metrics") if "worker" in stack.ports else ""
         try:
             driver.publish_catalog(time.time())
+            self._wait_catalog(driver, metrics_url)
             with Live(console=self.console, refresh_per_second=4, transient=False) as live:
                 self._traffic(driver, feeds, metrics_url, stack, live)
                 if "api" in stack.ports:
@@ -181,6 +183,16 @@ class Demo:
             feeds.stop()
             dlq.stop()
             producer.close(5)
+
+    def _wait_catalog(self, driver: TrafficDriver, metrics_url: str) -> None:
+        """Let the worker ingest the catalogue before traffic starts (bounded)."""
+        deadline = time.monotonic() + self.opts.catalog_wait_s
+        with self.console.status(f"loading the catalogue ({driver.items_published} items)"):
+            while metrics_url and time.monotonic() < deadline:
+                counts = worker_counts(metrics_url, agent="items")
+                if counts is not None and counts.applied + counts.dead_lettered >= driver.items_published:
+                    return
+                time.sleep(0.3)
 
     def _traffic(self, driver: TrafficDriver, feeds: FeedWatcher, metrics_url: str, stack: Stack,
                  live: Live) -> None:

@@ -31,10 +31,11 @@ def parse_worker_counts(text: str, agent: str = "interactions") -> WorkerCounts:
                         by_outcome.get("duplicate", 0.0))
 
 
-def worker_counts(metrics_url: str, timeout_s: float = 2.0) -> WorkerCounts | None:
-    """The worker's counts, or None when it does not answer."""
+def worker_counts(metrics_url: str, agent: str = "interactions",
+                  timeout_s: float = 2.0) -> WorkerCounts | None:
+    """The worker's counts for ``agent``, or None when it does not answer."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=timeout_s) as resp:  # noqa: S310 - local URL
-            return parse_worker_counts(resp.read().decode())
+            return parse_worker_counts(resp.read().decode(), agent)
     except (OSError, ValueError):
         return None

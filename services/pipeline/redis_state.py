@@ -73,6 +73,7 @@ class RedisState:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
+        self._counts: dict[str, dict[str, tuple[float, float, float]]] = {}
 
     def segment_key(self, segment: str | None) -> str:
         if not segment or segment == "all":
@@ -194,13 +195,24 @@ class RedisState:
 
     @_guard
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
-        fields = [f for i in item_ids for f in (f"{i}:i", f"{i}:c")]
-        raw = self.r.hmget(self.keys.bandit(self.segment_key(segment)), fields) if fields else []
-        counts = np.array([float(v) if v is not None else 0.0 for v in raw], np.float32).reshape(-1, 2)
-        imps, clicks = counts[:, 0], counts[:, 1]
+        """Beta(prior + clicks, prior + impressions - clicks); counts cached for shared_cache_ttl_s."""
+        seg, now = self.segment_key(segment), time.monotonic()
+        ttl = self.settings.retrieval.shared_cache_ttl_s
+        cache = self._counts.setdefault(seg, {})
+        stale = [i for i in item_ids if i not in cache or now - cache[i][0] >= ttl]
+        if stale:
+            raw = self.r.hmget(self.keys.bandit(seg), [f for i in stale for f in (f"{i}:i", f"{i}:c")])
+            vals = [float(v) if v is not None else 0.0 for v in raw]
+            for j, iid in enumerate(stale):
+                cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
+            if len(cache) > self._cache_size:
+                cache.clear()
+        counts = np.array([cache[i][1:] for i in item_ids], np.float32).reshape(-1, 2) if item_ids \
+            else np.zeros((0, 2), np.float32)
         b = self.settings.bandit
-        return (b.prior_alpha + clicks).astype(np.float32), \
-            (b.prior_beta + np.maximum(imps - clicks, 0.0)).astype(np.float32)
+        alpha = (b.prior_alpha + counts[:, 1]).astype(np.float32)
+        beta = (b.prior_beta + np.maximum(counts[:, 0] - counts[:, 1], 0.0)).astype(np.float32)
+        return alpha, beta
 
 
 def _sum_neighbours(lists: list[list[Any]], k: int) -> Scored:

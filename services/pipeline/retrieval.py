@@ -89,7 +89,8 @@ def gather(state: OnlineState, models: ModelSet, user: UserState, segment: str |
     if q["covisit"] and user.recent:
         near = user.covisit if user.covisit is not None else state.covisit(user.recent[:10], q["covisit"])
         cands.add("covisit", near[: q["covisit"]])
-    cands.add("popular", state.popular(segment, q["popular"]))
+    unused = q["ann"] + q["covisit"] - len(cands.item_ids)  # e.g. no index yet: popular fills in
+    cands.add("popular", state.popular(segment, q["popular"] + max(unused, 0)))
     cands.add("trending", state.trending(segment, q["trending"]))
     cands.add("fresh", state.fresh(q["fresh"]), by_rank=True)
     return _filter(cands, state, user, blocked, cfg.candidates)
