@@ -163,7 +163,7 @@ class TrainerSettings(_Section):
     epochs: int = Field(3, ge=1)
     seed: int = 0
     window_s: float = Field(14 * 86400.0, gt=0, description="training data: the last window_s of events")
-    max_train_seconds: float = Field(480.0, gt=0, description="time cap per model fit")
+    max_train_seconds: float = Field(300.0, gt=0, description="time cap per model fit")
     eval_k: int = Field(20, ge=1, le=1000, description="recall@k of the holdout evaluation")
     index_recall_gate: float = Field(0.95, gt=0, le=1, description="ANN vs exact recall to publish")
     index_recall_sample: int = Field(200, ge=10, le=100_000)

@@ -10,6 +10,7 @@ time``: never a value stamped after the label.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
 from feast.type_map import feast_value_type_to_pa
+from pydantic import ValidationError
 
 from core import features as names
 from core.events import Interaction, ItemUpsert, UserUpsert
@@ -29,6 +31,7 @@ from feature_store.archive import ParquetArchive
 from feature_store.repo.definitions import FIELD_TYPES, parquet_path
 
 Rows = dict[str, list[dict[str, Any]]]
+log = logging.getLogger(__name__)
 _TOPIC_ORDER = {ITEMS: 0, USERS: 1, INTERACTIONS: 2}
 
 
@@ -108,9 +111,15 @@ def replay(archive: ParquetArchive, params: tf.TransformParams, end_ts: float | 
     """Every feature row the archived events produce, per view (the worker's pushes, offline)."""
     state = _Replay(params)
     handlers = {INTERACTIONS: state.interaction, ITEMS: state.item, USERS: state.user}
+    skipped = 0
     for topic, rec in _merged(archive, end_ts):
-        rec = {k: v for k, v in rec.items() if not k.startswith("_")}
-        handlers[topic](rec)
+        try:
+            handlers[topic]({k: v for k, v in rec.items() if not k.startswith("_")})
+        except ValidationError as exc:
+            skipped += 1
+            log.warning("replay skips an archived %s record that no longer validates: %s", topic, exc)
+    if skipped:
+        log.warning("replay skipped %d archived records", skipped)
     return state.rows
 
 

@@ -6,14 +6,15 @@ service in the registry (``ranking`` by default), the hash keys are built with F
 ``ValueProto`` with Feast's ``feast_value_type_to_python_type``; so the output equals
 ``get_online_features`` (contract test).
 
-Speed: all HMGETs of a request go to Redis as ONE ``EVALSHA`` (a tiny Lua loop: one round trip, one
-command to pack), entity keys are memoised, and decoded values are memoised by their serialized bytes
-and so are decoded rows per entity, reused only while Redis returns byte-identical values (a pure
-function of the bytes: these caches never need invalidation). Rows and lists are copied on the way
-out so callers may mutate them.
+Speed: the request's HMGETs (one per entity, pre-packed once per entity and memoised) go out in one
+``sendall`` and come back parsed by hiredis (``feature_store.redis_pipe``). Decoded values are
+memoised by their serialized bytes, and decoded rows per entity are reused only while Redis returns
+byte-identical values: both are pure functions of the bytes, so they never need invalidation. Rows and
+lists are copied on the way out so callers may mutate them.
 
 Errors: a Redis that is down, refuses or stalls raises ``core.errors.StoreUnavailable`` within
-``connect_timeout_s``/``socket_timeout_s`` (no retries).
+``redis.connect_timeout_s`` + ``redis.socket_timeout_s`` (no retries); the next call reconnects.
+Plain Redis only (not Redis Cluster: one request spans many hash slots).
 
 Example:
     >>> reader = FastFeatureReader.from_settings(settings)         # doctest: +SKIP
@@ -26,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
@@ -34,23 +34,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from feast.types import Array
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from core import features as names
-from core.errors import StoreUnavailable
 from core.protocols import Features
 from core.settings import Settings
 from feature_store.config import DEFAULT_REDIS_URL, feature_store
+from feature_store.redis_pipe import RedisPipe, pack
 
-_HMGET_MANY = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
-return out
-"""
 _MAX_CACHE = 200_000
 
 
@@ -81,24 +71,22 @@ def plan_from_service(store: FeatureStore, service: str) -> dict[str, _EntityPla
 class FastFeatureReader:
     """Implements core.protocols.FeatureReader on Feast's Redis online store."""
 
-    def __init__(self, client: redis.Redis, project: str, plans: dict[str, _EntityPlan]) -> None:
-        self._client = client
+    def __init__(self, pipe: RedisPipe, project: str, plans: dict[str, _EntityPlan]) -> None:
+        self._pipe = pipe
         self._project = project.encode()
         self._plans = plans
         self._keys: dict[tuple[str, str], bytes] = {}
         self._values: dict[bytes, Any] = {}
         self._rows: dict[tuple[str, str], tuple[list[bytes | None], Features]] = {}
-        self._sha: str | None = None
 
     @classmethod
     def from_settings(
         cls, settings: Settings, store: FeatureStore | None = None, service: str = names.RANKING_SERVICE
     ) -> FastFeatureReader:
         fs = store or feature_store(settings)
-        client = redis.Redis.from_url(
-            settings.redis.url or DEFAULT_REDIS_URL, socket_timeout=settings.redis.socket_timeout_s,
-            socket_connect_timeout=settings.redis.connect_timeout_s, retry=Retry(NoBackoff(), 0))
-        return cls(client, fs.project, plan_from_service(fs, service))
+        pipe = RedisPipe(settings.redis.url or DEFAULT_REDIS_URL, settings.redis.connect_timeout_s,
+                         settings.redis.socket_timeout_s)
+        return cls(pipe, fs.project, plan_from_service(fs, service))
 
     def user_features(self, user_id: str) -> Features:
         return self._read(names.USER_KEY, [user_id])[0]
@@ -110,30 +98,21 @@ class FastFeatureReader:
         plan = self._plans[join_key]
         if not ids:
             return []
-        rows = self._hmget_many([self._redis_key(join_key, i) for i in ids], plan.hash_keys)
+        packed = b"".join([self._command(plan, i) for i in ids])
+        rows = self._pipe.execute(packed, len(ids))
         return [self._decode(plan, i, raw) for i, raw in zip(ids, rows, strict=True)]
 
-    def _redis_key(self, join_key: str, entity_id: str) -> bytes:
-        key = self._keys.get((join_key, entity_id))
-        if key is None:
-            ek = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=entity_id)])
+    def _command(self, plan: _EntityPlan, entity_id: str) -> bytes:
+        """``HMGET <feast entity key> <field hashes...>``, packed once per entity."""
+        cmd = self._keys.get((plan.join_key, entity_id))
+        if cmd is None:
+            ek = EntityKey(join_keys=[plan.join_key], entity_values=[Value(string_val=entity_id)])
             key = serialize_entity_key(ek, entity_key_serialization_version=3) + self._project
+            cmd = pack(b"HMGET", key, *plan.hash_keys)
             if len(self._keys) >= _MAX_CACHE:
                 self._keys.clear()
-            self._keys[(join_key, entity_id)] = key
-        return key
-
-    def _hmget_many(self, keys: list[bytes], fields: tuple[bytes, ...]) -> list[list[bytes | None]]:
-        try:
-            if self._sha is None:
-                self._sha = str(self._client.script_load(_HMGET_MANY))
-            try:
-                return self._client.evalsha(self._sha, len(keys), *keys, *fields)  # type: ignore[return-value]
-            except NoScriptError:
-                self._sha = None
-                return self._hmget_many(keys, fields)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"feature read from Redis failed: {exc}") from exc
+            self._keys[(plan.join_key, entity_id)] = cmd
+        return cmd
 
     def _decode(self, plan: _EntityPlan, entity_id: str, raw: list[bytes | None]) -> Features:
         ck = (plan.join_key, entity_id)

@@ -1,1 +1,21 @@
-"""Pure PyTorch, FAISS and numpy: towers, rankers, re-rankers, bandits, indexes, evaluation."""
+"""Pure PyTorch, FAISS and numpy: towers, rankers, re-rankers, bandits, indexes, evaluation.
+
+Entry points used by other areas (see each module's docstring for shapes and examples):
+
+- ``models.content``: ``ContentEncoder(ContentConfig()).encode(texts, categories) -> [n, 416]``
+  float32 unit rows (MiniLM text + hashed categories; hashing fallback, logged).
+- ``models.two_tower_train``: ``train_two_tower(train_seq, n_items, content, TwoTowerConfig(...),
+  TwoTowerTrainConfig(...), validate=None) -> TwoTowerModel``.
+- ``models.two_tower_serving``: ``TwoTowerServing(model, item_ids)`` -> ``user_vectors(histories)``,
+  ``item_vectors(ids, content=None)``, ``new_item_vectors(content)``, ``build_index()``,
+  ``save(dir)`` / ``TwoTowerServing.load(dir)`` (artifact kind ``two_tower``).
+- ``models.index``: ``ItemIndex.build(ids, vectors, model_version=...)``, ``search``, ``add``,
+  ``save(dir)`` / ``ItemIndex.load(dir)`` (kind ``index``; implements ``core.protocols.VectorIndex``).
+- ``models.ranker_train``: ``train_ranker(RankingData, RankerConfig(dense_features=...),
+  RankerTrainConfig()) -> MultiTaskRanker``; ``RankingData.from_rows(rows, labels, cfg)``.
+- ``models.ranker_serving``: ``RankerServing(model, version, head_weights)`` ->
+  ``score(user_features, item_features) -> {"click", "deep", "score"}`` (``core.protocols.Ranker``),
+  ``save(dir)`` / ``RankerServing.load(dir)`` (kind ``ranker``).
+- ``models.artifacts``: manifest + SHA-256 checks; bad artifacts raise ``core.errors.ArtifactError``.
+- ``models.evaluation``: ``run_evaluation(Interactions, EvalConfig())`` behind ``streamrec eval``.
+"""

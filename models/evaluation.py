@@ -9,7 +9,11 @@ Our pipeline, fitted on train only:
    validation step;
 2. candidates = two-tower top-n  U  co-visitation top-n  U  recently-popular top-n;
 3. the multi-task ranker, trained on the validation step (history = train, label = validation item,
-   deep label = rating >= ``like_threshold``), re-scores the candidates for the test step.
+   deep label = rating >= ``like_threshold``) plus ``ranker_extra_steps`` earlier steps inside train
+   (the two-tower then trains without those last items, so its scores stay unbiased), re-scores
+   the candidates for the test step;
+4. the re-rank stage's fresh slot: slot 10 goes to the best never-trained item by two-tower
+   (content) score when it is within the user's two-tower top ``fresh_slot_max_rank``.
 Items outside the candidate set keep their two-tower order below every candidate (full ranking).
 
 ``run_evaluation(log, EvalConfig()) -> dict`` returns the JSON document of ``streamrec eval``.
@@ -111,7 +115,7 @@ def _pipeline(log_: Interactions, split: Split, valid: Phase, test: Phase,
     def validate(model: TwoTowerModel) -> float:
         return _eval_scores(_tt_scores(model, valid.histories), valid, item_pop, 1)["ndcg@10"]
 
-    inner = [_inner_step(split, valid, k) for k in range(1, cfg.ranker_extra_steps + 1)]
+    inner = [_inner_step(split, k) for k in range(1, cfg.ranker_extra_steps + 1)]
     tt_train = inner[-1][0].train_seq if inner else split.train_seq
     model = train_two_tower(tt_train, n_items, content, tt_cfg, cfg.two_tower_train, validate)
     builder = FeatureBuilder(split, n_items, content, cfg.candidates)
@@ -135,7 +139,7 @@ def _tt_scores(model: TwoTowerModel, histories: list[IntArray]) -> F32:
         return (users @ items.T).numpy().astype(np.float32)
 
 
-def _inner_step(split: Split, valid: Phase, k: int) -> tuple[Split, Phase]:
+def _inner_step(split: Split, k: int) -> tuple[Split, Phase]:
     """Extra ranker training step inside train: the k-th last training item is the target, the
     items before it are the history, the statistics come from those items only (no leakage)."""
     seqs = [s[:-k] if len(s) > k else s[:0] for s in split.train_seq]
@@ -146,7 +150,8 @@ def _inner_step(split: Split, valid: Phase, k: int) -> tuple[Split, Phase]:
     ok = np.array([len(split.train_seq[u]) > k for u in users], bool)
     sel = users[ok]
     phase = Phase([seqs[u] for u in sel], np.array([split.train_ts[u][-k - 1] for u in sel]),
-                  np.array([split.train_seq[u][-k] for u in sel], np.int64), valid.user_rating[ok],
+                  np.array([split.train_seq[u][-k] for u in sel], np.int64),
+                  np.array([np.mean(inner.train_weight[u]) for u in sel], np.float32),
                   np.array([split.train_weight[u][-k] for u in sel]))
     return inner, phase
 
@@ -192,7 +197,7 @@ def _fresh_slot(scores: F32, tt_scores: F32, phase: Phase, split: Split, max_ran
     trained = np.zeros(scores.shape[1], bool)
     trained[np.concatenate(split.train_seq)] = True
     cold = np.flatnonzero(~trained)
-    if not len(cold) or max_rank <= 0:
+    if not len(cold) or max_rank <= 0 or scores.shape[1] < 10:
         return scores
     out, tt = scores.copy(), tt_scores.copy()
     for u, h in enumerate(phase.histories):
@@ -226,4 +231,6 @@ def _slices(scores: F32, test: Phase, split: Split, users: IntArray, cfg: EvalCo
 def _protocol(log_: Interactions, users: IntArray) -> dict[str, Any]:
     return {"split": "temporal leave-one-out, stable sort (file order breaks ties)",
             "ranking": "full, excluding the user's earlier items", "interactions": len(log_),
+            "pipeline": "two-tower + co-visitation + recent-popularity candidates, DCN-v2 ranker, "
+                        "fresh slot (slot 10) for the best never-trained item by two-tower score",
             "users": log_.n_users, "items": log_.n_items, "eval_users": int(len(users))}

@@ -4,7 +4,8 @@ Data is grouped by request: ``RankingData`` holds ``[G, K, F]`` arrays (G reques
 each, ``mask`` marks real candidates) and one ``[G, K]`` label array per head. The ``click`` head is
 trained listwise (softmax over each request's candidates; requests without a click are skipped) when
 ``listwise`` is set, pointwise BCE otherwise; every other head uses BCE. Ungrouped rows fit as
-``K = 1`` with ``listwise=False``; ``RankingData.from_rows`` builds that from feature dicts.
+``K = 1`` with ``listwise=False``; ``RankingData.from_rows`` builds that from feature dicts, and
+``RankingData.from_requests`` builds grouped data from ``(user, items, labels)`` per request.
 
 Entry point::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RankerTrainConfig:
-    epochs: int = 15
+    epochs: int = 30
+    holdout_fraction: float = 0.2
+    patience: int = 3
     batch_groups: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -54,6 +58,26 @@ class RankingData:
         return cls(dense[:, None], sparse[:, None],
                    {h: np.asarray(v, np.float32)[:, None] for h, v in labels.items()},
                    np.ones((len(rows), 1), bool))
+
+
+    @classmethod
+    def from_requests(cls, requests: Sequence[tuple[Mapping[str, object], Sequence[Mapping[str, object]],
+                                                    Mapping[str, Sequence[float]]]],
+                      cfg: RankerConfig) -> RankingData:
+        """Grouped data (listwise click loss) from ``(user_features, item_feature_dicts, labels)``
+        per request, e.g. one served feed and what the user did with it."""
+        width = max((len(items) for _, items, _ in requests), default=1)
+        g, fd, fs = len(requests), len(cfg.dense_features), len(cfg.sparse_features)
+        dense, sparse = np.zeros((g, width, fd), np.float32), np.zeros((g, width, fs), np.int64)
+        labels = {h: np.zeros((g, width), np.float32) for h in cfg.heads}
+        mask = np.zeros((g, width), bool)
+        for row, (user, items, ys) in enumerate(requests):
+            n = len(items)
+            dense[row, :n], sparse[row, :n] = featurize(user, items, cfg)
+            mask[row, :n] = True
+            for h in cfg.heads:
+                labels[h][row, :n] = np.asarray(ys.get(h, [0.0] * n), np.float32)
+        return cls(dense, sparse, labels, mask)
 
 
 class RankingTask:
@@ -86,25 +110,56 @@ def _listwise(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 def train_ranker(data: RankingData, cfg: RankerConfig, train_cfg: RankerTrainConfig) -> MultiTaskRanker:
+    """Seeded training; with ``holdout_fraction`` > 0 a share of the requests is held out and the
+    epoch with the lowest held-out loss is kept (early stopping, ``patience`` epochs)."""
     torch.manual_seed(train_cfg.seed)
     gen = torch.Generator().manual_seed(train_cfg.seed)
     model = MultiTaskRanker(cfg)
-    dense = torch.from_numpy(np.ascontiguousarray(data.dense, np.float32))
-    mask = torch.from_numpy(data.mask)
-    model.set_normalisation(dense[mask])
-    sparse = torch.from_numpy(data.sparse)
-    labels = {h: torch.from_numpy(np.asarray(data.labels[h], np.float32)) for h in cfg.heads}
+    t = _tensors(data, cfg)
+    model.set_normalisation(t["dense"][t["mask"]])
+    order = torch.randperm(len(t["dense"]), generator=gen)
+    n_hold = int(len(order) * train_cfg.holdout_fraction) if len(order) >= 10 else 0
+    hold, fit = order[:n_hold], order[n_hold:]
     task = RankingTask(model, train_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    best, best_state, bad = float("inf"), None, 0
     for epoch in range(train_cfg.epochs):
-        model.train()
-        order = torch.randperm(len(dense), generator=gen)
-        for i in range(0, len(order), train_cfg.batch_groups):
-            idx = order[i:i + train_cfg.batch_groups]
-            opt.zero_grad()
-            loss = task.loss(dense[idx], sparse[idx], {h: v[idx] for h, v in labels.items()}, mask[idx])
-            loss.backward()
-            opt.step()
-        log.debug("ranker epoch %d loss %.4f", epoch, float(loss.detach()))
-    model.eval()
-    return model
+        _epoch(task, opt, t, fit[torch.randperm(len(fit), generator=gen)], train_cfg.batch_groups)
+        if not n_hold:
+            continue
+        held = _held_out_loss(task, t, hold)
+        log.debug("ranker epoch %d held-out loss %.4f", epoch, held)
+        if held < best:
+            best, bad, best_state = held, 0, {k: v.clone() for k, v in model.state_dict().items()}
+        elif (bad := bad + 1) >= train_cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+def _tensors(data: RankingData, cfg: RankerConfig) -> dict[str, Any]:
+    return {"dense": torch.from_numpy(np.ascontiguousarray(data.dense, np.float32)),
+            "sparse": torch.from_numpy(np.ascontiguousarray(data.sparse, np.int64)),
+            "mask": torch.from_numpy(np.ascontiguousarray(data.mask, bool)),
+            "labels": {h: torch.from_numpy(np.asarray(data.labels[h], np.float32)) for h in cfg.heads}}
+
+
+def _batch(t: dict[str, Any], idx: torch.Tensor) -> tuple[Any, ...]:
+    return t["dense"][idx], t["sparse"][idx], {h: v[idx] for h, v in t["labels"].items()}, t["mask"][idx]
+
+
+def _epoch(task: RankingTask, opt: torch.optim.Optimizer, t: dict[str, Any], order: torch.Tensor,
+           batch: int) -> None:
+    task.model.train()
+    for i in range(0, len(order), batch):
+        opt.zero_grad()
+        loss = task.loss(*_batch(t, order[i:i + batch]))
+        loss.backward()
+        opt.step()
+
+
+def _held_out_loss(task: RankingTask, t: dict[str, Any], idx: torch.Tensor) -> float:
+    task.model.eval()
+    with torch.no_grad():
+        return float(task.loss(*_batch(t, idx)))

@@ -168,6 +168,11 @@ class World:
             self._by_cat.append(idx)
             self._by_cat_cdf.append(np.cumsum(w) / max(float(w.sum()), 1e-12))
 
+    @property
+    def event_id_prefix(self) -> str:
+        """Every event id this world emits starts with this (``config.id_prefix`` or ``s<seed>-``)."""
+        return self._prefix
+
     # ---- catalogue ----------------------------------------------------------------------
     @property
     def item_ids(self) -> list[str]:

@@ -141,6 +141,16 @@ def check_redis(settings: Settings) -> None:
         client.close()
 
 
+def log_tail(path: Path | None, lines: int = 12) -> str:
+    """The last ``lines`` lines of a child's log (for error messages)."""
+    if path is None or not path.is_file():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 16384))
+        text = fh.read().decode(errors="replace")
+    return "\n".join("    | " + line for line in text.splitlines()[-lines:])
+
+
 # ---- health ------------------------------------------------------------------------------------
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
     try:
@@ -169,7 +179,7 @@ class Stack:
     """Owns every process it started. Use as a context manager or call start()/stop()."""
 
     def __init__(self, settings: Settings, processes: Sequence[ProcessSpec] | None = None,
-                 ready_timeout_s: float = 90.0, feast_apply: bool = True) -> None:
+                 ready_timeout_s: float = 90.0, feast_apply: bool = True, restart_limit: int = 3) -> None:
         self.settings = settings
         self.specs = list(processes) if processes is not None else available_processes()
         self.ready_timeout_s = ready_timeout_s
@@ -177,6 +187,9 @@ class Stack:
         self.infra: list[ChildProcess] = []
         self.children: dict[str, ChildProcess] = {}
         self.ports: dict[str, int] = {}
+        self.restart_limit = restart_limit
+        self.restarts: dict[str, int] = {}
+        self._argv: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -255,6 +268,7 @@ class Stack:
         env = {**settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
         for spec in specs:
             argv = [sys.executable, "-m", spec.module, *spec.args]
+            self._argv[spec.name] = (argv, env)
             self.children[spec.name] = localstack.spawn(spec.name, argv, self.log_dir, env)
             log.info("started %s (pid %d) on port %d", spec.name, self.children[spec.name].pid,
                      self.ports[spec.name])
@@ -278,10 +292,19 @@ class Stack:
         child = self.children[name]
         if not child.alive():
             raise StartupError(f"{name} exited with code {child.proc.returncode} during start-up; "
-                               f"see its log: {child.log_path}")
+                               f"see its log: {child.log_path}\n{log_tail(child.log_path)}")
 
     def dead_children(self) -> list[str]:
         return [name for name, child in self.children.items() if not child.alive()]
+
+    def death_report(self, names: Sequence[str]) -> str:
+        """Which children died, their exit codes, log paths and the last lines of each log."""
+        parts = []
+        for name in names:
+            child = self.children[name]
+            parts.append(f"{name} exited with code {child.proc.returncode}; log: {child.log_path}\n"
+                         f"{log_tail(child.log_path)}")
+        return "\n".join(parts)
 
     def stop(self, grace_s: float = 12.0) -> None:
         """SIGTERM every child at once, wait up to ``grace_s``, then SIGKILL; then Redis and broker."""
@@ -290,16 +313,27 @@ class Stack:
         self.children.clear()
         self.infra.clear()
 
-    def run_forever(self, on_tick: Callable[[Stack], None] | None = None) -> None:
-        """Block until SIGINT/SIGTERM or a child dies (StartupError naming it), then stop."""
+    def revive(self) -> list[str]:
+        """Restart children that died after start-up (each at most ``restart_limit`` times, logged
+        with the tail of its log). Beyond that, StartupError naming the child and its log."""
+        dead = self.dead_children()
+        for name in dead:
+            report = self.death_report([name])
+            if self.restarts.get(name, 0) >= self.restart_limit:
+                raise StartupError(f"exited unexpectedly (restarted {self.restart_limit}x already): {report}")
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.error("restarting (%d/%d) after a crash: %s", self.restarts[name], self.restart_limit, report)
+            self.children[name].stop(grace_s=0.1)
+            argv, env = self._argv[name]
+            self.children[name] = localstack.spawn(name, argv, self.log_dir, env)
+        return dead
+
+    def run_forever(self) -> None:
+        """Block until SIGINT/SIGTERM (children that crash are restarted, bounded), then stop."""
         with terminate_as_interrupt():
             try:
                 while True:
-                    if dead := self.dead_children():
-                        logs = ", ".join(str(self.children[n].log_path) for n in dead)
-                        raise StartupError(f"{', '.join(dead)} exited unexpectedly; see {logs}")
-                    if on_tick is not None:
-                        on_tick(self)
+                    self.revive()
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 log.info("stopping")

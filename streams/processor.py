@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.events import (
@@ -46,6 +46,7 @@ class Parsed:
     replayed: list[Any]
     dead: list[DeadLetter]
     offsets: dict[TP, int]
+    replayed_records: list[tuple[RawRecord, Any]] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -95,19 +96,30 @@ class BatchProcessor:
                 continue
             if replay:
                 out.replayed.append(ev)
+                out.replayed_records.append((rec, ev))
             else:
                 out.new.append((rec, ev))
                 out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
         return out
 
     async def _interactions(self, parsed: Parsed, stats: StatsDelta) -> None:
+        """The archive write overlaps the Redis transaction; both finish before the batch is acked.
+        Records replayed after a crash are archived again (same file names: idempotent)."""
         by_id = {ev.event_id: rec for rec, ev in parsed.new}
+        pending: list[asyncio.Task[None]] = []
 
         async def before_commit(fresh: Sequence[Interaction], cats: Mapping[str, list[str]]) -> None:
-            await self._archive(INTERACTIONS, [(by_id[e.event_id], e) for e in fresh], cats)
+            pairs = [(by_id[e.event_id], e) for e in fresh]
+            pending.append(asyncio.ensure_future(self._archive(INTERACTIONS, pairs, cats)))
 
-        applied = await self.writer.apply_interactions(
-            [ev for _, ev in parsed.new], parsed.offsets, stats, before_commit)
+        try:
+            applied = await self.writer.apply_interactions(
+                [ev for _, ev in parsed.new], parsed.offsets, stats, before_commit)
+        finally:
+            await asyncio.gather(*pending)
+        if parsed.replayed_records:
+            cats = await self.writer.categories(sorted({e.item_id for _, e in parsed.replayed_records}))
+            await self._archive(INTERACTIONS, parsed.replayed_records, cats)
         if applied.retries:
             self.metrics.retries.labels(INTERACTIONS).inc(applied.retries)
         self.metrics.events.labels(INTERACTIONS, "duplicate").inc(applied.duplicates)

@@ -1,8 +1,4 @@
-"""Applies a batch to Redis atomically: dedupe markers, effects, stats and offsets in ONE MULTI/EXEC.
-
-Optimistic concurrency: the batch WATCHes its dedupe keys, offset watermarks and the user state it
-read, so a zombie worker that still holds a revoked partition cannot apply the same events twice.
-"""
+"""Applies a batch to Redis atomically: dedupe markers, effects, stats and offsets in ONE MULTI/EXEC."""
 
 from __future__ import annotations
 
@@ -70,7 +66,9 @@ class StatsDelta:
 
 
 class OnlineWriter:
-    """The worker's write side. ``r`` must be a ``redis.asyncio.Redis`` with decode_responses=True."""
+    """The worker's write side. Optimistic concurrency: a batch WATCHes the offset watermarks of its
+    partitions and the shared item states it read, so a zombie worker cannot apply a batch twice.
+    ``r`` must be a ``redis.asyncio.Redis`` with decode_responses=True."""
 
     def __init__(self, r: Redis, keys: Keys, params: EffectParams, dedupe_ttl_s: int,
                  tparams: tf.TransformParams | None = None) -> None:
@@ -89,11 +87,10 @@ class OnlineWriter:
         if not events and not offsets:
             return result
         ids = [self.keys.dedupe(e.event_id) for e in events]
-        users = sorted({e.user_id for e in events})
         items = sorted({e.item_id for e in events})
-        watch = [*ids, *self._offset_keys(offsets), *(self.keys.history(u) for u in users),
-                 *(self.keys.impressions(u) for u in users), *(self.keys.user_features(u) for u in users),
-                 *(self.keys.item_features(i) for i in items)]
+        # User state is partition-owned: a zombie that still holds a revoked partition is fenced by
+        # that partition's watermark. Item feature states are shared by all partitions: watched.
+        watch = [*self._offset_keys(offsets), *(self.keys.item_features(i) for i in items)]
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -164,6 +161,13 @@ class OnlineWriter:
             snap.categories[i] = json.loads(cats) if cats else []
             snap.item_features[i] = tf.loads_item(feats, i)
         return snap
+
+    async def categories(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        async with self.r.pipeline(transaction=False) as rp:
+            for i in item_ids:
+                rp.hget(self.keys.item(i), "categories")
+            res = await rp.execute()
+        return {i: json.loads(c) if c else [] for i, c in zip(item_ids, res, strict=True)}
 
     async def feature_rows(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> dict[str, list[tf.Row]]:
         """Absolute feature rows (projections of the stored states) per Feast stream view."""

@@ -7,6 +7,7 @@ uvicorn handles SIGTERM: it stops accepting, drains in-flight requests, runs the
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -25,6 +26,9 @@ def main() -> None:
         raise StartupError(f"api.port {port} on {settings.api.host} is already in use")
     logging.getLogger(__name__).info("feed API listening on %s:%s", settings.api.host, port)
     app = create_app(settings)
+    # uvicorn drains on SIGTERM, then re-raises it against the handler it found: make that a no-op so
+    # a graceful stop exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=settings.api.host, port=port, log_level=settings.log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=8)
 

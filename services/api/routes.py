@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.events import EventError, Feed, Interaction, check_skew, encode
@@ -56,9 +57,12 @@ def post_events(events: Annotated[Interaction | list[Interaction], Body()],
     if producer is None:
         raise HTTPException(503, "kafka producer not connected yet; retry")
     topic = ctx.topics.interactions
-    futures = [producer.send(topic, key=ev.user_id.encode(), value=encode(ev)) for ev in batch]
-    for fut in futures:
-        fut.get(timeout=ctx.settings.api.request_timeout_s)
+    try:
+        futures = [producer.send(topic, key=ev.user_id.encode(), value=encode(ev)) for ev in batch]
+        for fut in futures:
+            fut.get(timeout=ctx.settings.api.request_timeout_s)
+    except KafkaError as exc:
+        raise HTTPException(503, f"kafka did not accept the events ({exc}); retry") from None
     ctx.metrics.events.labels("accepted").inc(len(batch))
     return {"accepted": len(batch)}
 

@@ -93,6 +93,9 @@ def embedded_stack(settings: Settings) -> Iterator[tuple[Settings, str]]:
     from services.stack import PROCESSES, Stack
 
     specs = [p for p in PROCESSES if p.name in ("worker", "api", "publisher")]
+    if hasattr(settings.worker, "content_model"):  # the catalog is seeded directly: no text encoder needed
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(
+            update={"content_model": False})})
     stack = Stack(settings, processes=specs).start()
     try:
         yield stack.settings, stack.url("api")

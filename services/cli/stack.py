@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress
 
 from core.errors import BrokerUnavailable, StartupError
@@ -22,6 +23,7 @@ from services.demo.report import write_html, write_json
 from services.demo.runner import Demo, DemoOptions
 from services.stack import Stack
 
+DURATION_HELP = "seconds from the command's start (stack start-up included) to the end of traffic"
 DEFAULT_JSON = Path("var/demo/summary.json")
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -35,7 +37,8 @@ def _settings(config: Path | None) -> Settings:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        err_console.print(f"[red]configuration error[/red] ({', '.join(exc.keys)}):\n{exc}")
+        keys = escape(", ".join(exc.keys))
+        err_console.print(f"[red]configuration error[/red] ({keys}):\n{escape(str(exc))}")
         raise typer.Exit(2) from None
     # Through the console, so log lines print above the live progress display instead of into it.
     logging.basicConfig(level=settings.log_level, format="%(name)s: %(message)s", datefmt="[%X]",
@@ -46,7 +49,7 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(1)
 
 
@@ -86,7 +89,7 @@ def up(config: ConfigOpt = None) -> None:
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    duration: Annotated[float, typer.Option(help="seconds from start to end of traffic")] = 120.0,
+    duration: Annotated[float, typer.Option(help=DURATION_HELP)] = 120.0,
     rate: Annotated[float, typer.Option(help="interactions per second")] = 150.0,
     malformed: Annotated[float, typer.Option(help="fraction of malformed events (DLQ demo)")] = 0.01,
     users: int = 300,

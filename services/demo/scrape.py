@@ -1,11 +1,14 @@
-"""Reading the worker's Prometheus ``/metrics`` (the source of ``events_processed``)."""
+"""Reading what the worker did: its Prometheus ``/metrics`` and its durable marks in Redis."""
 
 from __future__ import annotations
 
 import urllib.request
 from dataclasses import dataclass
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+
+from feature_store.online.keys import Keys
 
 WORKER_EVENTS = "streamrec_worker_events"
 
@@ -39,3 +42,21 @@ def worker_counts(metrics_url: str, agent: str = "interactions",
             return parse_worker_counts(resp.read().decode(), agent)
     except (OSError, ValueError):
         return None
+
+
+class DurableCounter:
+    """Counts events (by event-id prefix) whose effects the worker made durable in Redis: it sets
+    a dedupe mark per event in the same transaction as the event's effects."""
+
+    def __init__(self, redis_url: str, key_prefix: str, event_id_prefix: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        self._pattern = Keys(key_prefix).dedupe(event_id_prefix) + "*"
+
+    def count(self) -> int | None:
+        try:
+            return sum(1 for _ in self._client.scan_iter(match=self._pattern, count=2000))
+        except redis.RedisError:
+            return None
+
+    def close(self) -> None:
+        self._client.close()

@@ -57,7 +57,8 @@ def degraded_feed(user_id: str, n: int, cache: FeedCache, snapshot: PopularitySn
     if last is not None:
         items = [it.model_copy(update={"rules": [*it.rules, "fallback:cached"]}) for it in last.items[:n]]
         return last.model_copy(update={"feed_id": uuid.uuid4().hex, "generated_at": now, "items": items,
-                                       "degraded": True, "trigger": f"fallback:{reason}"})
+                                       "degraded": True, "trigger": f"fallback:{reason}",
+                                       "trigger_event_ts": None})
     top = snapshot.get(segment)[:n]
     items = [FeedItem(item_id=iid, rank=r, score=float(s), source="popular_snapshot",
                       rules=["fallback:snapshot"]) for r, (iid, s) in enumerate(top)]

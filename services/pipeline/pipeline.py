@@ -137,7 +137,9 @@ class Pipeline:
             log.warning("features unavailable, heuristic ranking: %s", exc)
             req.degraded = True
             return heuristic_heads(cands, req.user)
-        user_f.update(user_id=req.user.user_id, segment=req.segment, n_interactions=req.user.n_interactions)
+        user_f.update(user_id=req.user.user_id, n_interactions=req.user.n_interactions)
+        if req.segment:
+            user_f["segment"] = req.segment
         t1 = time.perf_counter()
         req.stages_ms["features"] = (t1 - t0) * 1e3
         heads = model_heads(ranker, user_f, items_f)

@@ -22,7 +22,7 @@ import redis
 from core.errors import StoreUnavailable
 from core.settings import Settings
 from feature_store.online import decay
-from feature_store.online.effects import EffectParams, decode_history
+from feature_store.online.effects import decode_history
 from feature_store.online.keys import Keys
 from services.pipeline.state import F32, ItemInfo, Scored, UserState
 
@@ -67,7 +67,7 @@ class RedisState:
         self.r, self.settings = client, settings
         self.keys = Keys(settings.redis.key_prefix)
         self.pop_hl = settings.worker.popularity_half_life_s
-        self.trend_hl = EffectParams().trending_half_life_s
+        self.trend_hl = settings.worker.trending_half_life_s
         self._down_until = 0.0
         self._cache: OrderedDict[str, tuple[float, ItemInfo | None]] = OrderedDict()
         self._cache_size = cache_size

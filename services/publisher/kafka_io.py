@@ -14,6 +14,7 @@ from core.topics import Topics
 from services.pipeline.impressions import impression_of
 
 log = logging.getLogger(__name__)
+MAX_BLOCK_MS = 200  # send() waits at most this long for topic metadata: a request is never held up longer
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def make_producer(settings: Settings, client_suffix: str) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-{client_suffix}",
-        acks=1, linger_ms=5, max_block_ms=int(settings.kafka.connect_timeout_s * 1000),
+        acks=1, linger_ms=5, max_block_ms=MAX_BLOCK_MS,
         request_timeout_ms=int(settings.kafka.connect_timeout_s * 1000), **kafka_security(settings))
 
 
@@ -85,4 +86,8 @@ class ImpressionLog:
             self.dropped += 1
             return
         rec = impression_of(feed, self._origin)
-        producer.send(self._topic, key=feed.user_id.encode(), value=encode(rec))
+        try:
+            producer.send(self._topic, key=feed.user_id.encode(), value=encode(rec))
+        except Exception as exc:  # noqa: BLE001 - losing an impression must not fail the feed
+            self.dropped += 1
+            log.warning("impression for feed %s dropped: %s", feed.feed_id, exc)

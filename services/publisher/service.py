@@ -90,7 +90,8 @@ class Publisher:
             self.metrics.triggers.labels("invalid").inc()
             return
         self.metrics.triggers.labels("ok").inc()
-        self.debouncer.add(trig.user_id, trig.event_ts, time.time(), tp, offset, trig.reason)
+        event_ts = trig.event_ts if trig.reason == "interaction" else None  # only events have a latency
+        self.debouncer.add(trig.user_id, event_ts, time.time(), tp, offset, trig.reason)
         self.active[trig.user_id] = time.time()
         self.active.move_to_end(trig.user_id)
 

@@ -25,7 +25,7 @@ from services.drift import DriftContext, DriftOutcome, run_drift
 from services.indexer import IndexOutcome, run_index
 from services.metadata import MetadataStore
 from services.trainer.data import Catalogue, load_catalogue, load_events
-from services.trainer.job import TrainOutcome, options_from_settings, run_training
+from services.trainer.job import TrainOutcome, options_from_settings, ranker_options, run_training
 from services.trainer.two_tower import (
     TwoTowerBundle,
     TwoTowerOptions,
@@ -44,12 +44,14 @@ class Lifecycle:
 
     def __init__(self, settings: Settings, meta: MetadataStore | None = None,
                  store: VersionedArtifactStore | None = None, archive: ParquetArchive | None = None,
-                 opts: TwoTowerOptions | None = None, clock: Callable[[], float] = time.time) -> None:
+                 opts: TwoTowerOptions | None = None, clock: Callable[[], float] = time.time,
+                 train_ranker: bool = True) -> None:
         self.settings = settings
         self.meta = meta or MetadataStore(settings.database_url)
         self.store = store or open_store(settings.artifacts_url)
         self.archive = archive or ParquetArchive.from_settings(settings)
         self.opts = opts or options_from_settings(settings)
+        self.ranker = ranker_options(settings) if train_ranker else None
         self.clock = clock
         self._locks = {name: threading.Lock() for name in JOB_NAMES}
 
@@ -76,7 +78,7 @@ class Lifecycle:
                 log.warning("train requested (%s) while a training run is in progress: skipped", trigger)
                 return None
             out = run_training(self.settings, self.meta, self.store, self.archive, self.opts, trigger,
-                               self.clock())
+                               self.clock(), self.ranker)
         decision = out.decision("two_tower")
         if decision is not None and decision.promoted:
             self.index(f"promoted two_tower {decision.version}")

@@ -9,12 +9,15 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from core.features import EVENT_TIMESTAMP
 from core.settings import Settings
 from feature_store.archive import ParquetArchive
+from models.ranker_serving import RankerServing
 from services.artifacts import VersionedArtifactStore
 from services.metadata import MetadataStore
 from services.trainer.data import Catalogue, load_catalogue, load_events, time_split
 from services.trainer.promotion import Decision, GateInput, gate_and_publish, load_active
+from services.trainer.ranker import RankerOptions, fit_ranker, holdout_auc, impression_labels, point_in_time
 from services.trainer.two_tower import (
     F32,
     TwoTowerBundle,
@@ -42,6 +45,10 @@ class TrainOutcome:
 def options_from_settings(settings: Settings, base: TwoTowerOptions | None = None) -> TwoTowerOptions:
     t = settings.trainer
     return replace(base or TwoTowerOptions(), epochs=t.epochs, seed=t.seed, max_seconds=t.max_train_seconds)
+
+
+def ranker_options(settings: Settings) -> RankerOptions:
+    return RankerOptions(epochs=max(settings.trainer.epochs, 3), seed=settings.trainer.seed)
 
 
 @dataclass
@@ -75,9 +82,30 @@ def two_tower_gate(settings: Settings, store: VersionedArtifactStore, data: Trai
                      n_train=len(data.train), extra_meta={"items": len(data.catalogue)})
 
 
+def ranker_gate(settings: Settings, store: VersionedArtifactStore, archive: ParquetArchive,
+                data: TrainingData, opts: RankerOptions) -> GateInput | str:
+    """Fit the ranker on point-in-time features of the training impressions; the gate input, or why
+    there is nothing to train."""
+    events = pd.concat([data.train, data.holdout])
+    labels = impression_labels(events, opts.max_rows)
+    if len(labels) < MIN_TRAIN_EVENTS or labels["click"].sum() == 0:
+        return f"not enough labelled impressions ({len(labels)})"
+    rows = point_in_time(settings, archive, labels)
+    cut = pd.Timestamp(float(data.holdout["timestamp"].min()), unit="s", tz="UTC")
+    train, holdout = rows[rows[EVENT_TIMESTAMP] < cut], rows[rows[EVENT_TIMESTAMP] >= cut]
+    if train.empty or holdout.empty:
+        return "no impressions on one side of the holdout cut"
+    candidate = fit_ranker(train, opts)
+    active = load_active(store, "ranker", RankerServing.load)
+    baseline = None if active is None else holdout_auc(active, holdout)
+    return GateInput("ranker", candidate, "auc.click", holdout_auc(candidate, holdout), baseline, data.window,
+                     n_train=len(train))
+
+
 def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
                  archive: ParquetArchive, opts: TwoTowerOptions | None = None, trigger: str = "schedule",
-                 now: float | None = None) -> TrainOutcome:
+                 now: float | None = None, ranker: RankerOptions | None = None) -> TrainOutcome:
+    """Train the two-tower, and the ranker when ``ranker`` options are given, each through the gate."""
     now = time.time() if now is None else now
     opts = opts or options_from_settings(settings)
     with meta.job("train", trigger) as run:
@@ -95,6 +123,12 @@ def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifa
         gate = two_tower_gate(settings, store, data, candidate)
         margin = settings.trainer.promotion_margin
         outcome.decisions.append(gate_and_publish(store, meta, gate, margin, run.id))
+        if ranker is not None:
+            ranked = ranker_gate(settings, store, archive, data, ranker)
+            if isinstance(ranked, str):
+                run.details["ranker"] = ranked
+            else:
+                outcome.decisions.append(gate_and_publish(store, meta, ranked, margin, run.id))
         run.details["decisions"] = {d.kind: {"version": d.version, "promoted": d.promoted,
                                              "reason": d.reason} for d in outcome.decisions}
     return outcome

@@ -23,6 +23,7 @@ from services.trainer.data import Catalogue
 
 F32 = npt.NDArray[np.float32]
 TwoTowerBundle = TwoTowerServing
+MAX_EVAL_USERS, EVAL_BATCH = 20_000, 512
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,17 @@ def holdout_recall(bundle: TwoTowerBundle, train: pd.DataFrame, holdout: pd.Data
     # targets are the organic positives whenever there are any.
     history = user_sequences(train)
     targets = user_sequences(organic if organic["positive"].any() else holdout)
-    users = [u for u in targets if u in history]
+    users = [u for u in targets if u in history][:MAX_EVAL_USERS]
     if not users:
         return {f"recall@{k}": 0.0, "users": 0}
-    uvec = bundle.user_vectors([history[u] for u in users])
-    scores = uvec @ bundle.item_vectors(catalogue.item_ids, content).T
+    items = bundle.item_vectors(catalogue.item_ids, content)
     col = {iid: j for j, iid in enumerate(catalogue.item_ids)}
-    recalls = np.array([_recall(scores[r], history[u], targets[u], col, k) for r, u in enumerate(users)])
-    scored = recalls[~np.isnan(recalls)]
+    recalls: list[float] = []
+    for start in range(0, len(users), EVAL_BATCH):  # bounded memory: [batch, n_items] scores at a time
+        batch = users[start:start + EVAL_BATCH]
+        scores = bundle.user_vectors([history[u] for u in batch]) @ items.T
+        recalls += [_recall(scores[r], history[u], targets[u], col, k) for r, u in enumerate(batch)]
+    scored = np.array(recalls)[~np.isnan(recalls)]
     return {f"recall@{k}": float(scored.mean()) if len(scored) else 0.0, "users": len(scored)}
 
 

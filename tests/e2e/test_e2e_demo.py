@@ -40,7 +40,9 @@ def test_demo_runs_accounts_for_every_event_and_leaves_nothing(tmp_path: Path):
     assert summary["events_produced"] > 0 and summary["feeds_published"] > 0
     assert summary["events_dead_lettered"] > 0
     assert summary["events_processed"] + summary["events_dead_lettered"] == summary["events_produced"]
-    assert summary["dead_letters_on_topic"] == summary["events_dead_lettered"]
+    if not summary["child_restarts"]:  # the worker's own counters agree with the durable marks
+        assert summary["worker_metrics_applied"] == summary["events_processed"]
+        assert summary["worker_metrics_dead_lettered"] == summary["events_dead_lettered"]
     assert summary["feed_latency_ms_p50"] is not None
     assert summary["feed_latency_ms_p50"] <= summary["feed_latency_ms_p99"]
     report = (tmp_path / "report.html").read_text()

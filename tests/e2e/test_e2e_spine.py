@@ -1,11 +1,13 @@
 """The spine, end to end with real processes: kafka-python in -> worker -> Redis -> publisher ->
 feeds topic -> kafka-python out. The seen item is not recommended; items are ranked by popularity;
-a malformed event is dead-lettered with its reason and does not stop the worker."""
+GET /v1/feed/{user} serves the same feed; a malformed event is dead-lettered with its reason and
+does not stop the worker."""
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +32,7 @@ def spine(settings: Settings) -> Iterator[Stack]:
             update={"explore_slots": 0, "diversity": "none", "freshness_boost": 0.0}),
         "worker": settings.worker.model_copy(update={"content_model": False}),  # start faster
     })
-    specs = [p for p in PROCESSES if p.name in ("worker", "publisher")]
+    specs = [p for p in PROCESSES if p.name in ("worker", "publisher", "api")]
     with Stack(s, processes=specs, ready_timeout_s=150, feast_apply=False) as stack:
         yield stack
 
@@ -97,6 +99,9 @@ def test_interactions_become_a_popularity_feed_without_the_seen_item(spine: Stac
     popular = [i for i in ids if i in POPULARITY]
     assert popular == ["i1", "i3", "i4", "i5"], f"feed {ids} not ranked by popularity"
     assert [it.rank for it in feed.items] == list(range(len(feed.items)))
+    with urllib.request.urlopen(spine.url("api", f"/v1/feed/alice?n={len(ids)}"), timeout=10) as resp:
+        served = json.loads(resp.read())
+    assert [it["item_id"] for it in served["items"]] == ids  # the HTTP API serves the same feed
     dead = _dead_letters(spine)
     assert dead and dead[0]["reason"] == "unparseable"
     assert not spine.dead_children()

@@ -92,9 +92,11 @@ def test_preference_shift_is_detected_retrained_promoted_and_feeds_follow(tmp_pa
     assert list(statuses.values()).count("active") == 1 and statuses[serving_before.version] == "retired"
     reports = meta.drift_reports()
     assert [r.drifted for r in reports] == [True, False]
-    assert reports[0].triggered_job_run_id == drift.triggered_run_id and Path(reports[0].report_path).is_file()
+    assert reports[0].triggered_job_run_id == drift.triggered_run_id
+    assert Path(reports[0].report_path).is_file()
     assert "<svg" in Path(reports[0].report_path).read_text()
     runs = [(r.job, r.trigger, r.outcome) for r in reversed(meta.jobs(limit=100))]
-    assert runs.count(("train", "drift", "success")) == 1 and runs.count(("drift", "schedule", "success")) == 2
+    assert runs.count(("train", "drift", "success")) == 1
+    assert runs.count(("drift", "schedule", "success")) == 2
     assert sum(1 for j, _, o in runs if j == "index" and o == "success") == 3
     assert meta.active_index() is not None and meta.active_index().model_version == new.version

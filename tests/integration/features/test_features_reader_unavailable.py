@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from core.errors import StoreUnavailable
 from core.settings import Settings, load_settings
 from feature_store.reader import FastFeatureReader
+from feature_store.redis_pipe import RedisPipe, pack
 from feature_store.repository import apply, teardown
 from services.localstack import free_port
 
@@ -63,3 +65,14 @@ def test_live_reader_returns_none_for_unknown_entities(live):
     settings, store = live
     reader = FastFeatureReader.from_settings(settings, store)
     assert reader.user_features("nobody")["recent_items"] is None
+
+
+def test_pipe_survives_server_side_disconnect_and_selects_db(redis_url: str):
+    key = f"sr:pipe:{uuid.uuid4().hex}".encode()
+    admin = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/2")
+    admin.set(key, b"v")
+    pipe = RedisPipe(redis_url.rsplit("/", 1)[0] + "/2", 0.5, 0.5)
+    assert pipe.execute(pack(b"GET", key) + pack(b"PING"), 2) == [b"v", b"PONG"]
+    admin.client_kill_filter(_type="normal", skipme=True)  # the server drops our kept-alive socket
+    assert pipe.execute(pack(b"GET", key), 1) == [b"v"]
+    admin.delete(key)

@@ -31,13 +31,8 @@ def recommend(bundle: TwoTowerBundle, histories: dict[str, list[str]], users: li
               items: list[str], k: int) -> dict[str, list[str]]:
     uvec = bundle.user_vectors([histories.get(u, []) for u in users])
     scores = uvec @ bundle.item_vectors(items).T
-    col = {iid: j for j, iid in enumerate(items)}
-    out = {}
-    for r, u in enumerate(users):
-        row = scores[r].copy()
-        pass
-        out[u] = [items[j] for j in np.argsort(-row, kind="stable")[:k]]
-    return out
+    # No seen-item filter: with a catalogue this small it would push feeds out of the user's taste.
+    return {u: [items[j] for j in np.argsort(-scores[r], kind="stable")[:k]] for r, u in enumerate(users)}
 
 
 def serve_rounds(world: World, archive: ParquetArchive, bundle: TwoTowerBundle, start: float, rounds: int,

@@ -7,6 +7,7 @@ the test checks what the stack promises them: resolved endpoints in the env, a f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -157,7 +158,8 @@ FOREGROUND = textwrap.dedent('''
     from services.stack import ProcessSpec, Stack
 
     spec = ProcessSpec("api", "stackdummy", "api", "port", args=("api", "port", "ok"))
-    stack = Stack(load_settings(), processes=[spec], ready_timeout_s=30, feast_apply=False).start()
+    stack = Stack(load_settings(), processes=[spec], ready_timeout_s=30, feast_apply=False,
+                  restart_limit=1).start()
     print("READY", stack.children["api"].pid, flush=True)
     try:
         stack.run_forever()
@@ -182,17 +184,32 @@ def _foreground(settings, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.split()[1])
 
 
-@pytest.mark.parametrize("event", ["sigterm", "child_dies"])
-def test_foreground_stack_stops_children_on_sigterm_or_child_death(settings, child_module: str,
-                                                                    tmp_path: Path, event: str):
+def test_foreground_stack_stops_children_on_sigterm(settings, child_module: str, tmp_path: Path):
     proc, child_pid = _foreground(settings, tmp_path)
-    if event == "sigterm":
-        proc.send_signal(signal.SIGTERM)
-    else:
-        os.kill(child_pid, signal.SIGKILL)
+    proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
-    if event == "sigterm":
-        assert proc.returncode == 0 and "STOPPED" in out
-    else:
-        assert proc.returncode == 1 and "api exited unexpectedly" in out and "api.log" in out
+    assert proc.returncode == 0 and "STOPPED" in out
     assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == "zombie"
+
+
+def _api_pid(settings, not_pid: int, timeout_s: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(json.loads((settings.data_dir / "api.json").read_text())["pid"])
+            if pid != not_pid:
+                return pid
+        time.sleep(0.2)
+    raise AssertionError("the crashed child was not restarted")
+
+
+def test_crashed_child_is_restarted_then_stack_gives_up_naming_it(settings, child_module: str,
+                                                                   tmp_path: Path):
+    proc, first = _foreground(settings, tmp_path)
+    os.kill(first, signal.SIGKILL)
+    second = _api_pid(settings, not_pid=first)  # restart 1 of 1
+    os.kill(second, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "restarted 1x already" in out and "api exited with code -9" in out and "api.log" in out
+    assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"

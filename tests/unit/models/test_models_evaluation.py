@@ -55,7 +55,8 @@ def test_cli_csv(tmp_path: Path, monkeypatch):
 
     log = _log()
     csv = tmp_path / "e.csv"
-    rows = [f"{log.user_ids[u]},{log.item_ids[i]},{t}" for u, i, t in zip(log.users, log.items, log.timestamps)]
+    triples = zip(log.users, log.items, log.timestamps, strict=True)
+    rows = [f"{log.user_ids[u]},{log.item_ids[i]},{t}" for u, i, t in triples]
     csv.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
     monkeypatch.setattr(evaluation, "EvalConfig", lambda **kw: TINY)
     out = tmp_path / "r.json"

@@ -79,3 +79,13 @@ def test_from_rows_pointwise():
     data = RankingData.from_rows(rows, {"click": [0, 0, 0, 0, 1, 1, 1, 1], "deep": [0] * 8}, CFG)
     model = train_ranker(data, CFG, RankerTrainConfig(epochs=5, listwise=False))
     assert model(torch.zeros(2, 3), torch.zeros(2, 1, dtype=torch.long))["click"].shape == (2,)
+
+
+def test_from_requests_groups_and_pads():
+    reqs = [({"user_age": 1.0}, [{"signal": 1.0}, {"signal": 0.0}], {"click": [1, 0]}),
+            ({}, [{"signal": 2.0}], {"click": [1], "deep": [1]})]
+    data = RankingData.from_requests(reqs, CFG)
+    assert data.dense.shape == (2, 2, 3) and data.mask.tolist() == [[True, True], [True, False]]
+    assert data.labels["click"].tolist() == [[1, 0], [1, 0]] and data.labels["deep"][1, 0] == 1
+    model = train_ranker(data, CFG, RankerTrainConfig(epochs=2))
+    assert isinstance(model, MultiTaskRanker)

@@ -28,3 +28,37 @@ def test_schedule_refresh_carries_no_event_time_until_an_event_joins():
     d.add("u", 0.5, now=1.0)
     (p,) = d.due(1.0)
     assert p.first_event_ts == 0.5 and p.reason == "interaction"
+
+
+class _FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key))
+
+
+def test_publisher_never_publishes_a_degraded_feed_and_retries():
+    from core.settings import Settings
+    from services.pipeline import InMemoryState, Pipeline
+    from services.publisher.kafka_io import LazyProducer
+    from services.publisher.service import Publisher
+
+    class DownState(InMemoryState):
+        def user(self, user_id):  # type: ignore[override]
+            from core.errors import StoreUnavailable
+            raise StoreUnavailable("redis down")
+
+    settings = Settings(publisher={"debounce_ms": 0})
+    state = DownState(popularity={"all": {"a": 1.0}})
+    lazy = LazyProducer(settings, "test")
+    fake = _FakeProducer()
+    lazy._producer = fake  # type: ignore[assignment]
+    pub = Publisher(settings, Pipeline(settings, state), lazy)
+    pub.debouncer.add("u1", 1.0, now=0.0)
+    pub.publish_due(now=0.0)
+    assert fake.sent == [] and len(pub.debouncer) == 1  # queued again, with backoff
+    state.__class__ = InMemoryState  # the store is back
+    pub.publish_due(now=10.0)
+    topics = [t for t, _ in fake.sent]
+    assert topics == [pub.topics.feeds, pub.topics.impressions] and len(pub.debouncer) == 0
