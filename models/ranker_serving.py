@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.errors import ArtifactError
 from models.artifacts import load_state, new_version, save_state, verify, write_manifest
 from models.ranker import MultiTaskRanker, RankerConfig, bucket
 
@@ -108,6 +109,10 @@ class RankerServing:
     @classmethod
     def load(cls, directory: Path, head_weights: Mapping[str, float] | None = None) -> RankerServing:
         manifest = verify(directory, KIND)
-        model = MultiTaskRanker(RankerConfig.from_dict(manifest["config"]))
-        model.load_state_dict(load_state(manifest, directory, "weights.pt"))
+        state = load_state(manifest, directory, "weights.pt")
+        try:
+            model = MultiTaskRanker(RankerConfig.from_dict(manifest["config"]))
+            model.load_state_dict(state)
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ArtifactError(f"{directory}: weights do not fit the config ({exc})") from None
         return cls(model, str(manifest["version"]), head_weights)

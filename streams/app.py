@@ -45,8 +45,29 @@ class WorkerState:
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+def bound_fetch_wait(max_wait_ms: int) -> None:
+    """faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer, and the Tansu broker holds an
+    idle fetch for that long, which put ~0.7 s into produce->effect latency. Cap it (this process
+    only) at the batch window."""
+    import aiokafka
+
+    base = aiokafka.AIOKafkaConsumer
+    if getattr(base, "_streamrec_bounded", False):
+        return
+
+    class BoundedFetchConsumer(base):  # type: ignore[valid-type, misc]
+        _streamrec_bounded = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), max_wait_ms)
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = BoundedFetchConsumer  # type: ignore[misc]
+
+
 def create_app(settings: Settings, port: int) -> faust.App:
     k, w = settings.kafka, settings.worker
+    bound_fetch_wait(max(10, w.batch_window_ms))
     servers = [f"kafka://{s.strip()}" for s in (k.bootstrap_servers or "").split(",") if s.strip()]
     return faust.App(
         w.group_id, broker=servers, store="memory://", value_serializer="raw", key_serializer="raw",

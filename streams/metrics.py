@@ -26,5 +26,7 @@ class WorkerMetrics:
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.lag = Gauge("streamrec_worker_consumer_lag", "highwater - next offset",
                          ["topic", "partition"], registry=r)
+        self.phase_seconds = Histogram("streamrec_worker_phase_seconds", "time per batch phase",
+                                       ["agent", "phase"], buckets=LATENCY_BUCKETS, registry=r)
         self.retries = Counter("streamrec_worker_store_retries", "optimistic-lock or store retries",
                                ["agent"], registry=r)

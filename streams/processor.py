@@ -60,8 +60,10 @@ class BatchProcessor:
 
     async def process(self, base: str, records: Sequence[RawRecord]) -> None:
         started = time.monotonic()
+        clock = _PhaseClock(self.metrics, base)
         parsed = await self._parse(base, records)
         await self._dead_letter(base, parsed.dead)
+        clock.lap("parse_dlq")
         stats = StatsDelta(base, len(parsed.new), len(parsed.dead),
                            dict(Counter(d.reason for d in parsed.dead)))
         events = [ev for _, ev in parsed.new]
@@ -74,10 +76,13 @@ class BatchProcessor:
         else:
             await self._archive(base, parsed.new)
             await self.writer.apply_plan(plan_users(events, self.writer.keys), parsed.offsets, stats)
+        clock.lap("apply")
         everything = events + parsed.replayed
         await self._push_features(base, everything)
+        clock.lap("features")
         if base == INTERACTIONS:
             await self._trigger(everything)
+        clock.lap("triggers")
         self._observe(base, parsed, records, started)
 
     async def _parse(self, base: str, records: Sequence[RawRecord]) -> Parsed:
@@ -171,3 +176,13 @@ class BatchProcessor:
         for rec in records:
             if rec.timestamp:
                 m.effect_latency.labels(base).observe(max(0.0, now - rec.timestamp))
+
+
+class _PhaseClock:
+    def __init__(self, metrics: WorkerMetrics, agent: str) -> None:
+        self.metrics, self.agent, self.t = metrics, agent, time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.metrics.phase_seconds.labels(self.agent, phase).observe(now - self.t)
+        self.t = now

@@ -14,7 +14,7 @@ from redis.exceptions import WatchError
 from core.events import Interaction, ItemUpsert, UserUpsert
 from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
 from feature_store import transforms as tf
-from feature_store.online.effects import EffectParams, UserState, decode_history, plan_interactions
+from feature_store.online.effects import EffectParams, UserState, decode_history, engaged, plan_interactions
 from feature_store.online.keys import Keys
 from feature_store.online.plan import Plan
 
@@ -133,33 +133,38 @@ class OnlineWriter:
         return out
 
     async def _snapshot(self, fresh: Sequence[Interaction]) -> Snapshot:
+        """One pipeline: engaged users' recent history, the impression records clicks refer to,
+        item categories, and FEATURES' user/item states (two MGETs)."""
         users = sorted({e.user_id for e in fresh})
         items = sorted({e.item_id for e in fresh})
-        wanted: dict[str, set[str]] = {u: set() for u in users}
+        hist_users = sorted({e.user_id for e in fresh if engaged(e)})
+        wanted: dict[str, set[str]] = {}
         for e in fresh:
             if e.feed_id is not None and e.position is not None:
-                wanted[e.user_id].add(f"{e.feed_id}:{e.position}")
+                wanted.setdefault(e.user_id, set()).add(f"{e.feed_id}:{e.position}")
         fields = {u: sorted(f) for u, f in wanted.items()}
         async with self.r.pipeline(transaction=False) as rp:
-            for u in users:
+            rp.mget([self.keys.user_features(u) for u in users])
+            rp.mget([self.keys.item_features(i) for i in items])
+            for u in hist_users:
                 rp.lrange(self.keys.history(u), 0, self.params.covisit_history - 1)
-                rp.hmget(self.keys.impressions(u), fields[u]) if fields[u] else rp.exists("")
-                rp.get(self.keys.user_features(u))
+            for u, fs in fields.items():
+                rp.hmget(self.keys.impressions(u), fs)
             for i in items:
                 rp.hget(self.keys.item(i), "categories")
-                rp.get(self.keys.item_features(i))
             res = await rp.execute()
+        ufeats, ifeats, rest = res[0], res[1], res[2:]
+        hists = dict(zip(hist_users, rest[: len(hist_users)], strict=True))
+        imps = dict(zip(fields, rest[len(hist_users): len(hist_users) + len(fields)], strict=True))
+        cats = rest[len(hist_users) + len(fields):]
         snap = Snapshot()
-        for n, u in enumerate(users):
-            hist, imps, feats = res[3 * n: 3 * n + 3]
-            rec = {f: v for f, v in zip(fields[u], imps, strict=True) if v is not None} if fields[u] else {}
-            snap.users[u] = UserState(decode_history(hist), rec)
-            snap.user_features[u] = tf.loads_user(feats, u)
-        rest = res[3 * len(users):]
-        for n, i in enumerate(items):
-            cats, feats = rest[2 * n: 2 * n + 2]
-            snap.categories[i] = json.loads(cats) if cats else []
-            snap.item_features[i] = tf.loads_item(feats, i)
+        for u, raw in zip(users, ufeats, strict=True):
+            rec = {f: v for f, v in zip(fields.get(u, []), imps.get(u, []), strict=True) if v is not None}
+            snap.users[u] = UserState(decode_history(hists.get(u, [])), rec)
+            snap.user_features[u] = tf.loads_user(raw, u)
+        for i, c, raw in zip(items, cats, ifeats, strict=True):
+            snap.categories[i] = json.loads(c) if c else []
+            snap.item_features[i] = tf.loads_item(raw, i)
         return snap
 
     async def categories(self, item_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -112,8 +112,22 @@ def demo(
     write_json(summary, json_path)
     write_html(summary, runner.latencies_ms, report_path)
     _print_summary(summary, json_path, report_path)
+    if problems := demo_problems(summary):
+        err_console.print(f"[red]demo failed:[/red] {escape('; '.join(problems))}")
+        raise typer.Exit(1)
+
+
+def demo_problems(summary: dict[str, Any]) -> list[str]:
+    """What makes a demo run a failure (so `make demo` goes red instead of hiding it)."""
+    problems = []
+    if not summary["events_produced"] or not summary["feeds_published"]:
+        problems.append("no events produced or no feeds published")
     if not summary["invariant_holds"]:
-        err_console.print("[yellow]warning: processed + dead-lettered != produced[/yellow]")
+        problems.append("events_processed + events_dead_lettered != events_produced "
+                        "(the worker did not catch up in time)")
+    if summary["child_restarts"]:
+        problems.append(f"processes crashed and were restarted: {summary['child_restarts']} (see their logs)")
+    return problems
 
 
 def _print_summary(summary: dict[str, object], json_path: Path, report_path: Path) -> None:

@@ -90,6 +90,10 @@ def run_index(settings: Settings, meta: MetadataStore, store: VersionedArtifactS
         with tempfile.TemporaryDirectory(prefix="index-model-") as tmp:
             bundle = load_bundle(store.fetch("two_tower", model_version, Path(tmp)))
         catalogue = load_catalogue(archive, now)
+        if len(catalogue) == 0:
+            run.outcome = "skipped"
+            out.reason = run.details["reason"] = "empty catalogue"
+            return out
         vectors = bundle.item_vectors(catalogue.item_ids, encode_content(catalogue, content_config(bundle)))
         index = ItemIndex.build(catalogue.item_ids, vectors, model_version=model_version,
                                 version=store.reserve(INDEX_KIND))

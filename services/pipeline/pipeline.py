@@ -18,6 +18,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,12 +62,20 @@ def _seed(user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=4).digest(), "little")
 
 
+def _unique(items: Iterator[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            yield item
+
+
 def _explore_pool(cands: CandidateSet, taken: set[str], limit: int) -> list[str]:
     """Fresh items (newest first) interleaved with popular/trending ones, none already in the feed."""
     fresh = [i for i, _ in cands.raw.get("fresh", []) if i in cands.infos and i not in taken]
     skip = taken | set(fresh)
     ranked = itertools.chain(cands.raw.get("popular", []), cands.raw.get("trending", []))
-    other = list(dict.fromkeys(i for i, _ in ranked if i in cands.infos and i not in skip))
+    other = list(itertools.islice(_unique(i for i, _ in ranked if i in cands.infos and i not in skip), limit))
     mixed = [i for pair in itertools.zip_longest(fresh, other) for i in pair if i is not None]
     return mixed[:limit]
 
@@ -199,8 +208,10 @@ class Pipeline:
                 continue
             j = pos_of[iid]
             scores = {h: round(float(v[j]), 6) for h, v in heads.items()}
-            scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals[iid].items()})
-            out.append(FeedItem(item_id=iid, rank=len(out), score=round(float(total[j]), 6),
-                                source="explore" if pick else cands.source[iid], explore=pick is not None,
-                                propensity=prop, scores=scores, rules=rules.get(iid, [])))
+            scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals_of(iid).items()})
+            # model_construct: every field is built right here from typed values (no re-validation)
+            out.append(FeedItem.model_construct(
+                item_id=iid, rank=len(out), score=round(float(total[j]), 6),
+                source="explore" if pick else cands.source[iid], explore=pick is not None,
+                propensity=prop, scores=scores, rules=rules.get(iid, [])))
         return out

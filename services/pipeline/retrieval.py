@@ -22,7 +22,9 @@ PERSONAL = ("ann", "covisit")
 
 @dataclass
 class CandidateSet:
-    """Candidates in a stable order, each with its first source and per-source scores (0..1)."""
+    """Candidates in a stable order, each with its first source and per-source signals (0..1).
+
+    ``signals`` is source-major (``signals[source][item_id]``) so scoring reads whole columns."""
 
     item_ids: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)
@@ -37,13 +39,22 @@ class CandidateSet:
         if not scored:
             return
         top = max(s for _, s in scored)
-        for rank, (iid, s) in enumerate(scored):
-            norm = 1.0 - rank / len(scored) if by_rank or top <= 0 else max(s, 0.0) / top
-            if iid not in self.source:
-                self.source[iid] = name
-                self.item_ids.append(iid)
-                self.signals[iid] = {}
-            self.signals[iid][name] = max(self.signals[iid].get(name, 0.0), float(norm))
+        n = len(scored)
+        if by_rank or top <= 0:
+            norms = [1.0 - r / n for r in range(n)]
+        else:
+            norms = [max(s, 0.0) / top for _, s in scored]
+        column = self.signals.setdefault(name, {})
+        source, ids = self.source, self.item_ids
+        for (iid, _), norm in zip(scored, norms, strict=True):
+            if iid not in source:
+                source[iid] = name
+                ids.append(iid)
+            if norm > column.get(iid, -1.0):
+                column[iid] = norm
+
+    def signals_of(self, item_id: str) -> dict[str, float]:
+        return {src: col[item_id] for src, col in self.signals.items() if item_id in col}
 
 
 def personal_weight(user: UserState, halfway: float) -> float:

@@ -8,6 +8,7 @@ user's personal weight ``w``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,8 +32,10 @@ def declared_interests(user: UserState) -> set[str]:
 
 
 def _signal(cands: CandidateSet, source: str) -> F32:
-    sig = cands.signals
-    return np.fromiter((sig[i].get(source, 0.0) for i in cands.item_ids), np.float32, len(cands.item_ids))
+    column = cands.signals.get(source)
+    if not column:
+        return np.zeros(len(cands.item_ids), np.float32)
+    return np.array(list(map(column.get, cands.item_ids, itertools.repeat(0.0))), np.float32)
 
 
 def heuristic_heads(cands: CandidateSet, user: UserState) -> dict[str, F32]:
@@ -68,7 +71,7 @@ def item_feature_rows(cands: CandidateSet, store_rows: Sequence[Features] | None
         row.setdefault("item_id", iid)
         row.setdefault("categories", info.categories)
         row.setdefault("created_at", info.created_at)
-        row.update({f"signal_{k}": v for k, v in cands.signals[iid].items()})
+        row.update({f"signal_{k}": v for k, v in cands.signals_of(iid).items()})
         row["source"] = cands.source[iid]
         rows.append(row)
     return rows

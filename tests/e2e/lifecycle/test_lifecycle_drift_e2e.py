@@ -37,7 +37,8 @@ class Scenario:
         self.world = World(WorldConfig(n_users=20, n_items=100, seed=5))
         self.archive = ParquetArchive(self.settings.archive_dir)
         self.now = self.world.config.epoch
-        self.lc = Lifecycle(self.settings, archive=self.archive, opts=OPTS, clock=lambda: self.now)
+        self.lc = Lifecycle(self.settings, archive=self.archive, opts=OPTS, clock=lambda: self.now,
+                            train_ranker=False)
         self.tmp = tmp
         archive_catalogue(self.world, self.archive, self.now)
 

@@ -43,7 +43,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     archive = ParquetArchive(settings.archive_dir)
     archive_catalogue(world, archive, world.config.epoch)
     now = organic(world, archive, 4000, world.config.epoch, 2 * HOUR)
-    lc = Lifecycle(settings, archive=archive, opts=OPTS, clock=lambda: now)
+    lc = Lifecycle(settings, archive=archive, opts=OPTS, clock=lambda: now, train_ranker=False)
     assert lc.train("schedule").decision("two_tower").promoted
     lc.meta.close()
     return root, now
@@ -54,7 +54,7 @@ def env(trained: tuple[Path, float], tmp_path: Path) -> Iterator[tuple[Lifecycle
     root, now = trained
     shutil.copytree(root, tmp_path / "data")
     settings = _settings(tmp_path / "data")
-    lc = Lifecycle(settings, opts=OPTS, clock=lambda: now)
+    lc = Lifecycle(settings, opts=OPTS, clock=lambda: now, train_ranker=False)
     yield lc, now
     lc.meta.close()
 

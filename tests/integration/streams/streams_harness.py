@@ -40,7 +40,7 @@ def make_settings(tmp: Path, bootstrap: str, redis_url: str, **worker: Any) -> S
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     return load_settings(
         data_dir=str(tmp), kafka={"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 4},
-        redis={"url": redis_url, "key_prefix": f"sr:{prefix}"},
+        redis={"url": redis_url, "key_prefix": f"sr:{prefix}"}, feast={"project": prefix.rstrip("-")},
         worker={"group_id": f"g-{prefix}", "session_timeout_s": 2.0, "rebalance_timeout_s": 1.0,
                 "commit_interval_s": 0.5, "batch_size": 500, "content_model": False,
                 "feature_push": False, "metrics_port": free_port(), "covisit_cap": 10_000, **worker})
@@ -52,7 +52,7 @@ def worker_env(s: Settings) -> dict[str, str]:
            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
            "STREAMREC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix, "STREAMREC_KAFKA__PARTITIONS": "4",
            "STREAMREC_REDIS__URL": s.redis.url, "STREAMREC_REDIS__KEY_PREFIX": s.redis.key_prefix,
-           "STREAMREC_LOG_LEVEL": "WARNING"}
+           "STREAMREC_LOG_LEVEL": "WARNING", "STREAMREC_FEAST__PROJECT": s.feast.project}
     for name in ("group_id", "session_timeout_s", "rebalance_timeout_s", "commit_interval_s", "batch_size",
                  "content_model", "feature_push", "metrics_port", "covisit_cap"):
         env[f"STREAMREC_WORKER__{name.upper()}"] = str(getattr(w, name)).lower()
@@ -225,3 +225,27 @@ def stream_settings(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Ite
     s = make_settings(tmp_path, kafka_bootstrap, redis_url)
     create_topics(s)
     yield s
+
+
+def assert_feast_matches(s: Settings, ref_prefix: str, users: list[str], item_ids: list[str]) -> None:
+    """Feast online values (pushed by the worker) equal the projections of the reference states."""
+    from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
+    from feature_store import transforms as tf
+    from feature_store.config import feature_store
+
+    r = redis.Redis.from_url(s.redis.url or "", decode_responses=True)
+    keys, tp = Keys(ref_prefix), TransformParams.from_settings(s)
+    fs = feature_store(s)
+    got = fs.get_online_features(features=USER_REALTIME.refs + USER_AFFINITY.refs,
+                                 entity_rows=[{"user_id": u} for u in users]).to_dict()
+    for n, u in enumerate(users):
+        st = tf.loads_user(r.get(keys.user_features(u)), u)
+        exp = {**tf.project_user_realtime(st), **tf.project_user_affinity(st, params=tp)}
+        for f in (*USER_REALTIME.fields, *USER_AFFINITY.fields):
+            assert_same(got[f][n], exp[f], f"feast/{u}/{f}")
+    got = fs.get_online_features(features=ITEM_REALTIME.refs[:-1],
+                                 entity_rows=[{"item_id": i} for i in item_ids]).to_dict()
+    for n, i in enumerate(item_ids):
+        exp = tf.project_item_realtime(tf.loads_item(r.get(keys.item_features(i)), i))
+        for f in ITEM_REALTIME.fields[:-1]:
+            assert_same(got[f][n], exp[f], f"feast/{i}/{f}")

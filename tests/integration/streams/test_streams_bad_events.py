@@ -52,13 +52,15 @@ def test_bad_events_go_to_dlq_and_state_is_as_if_never_sent(stream_settings) -> 
     prod = producer(s)
     for it in catalog:
         prod.send(topics.items, key=it.item_id.encode(), value=encode(it))
-    for n, ev in enumerate(good):
-        prod.send(topics.interactions, key=ev.user_id.encode(), value=encode(ev))
-        if n % 60 == 0 and n // 60 < len(bad):
-            prod.send(topics.interactions, key=b"u1", value=bad[n // 60][0])
     prod.flush()
     worker = start_worker(s)
     try:
+        wait_for(lambda: stats(s).get("items:processed", 0) == len(catalog), 60, "catalog", worker)
+        for n, ev in enumerate(good):
+            prod.send(topics.interactions, key=ev.user_id.encode(), value=encode(ev))
+            if n % 60 == 0 and n // 60 < len(bad):
+                prod.send(topics.interactions, key=b"u1", value=bad[n // 60][0])
+        prod.flush()
         total = len(good) + len(bad)
         wait_for(lambda: stats(s).get("interactions:processed", 0)
                  + stats(s).get("interactions:dead_lettered", 0) >= total, 90, "all records", worker)

@@ -1,6 +1,6 @@
 """SIGKILL the worker three times mid-stream: after catch-up every counter, posterior and feature
-state in Redis equals a crash-free recomputation from the input (0 lost, 0 applied twice), and
-a final SIGTERM drains and commits every offset."""
+state in Redis, and every stream feature in Feast online, equals a crash-free recomputation from the
+input (0 lost, 0 applied twice), and a final SIGTERM drains and commits every offset."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from streams_harness import (
+    assert_feast_matches,
     assert_same,
     dump,
     interactions,
@@ -25,13 +26,16 @@ from streams_harness import (
 
 from core.events import encode
 from core.topics import Topics
+from feature_store.repository import apply
 
 pytestmark = pytest.mark.integration
 N_EVENTS, CHUNKS = 20_000, 4
 
 
 def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> None:  # noqa: F811
-    s = stream_settings
+    s = stream_settings.model_copy(update={"worker": stream_settings.worker.model_copy(
+        update={"feature_push": True})})
+    apply(s)
     topics = Topics(s.kafka.topic_prefix)
     now = time.time()
     catalog = items(60, now)
@@ -67,11 +71,13 @@ def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> 
     assert st["interactions:processed"] == len(stream)
     assert st["interactions:duplicates"] == len(stream) - len(unique)
     assert st.get("events_dead_lettered", 0) == 0
-    expected = dump(s, reference_state(s, catalog, unique))
+    ref = reference_state(s, catalog, unique)
+    expected = dump(s, ref)
     actual = dump(s, s.redis.key_prefix)
     assert len([k for k in expected if k.startswith("dd:")]) == len(unique)
     assert_same(actual, expected)
     _assert_offsets_committed(s, topics.interactions)
+    assert_feast_matches(s, ref, sorted({e.user_id for e in unique}), [it.item_id for it in catalog])
 
 
 def _assert_offsets_committed(s, topic: str) -> None:

@@ -40,3 +40,13 @@ def test_produce_without_a_broker_says_how_to_get_one(tmp_path: Path):
     f.write_text('{"user_id": "u1", "item_id": "i1", "type": "click"}\n')
     result = runner.invoke(app, ["produce", str(f)])
     assert result.exit_code == 2 and "kafka.bootstrap_servers" in result.output
+
+
+def test_demo_fails_loudly_on_broken_invariants_or_crashes():
+    from services.cli.stack import demo_problems
+
+    good = {"events_produced": 10, "feeds_published": 2, "invariant_holds": True, "child_restarts": {}}
+    assert demo_problems(good) == []
+    assert len(demo_problems({**good, "invariant_holds": False})) == 1
+    assert "worker" in demo_problems({**good, "child_restarts": {"worker": 1}})[0]
+    assert demo_problems({**good, "feeds_published": 0})
