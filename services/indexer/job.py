@@ -18,7 +18,7 @@ from models.index import ItemIndex
 from services.artifacts import VersionedArtifactStore
 from services.indexer.ann import F32, exact_recall
 from services.metadata import MetadataStore
-from services.trainer.data import load_catalogue, load_events
+from services.trainer.data import Catalogue, load_catalogue, load_events
 from services.trainer.two_tower import (
     TwoTowerBundle,
     content_config,
@@ -76,34 +76,37 @@ def _record(store: VersionedArtifactStore, meta: MetadataStore, out: IndexOutcom
         log.error("index %s rejected: %s", out.version, out.reason)
 
 
+def _build(settings: Settings, store: VersionedArtifactStore, archive: ParquetArchive, bundle: TwoTowerBundle,
+           catalogue: Catalogue, model_version: str, now: float) -> tuple[ItemIndex, float, int]:
+    """Embed the catalogue with the item tower (content for items the model never saw), build the
+    index, and measure its recall against exact search on a query sample."""
+    t = settings.trainer
+    vectors = bundle.item_vectors(catalogue.item_ids, encode_content(catalogue, content_config(bundle)))
+    index = ItemIndex.build(catalogue.item_ids, vectors, model_version=model_version,
+                            version=store.reserve(INDEX_KIND))
+    queries = _queries(bundle, archive, vectors, t.index_recall_sample, t.seed, now, settings.drift.window_s)
+    return index, exact_recall(index, catalogue.item_ids, vectors, queries, RECALL_K), len(queries)
+
+
 def run_index(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore, archive: ParquetArchive,
               trigger: str = "schedule", now: float | None = None) -> IndexOutcome:
     now = time.time() if now is None else now
-    t = settings.trainer
     with meta.job("index", trigger) as run:
         out = IndexOutcome(run.id)
         model_version = store.active_version("two_tower")
-        if model_version is None:
+        catalogue = load_catalogue(archive, now)
+        if model_version is None or len(catalogue) == 0:
             run.outcome = "skipped"
-            out.reason = run.details["reason"] = "no active two_tower model"
+            why = "no active two_tower model" if model_version is None else "empty catalogue"
+            out.reason = run.details["reason"] = why
             return out
         with tempfile.TemporaryDirectory(prefix="index-model-") as tmp:
             bundle = load_bundle(store.fetch("two_tower", model_version, Path(tmp)))
-        catalogue = load_catalogue(archive, now)
-        if len(catalogue) == 0:
-            run.outcome = "skipped"
-            out.reason = run.details["reason"] = "empty catalogue"
-            return out
-        vectors = bundle.item_vectors(catalogue.item_ids, encode_content(catalogue, content_config(bundle)))
-        index = ItemIndex.build(catalogue.item_ids, vectors, model_version=model_version,
-                                version=store.reserve(INDEX_KIND))
-        queries = _queries(bundle, archive, vectors, t.index_recall_sample, t.seed, now,
-                           settings.drift.window_s)
-        out.recall = exact_recall(index, catalogue.item_ids, vectors, queries, RECALL_K)
+        index, out.recall, sample = _build(settings, store, archive, bundle, catalogue, model_version, now)
         out.item_count = len(catalogue)
         out.version = _publish(store, index, {"model_version": model_version, "item_count": out.item_count,
-                                              "recall": out.recall, "dim": int(vectors.shape[1])})
-        _record(store, meta, out, model_version, len(queries), t.index_recall_gate)
+                                              "recall": out.recall, "dim": index.dim})
+        _record(store, meta, out, model_version, sample, settings.trainer.index_recall_gate)
         run.details.update(version=out.version, recall=out.recall, items=out.item_count,
                            published=out.published, model_version=model_version)
     return out
