@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.errors import BrokerUnavailable, StoreUnavailable
 from core.settings import Settings
 from core.topics import INPUT_TOPICS, Topics
 from streams.decode import RawRecord
@@ -30,7 +31,8 @@ from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
 
 log = logging.getLogger(__name__)
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
+             StoreUnavailable, BrokerUnavailable)
 EXIT_UNAPPLIED = 70
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ class FeastPushSink:
 
     def __init__(self, writer: Any) -> None:
         self._writer = writer
+        self._lock = threading.Lock()  # agents push from worker threads; FeatureWriter is not thread-safe
 
     @classmethod
     def try_create(cls, settings: Settings) -> FeastPushSink | None:
@@ -60,7 +62,8 @@ class FeastPushSink:
         await asyncio.to_thread(self._push, rows)
 
     def _push(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
-        for view, view_rows in rows.items():
-            if view_rows:
-                self._writer.push(view, view_rows)
-        self._writer.flush()
+        with self._lock:
+            for view, view_rows in rows.items():
+                if view_rows:
+                    self._writer.push(view, view_rows)
+            self._writer.flush()

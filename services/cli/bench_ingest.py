@@ -54,7 +54,7 @@ def ingest(events: int = typer.Option(100_000, "--events", min=1000),
         json_path.write_text(text)
 
 
-def run_ingest_bench(events: int, latency_events: int = 3000, latency_rate: float = 2000.0,
+def run_ingest_bench(events: int, latency_events: int = 3000, latency_rate: float = 500.0,
                      feast: bool = False, content_model: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, local_infra(Path(tmp)) as infra:
         s = load_settings(data_dir=tmp, kafka={"bootstrap_servers": infra.kafka_bootstrap},
@@ -84,6 +84,9 @@ def _run(s: Settings, events: int, latency_events: int, latency_rate: float) -> 
     try:
         drain = _measure_drain(s, worker, events)
         latency = _measure_latency(s, prod, topics, world, latency_events, latency_rate, events)
+    except (StopIteration, OSError) as exc:
+        log = worker.log_path.read_text()[-3000:] if worker.log_path else ""
+        raise RuntimeError(f"worker made no progress ({exc!r}); log tail:\n{log}") from None
     finally:
         worker.stop()
     return {**drain, **latency, "events": events, "workers": 1, "partitions": s.kafka.partitions,

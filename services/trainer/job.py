@@ -102,6 +102,29 @@ def ranker_gate(settings: Settings, store: VersionedArtifactStore, archive: Parq
                      n_train=len(train))
 
 
+class _Phases:
+    """Wall-clock seconds per phase, stored in the job run's details (``phase_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._t, 3)
+        self._t = now
+
+
+def _train_ranker(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
+                  archive: ParquetArchive, data: TrainingData, opts: RankerOptions, run_id: int,
+                  details: dict[str, object]) -> Decision | None:
+    ranked = ranker_gate(settings, store, archive, data, opts)
+    if isinstance(ranked, str):
+        details["ranker"] = ranked
+        return None
+    return gate_and_publish(store, meta, ranked, settings.trainer.promotion_margin, run_id)
+
+
 def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
                  archive: ParquetArchive, opts: TwoTowerOptions | None = None, trigger: str = "schedule",
                  now: float | None = None, ranker: RankerOptions | None = None) -> TrainOutcome:
@@ -109,26 +132,26 @@ def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifa
     now = time.time() if now is None else now
     opts = opts or options_from_settings(settings)
     with meta.job("train", trigger) as run:
-        outcome = TrainOutcome(run.id)
+        outcome, phases = TrainOutcome(run.id), _Phases()
         data = build_training_data(settings, archive, opts, now)
+        phases.mark("data")
         run.details.update(train_events=len(data.train), holdout_events=len(data.holdout),
-                           items=len(data.catalogue), window=list(data.window))
+                           items=len(data.catalogue), window=list(data.window), phase_seconds=phases.seconds)
         if len(data.train) < MIN_TRAIN_EVENTS or len(data.catalogue) == 0:
             run.outcome = outcome.skipped = "skipped"
             run.details["reason"] = f"not enough data: {len(data.train)} events, {len(data.catalogue)} items"
             return outcome
-        started = time.monotonic()
         candidate = fit_two_tower(data.train, data.catalogue, data.content, opts)
-        run.details["fit_seconds"] = round(time.monotonic() - started, 3)
+        phases.mark("two_tower_fit")
+        run.details["fit_seconds"] = phases.seconds["two_tower_fit"]
         gate = two_tower_gate(settings, store, data, candidate)
         margin = settings.trainer.promotion_margin
         outcome.decisions.append(gate_and_publish(store, meta, gate, margin, run.id))
+        phases.mark("two_tower_gate")
         if ranker is not None:
-            ranked = ranker_gate(settings, store, archive, data, ranker)
-            if isinstance(ranked, str):
-                run.details["ranker"] = ranked
-            else:
-                outcome.decisions.append(gate_and_publish(store, meta, ranked, margin, run.id))
+            decision = _train_ranker(settings, meta, store, archive, data, ranker, run.id, run.details)
+            outcome.decisions += [decision] if decision else []
+            phases.mark("ranker")
         run.details["decisions"] = {d.kind: {"version": d.version, "promoted": d.promoted,
                                              "reason": d.reason} for d in outcome.decisions}
     return outcome
