@@ -120,7 +120,8 @@ class RetrievalSettings(_Section):
     explore: int = Field(50, ge=0)
     cold_start_halfway: float = Field(
         5.0, gt=0, le=10_000, description="interactions at which personal and prior candidates weigh equally")
-    item_cache_ttl_s: float = Field(30.0, ge=0, le=3600, description="serving's in-process item catalog cache")
+    item_cache_ttl_s: float = Field(
+        30.0, ge=0, le=3600, description="serving's in-process item catalog cache")
     shared_cache_ttl_s: float = Field(
         1.0, ge=0, le=60, description="serving's cache of per-segment popular/trending/fresh lists")
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from core.errors import StartupError
 
@@ -86,7 +87,7 @@ def spawn(name: str, argv: list[str], log_dir: Path | None = None,
           env: dict[str, str] | None = None) -> ChildProcess:
     """Start ``argv`` in a new session (own process group), logging to ``log_dir/name.log``."""
     log_path = None
-    out: int | object = subprocess.DEVNULL
+    out: int | IO[bytes] = subprocess.DEVNULL
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
@@ -124,7 +125,8 @@ class LocalInfra:
             child.stop()
 
 
-def start_broker(log_dir: Path | None = None, port: int = 0, timeout_s: float = 20.0) -> tuple[str, ChildProcess]:
+def start_broker(log_dir: Path | None = None, port: int = 0,
+                 timeout_s: float = 20.0) -> tuple[str, ChildProcess]:
     port = choose_port(port)
     url = f"tcp://127.0.0.1:{port}"
     child = spawn("kafka", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",

@@ -190,6 +190,7 @@ class Stack:
         self.restart_limit = restart_limit
         self.restarts: dict[str, int] = {}
         self._argv: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._prev_sigterm: Any = None
 
     @property
     def log_dir(self) -> Path:
@@ -205,8 +206,10 @@ class Stack:
         self.stop()
 
     def start(self) -> Stack:
-        with terminate_as_interrupt():
-            return self._start()
+        """Start everything. From here until stop(), SIGTERM raises KeyboardInterrupt in the main
+        thread, so a caller's ``with``/``finally`` stops the children instead of orphaning them."""
+        self._prev_sigterm = _set_sigterm(_interrupt)
+        return self._start()
 
     def _start(self) -> Stack:
         try:
@@ -307,11 +310,18 @@ class Stack:
         return "\n".join(parts)
 
     def stop(self, grace_s: float = 12.0) -> None:
-        """SIGTERM every child at once, wait up to ``grace_s``, then SIGKILL; then Redis and broker."""
-        _stop_all(list(self.children.values()), grace_s)
-        _stop_all(list(reversed(self.infra)), 5.0)
-        self.children.clear()
-        self.infra.clear()
+        """SIGTERM every child at once, wait up to ``grace_s``, then SIGKILL; then Redis and broker.
+        A second SIGTERM meanwhile is ignored, so it cannot cut the shutdown short."""
+        during = _set_sigterm(signal.SIG_IGN)
+        try:
+            _stop_all(list(self.children.values()), grace_s)
+            _stop_all(list(reversed(self.infra)), 5.0)
+            self.children.clear()
+            self.infra.clear()
+        finally:
+            previous = self._prev_sigterm if self._prev_sigterm is not None else during
+            self._prev_sigterm = None
+            _set_sigterm(previous)
 
     def revive(self) -> list[str]:
         """Restart children that died after start-up (each at most ``restart_limit`` times, logged
@@ -374,21 +384,25 @@ def _stop_all(children: list[ChildProcess], grace_s: float) -> None:
         child.stop(grace_s=0.1)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler; returns the previous one (None off the main thread: no-op)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C (so ``finally`` blocks stop the children); main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = _set_sigterm(_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _set_sigterm(previous)
 
 
 def _find_feast_apply() -> Callable[[Settings], Any] | None:

@@ -43,7 +43,8 @@ FEATURE_REFS = [v.ref(f) for v in names.ALL_VIEWS for f in v.fields if f in (*DE
 @dataclass(frozen=True)
 class RankerOptions:
     epochs: int = 5
-    max_rows: int = 100_000
+    max_rows: int = 50_000
+    batch_rows: int = 1024
     seed: int = 0
 
 
@@ -93,7 +94,9 @@ def fit_ranker(train: pd.DataFrame, opts: RankerOptions) -> RankerServing:
     cfg = RankerConfig(dense_features=DENSE, sparse_features=SPARSE)
     labels = {h: train[h].to_numpy(np.float32) for h in cfg.heads}
     data = RankingData.from_rows(_rows(train), labels, cfg)
-    model = train_ranker(data, cfg, RankerTrainConfig(epochs=opts.epochs, listwise=False, seed=opts.seed))
+    train_cfg = RankerTrainConfig(epochs=opts.epochs, batch_groups=opts.batch_rows, listwise=False,
+                                  seed=opts.seed)
+    model = train_ranker(data, cfg, train_cfg)
     return RankerServing(model)
 
 
