@@ -64,13 +64,22 @@ def _need_broker(settings: Settings) -> None:
 def up(config: ConfigOpt = None) -> None:
     """Start broker + Redis (unless configured), topics, Feast, worker, API, publisher, scheduler;
     run in the foreground until Ctrl-C or SIGTERM, then stop everything."""
-    settings = _settings(config)
-    stack = Stack(settings)
+    stack = Stack(_settings(config))
     try:
         with console.status("starting the stack"):
             stack.start()
+        _print_endpoints(stack)
+        stack.run_forever()
+    except KeyboardInterrupt:
+        pass
     except (StartupError, BrokerUnavailable) as exc:
         raise _fail(exc) from None
+    finally:
+        stack.stop()  # idempotent; covers a signal between start() and run_forever()
+    console.print("stopped.")
+
+
+def _print_endpoints(stack: Stack) -> None:
     s = stack.settings
     console.print(f"[green]streamrec is up[/green]\n  kafka  {s.kafka.bootstrap_servers}\n"
                   f"  redis  {s.redis.url}\n  db     {s.database.url}\n  logs   {stack.log_dir}")
@@ -79,11 +88,6 @@ def up(config: ConfigOpt = None) -> None:
     console.print("Other shells: export STREAMREC_KAFKA__BOOTSTRAP_SERVERS="
                   f"{s.kafka.bootstrap_servers} STREAMREC_REDIS__URL={s.redis.url}")
     console.print("Ctrl-C to stop.")
-    try:
-        stack.run_forever()
-    except StartupError as exc:
-        raise _fail(exc) from None
-    console.print("stopped.")
 
 
 @app.command()

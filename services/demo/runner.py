@@ -74,9 +74,9 @@ class Demo:
     def _execute(self) -> dict[str, Any]:
         shutil.rmtree(self.stack_dir, ignore_errors=True)
         stack = Stack(self.settings, ready_timeout_s=self.opts.ready_timeout_s)
-        with self.console.status("starting the stack (broker, redis, worker, api, publisher, scheduler)"):
-            stack.start()
         try:
+            with self.console.status("starting the stack (broker, redis, worker, api, publisher, scheduler)"):
+                stack.start()
             self.run.startup_s = time.monotonic() - self.run.started
             self.console.print(f"stack up in {self.run.startup_s:.1f}s; logs in {stack.log_dir}")
             return self._drive(stack)

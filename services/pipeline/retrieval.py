@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.protocols import VectorIndex
 from core.settings import RetrievalSettings
-from services.pipeline.modelset import ModelSet
+from services.pipeline.modelset import ModelSet, UserTower
 from services.pipeline.state import ItemInfo, OnlineState, Scored, UserState
 
 # Source precedence when an item comes from several: the first listed names it.
@@ -69,14 +70,22 @@ def _quotas(cfg: RetrievalSettings, w: float) -> dict[str, int]:
     return {**personal, "popular": popular, "trending": cfg.popular // 2 + spare // 4, "fresh": cfg.fresh}
 
 
+def _tower_matches_index(tower: UserTower, index: VectorIndex) -> bool:
+    """A user tower only queries the index built from its own item tower: between a promotion and
+    the rebuild that follows it, the pair can come from different models, whose spaces differ."""
+    built_from = getattr(index, "model_version", "")
+    return not built_from or built_from == tower.version
+
+
 def ann_candidates(models: ModelSet, state: OnlineState, user: UserState, k: int) -> Scored:
     """Two-tower ANN; without a user tower the query is the mean vector of the user's recent items."""
     index = models.index
     if index is None or k <= 0 or len(index) == 0:
         return []
     query = None
-    if models.user_tower is not None:
-        query = models.user_tower.user_vector({"user_id": user.user_id, "recent_items": user.recent})
+    tower = models.user_tower
+    if tower is not None and _tower_matches_index(tower, index):
+        query = tower.user_vector({"user_id": user.user_id, "recent_items": user.recent})
     if query is None:
         vecs = [it.vector for it in state.items(user.recent[:10]) if it is not None and it.vector is not None]
         if not vecs:

@@ -159,13 +159,18 @@ FOREGROUND = textwrap.dedent('''
 
     spec = ProcessSpec("api", "stackdummy", "api", "port", args=("api", "port", "ok"))
     stack = Stack(load_settings(), processes=[spec], ready_timeout_s=30, feast_apply=False,
-                  restart_limit=1).start()
-    print("READY", stack.children["api"].pid, flush=True)
-    try:
+                  restart_limit=1)
+    try:  # the same shape as `streamrec up`
+        stack.start()
+        print("READY", stack.children["api"].pid, flush=True)
         stack.run_forever()
+    except KeyboardInterrupt:
+        pass
     except StartupError as exc:
         print("ERROR", exc, flush=True)
         sys.exit(1)
+    finally:
+        stack.stop()
     print("STOPPED", flush=True)
 ''')
 

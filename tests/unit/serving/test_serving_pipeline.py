@@ -53,3 +53,22 @@ def test_same_state_same_feed_and_rules_apply():
     assert [it.propensity for it in a.items] == [it.propensity for it in b.items]
     assert "i01" not in [it.item_id for it in a.items]
     assert a.items[0].item_id == "i20" and a.items[0].rules == ["promo"]
+
+
+def test_user_tower_does_not_query_an_index_built_from_another_model():
+    from services.pipeline.modelset import ModelSet
+    from services.pipeline.retrieval import _tower_matches_index
+
+    class Tower:
+        version = "m2"
+
+        def user_vector(self, user):
+            return None
+
+    class Index:
+        def __init__(self, built_from: str) -> None:
+            self.model_version = built_from
+
+    assert _tower_matches_index(Tower(), Index("m2"))
+    assert not _tower_matches_index(Tower(), Index("m1"))
+    assert ModelSet().user_tower is None
