@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.artifacts.loader import register_loader_metrics
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -17,3 +19,7 @@ class ApiMetrics:
                                buckets=_BUCKETS, registry=self.registry)
         self.events = Counter("streamrec_api_events", "Events accepted or rejected", ["outcome"],
                               registry=self.registry)
+        self.store_unavailable = Counter("streamrec_api_store_unavailable",
+                                         "Requests answered degraded because a store was unreachable",
+                                         ["endpoint"], registry=self.registry)
+        register_loader_metrics(self.registry)

@@ -16,6 +16,7 @@ from services.api.similar import SimilarResponse, similar_items
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=256)]
 RESERVED = frozenset({"n"})
+STORE_FALLBACK = "fallback:store"  # Feed.trigger of the fallback the pipeline serves on StoreUnavailable
 
 
 @router.get("/v1/feed/{user_id}", response_model=Feed, tags=["feed"])
@@ -33,6 +34,8 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
     result = ctx.pipeline.feed(user_id, n or ctx.settings.api.default_n, context)
     ctx.metrics.latency.observe(time.perf_counter() - t0)
     ctx.metrics.feeds.labels(str(result.feed.degraded).lower()).inc()
+    if result.feed.trigger == STORE_FALLBACK:
+        ctx.metrics.store_unavailable.labels("feed").inc()
     for stage, ms in result.stages_ms.items():
         ctx.metrics.stage.labels(stage).observe(ms / 1e3)
     ctx.impressions.log(result.feed)
@@ -68,9 +71,12 @@ def post_events(events: Annotated[Interaction | list[Interaction], Body()],
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
-def get_similar(item_id: UserId, pipeline: PipelineDep, settings: SettingsDep,
+def get_similar(item_id: UserId, pipeline: PipelineDep, settings: SettingsDep, ctx: ContextDep,
                 n: Annotated[int, Query(ge=1, le=200)] = 10) -> SimilarResponse:
-    return similar_items(pipeline, item_id, n)
+    response = similar_items(pipeline, item_id, n)
+    if response.degraded:  # similar_items degrades only when it caught StoreUnavailable
+        ctx.metrics.store_unavailable.labels("similar").inc()
+    return response
 
 
 @router.get("/healthz", tags=["ops"])

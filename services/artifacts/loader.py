@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from core.errors import ArtifactError
 from services.artifacts.manifest import Manifest, Release, parse_version
@@ -27,6 +27,12 @@ T = TypeVar("T")
 
 LOAD_FAILURES = Counter("streamrec_artifact_load_failures", "Artifact loads refused", ["kind"])
 LOADED_VERSION = Gauge("streamrec_artifact_loaded_version", "Version currently serving", ["kind"])
+
+
+def register_loader_metrics(registry: CollectorRegistry) -> None:
+    """Expose the process-wide loader metrics on a process's own registry (API, publisher)."""
+    for shared in (LOAD_FAILURES, LOADED_VERSION):
+        registry.register(shared)
 
 
 class ReleaseSource(Protocol):

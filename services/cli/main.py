@@ -1,45 +1,37 @@
 """Entry point of the ``streamrec`` command.
 
-Sub-command groups live in their own modules (one per area) and are mounted here, so areas never
-edit each other's files. A module that is absent or fails to import is reported, not hidden.
+Sub-command groups live in their own modules (one per area) and are imported only when their
+command runs (see :mod:`services.cli.lazy`), so areas never edit each other's files and a light
+command never pays for a heavy area's imports.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
-app = typer.Typer(help="streamrec: streaming recommendations, Kafka in, feeds out.", no_args_is_help=True)
-
-# (module, attribute, group name or None to merge commands at top level)
-_GROUPS: list[tuple[str, str, str | None]] = [
-    ("services.cli.stack", "app", None),          # up, demo, produce, feeds
-    ("services.cli.schemas", "app", "schemas"),
-    ("services.cli.bench", "app", "bench"),
-    ("services.cli.features", "app", "features"),
-    ("services.cli.lifecycle", "app", None),      # train, index, drift, models, jobs
-    ("services.cli.evaluate", "app", None),       # eval
-]
+from services.cli.lazy import LazyGroup
 
 
-def _mount() -> None:
-    for module_name, attr, group in _GROUPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        sub = getattr(module, attr)
-        if group is None:
-            app.registered_commands.extend(sub.registered_commands)
-            app.registered_groups.extend(sub.registered_groups)
-        else:
-            app.add_typer(sub, name=group)
+class _Commands(LazyGroup):
+    # command name -> (module with a typer `app`, whether that app is mounted whole under the name)
+    lazy = {
+        **{name: ("services.cli.stack", False) for name in ("up", "demo", "produce", "feeds")},
+        **{name: ("services.cli.lifecycle", False) for name in ("train", "index", "drift", "models", "jobs")},
+        "eval": ("services.cli.evaluate", False),
+        "schemas": ("services.cli.schemas", True),
+        "features": ("services.cli.features", True),
+        "bench": ("services.cli.bench", True),
+    }
 
 
-_mount()
+app = typer.Typer(cls=_Commands, help="streamrec: streaming recommendations, Kafka in, feeds out.",
+                  no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """streamrec: streaming recommendations, Kafka in, feeds out."""
+
 
 if __name__ == "__main__":
     app()

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from core.events import EventError, decode_trigger, encode
 from core.settings import Settings
 from core.topics import Topics
+from services.artifacts.loader import register_loader_metrics
 from services.pipeline import Pipeline
 from services.publisher.debounce import Debouncer, Pending
 from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_security
@@ -36,6 +37,7 @@ class PublisherMetrics:
         self.latency = Histogram("streamrec_publisher_event_to_feed_seconds", "Event to feed published",
                                  buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
                                  registry=self.registry)
+        register_loader_metrics(self.registry)
 
 
 class Publisher:
