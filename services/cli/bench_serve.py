@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ import numpy as np
 import typer
 from hdrh.histogram import HdrHistogram
 
+from core.errors import StartupError
 from core.events import Interaction, InteractionType, ItemUpsert, decode_feed, encode
 from core.settings import Settings, load_settings
 from core.topics import Topics
@@ -38,6 +40,10 @@ app = typer.Typer(help="Feed-serving benchmark.")
 log = logging.getLogger(__name__)
 CATEGORIES = [f"cat{j}" for j in range(24)]
 STAGES = ("retrieval", "features", "ranking", "reranking")
+VERSIONS = re.compile(r'"(model_version|index_version)":"([^"]*)"')
+
+
+Seeded = tuple[list[str], list[Interaction], list[ItemUpsert]]
 
 
 # ---- seeding ---------------------------------------------------------------------------------
@@ -60,8 +66,9 @@ def _apply_plan(client: Any, plan: Any, chunk: int = 5000) -> None:
             pipe.execute()
 
 
-def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: int = 0) -> list[str]:
-    """Catalog + Zipf interactions planned by the worker's own pure functions. Returns the user ids."""
+def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: int = 0) -> Seeded:
+    """Catalog + Zipf interactions planned by the worker's own pure functions. Returns the user ids,
+    the interactions and the items (the models are trained on them)."""
     import redis
 
     from feature_store.online.effects import EffectParams, plan_interactions
@@ -84,7 +91,7 @@ def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: i
     _apply_plan(client, plan_items(items, {}, keys))
     _apply_plan(client, plan_interactions(events, {}, cats, EffectParams(), keys))
     client.close()
-    return users
+    return users, events, items
 
 
 # ---- the stack ---------------------------------------------------------------------------------
@@ -112,6 +119,8 @@ class LoadResult:
         self.errors = 0
         self.degraded = 0
         self.done = 0
+        self.index_versions: set[str] = set()
+        self.model_versions: set[str] = set()
 
     def record(self, resp: httpx.Response, latency_s: float) -> None:
         self.done += 1
@@ -125,6 +134,8 @@ class LoadResult:
                 self.stages[name].append(float(dur))
         self.candidates.append(int(resp.headers.get("x-candidates", "0")))
         self.degraded += '"degraded":true' in resp.text
+        for name, value in VERSIONS.findall(resp.text):
+            (self.index_versions if name == "index_version" else self.model_versions).add(value)
 
 
 async def _one(client: httpx.AsyncClient, url: str, scheduled: float, out: LoadResult) -> None:
@@ -227,24 +238,59 @@ def report(load: LoadResult, elapsed: float, e2f: EventToFeed | None, rps: float
         "event_to_feed_ms_p50": _pct(e2f.latencies_ms, 50) if e2f else None,
         "event_to_feed_ms_p99": _pct(e2f.latencies_ms, 99) if e2f else None,
         "event_to_feed_samples": len(e2f.latencies_ms) if e2f else 0,
+        "index_versions_served": sorted(load.index_versions),
+        "model_versions_served": sorted(load.model_versions),
     }
+
+
+# ---- models --------------------------------------------------------------------------------------
+def wait_for_models(api: str, user: str, versions: dict[str, str], timeout_s: float = 120.0) -> None:
+    """Block until a feed carries the promoted ranker and index versions (the API polls the store)."""
+    want = {"model_version": versions["ranker"], "index_version": versions["index"]}
+    deadline, got = time.monotonic() + timeout_s, {}
+    with httpx.Client(base_url=api, timeout=10.0) as client:
+        while time.monotonic() < deadline:
+            got = dict(VERSIONS.findall(client.get(f"/v1/feed/{user}").text))
+            if all(got.get(k) == v for k, v in want.items()):
+                return
+            time.sleep(0.5)
+    raise StartupError(f"the feed API did not load {want} within {timeout_s:.0f}s (serving {got})")
+
+
+def _load_with_swaps(live: Settings, api_url: str, seeded: Seeded,
+                     opts: dict[str, Any]) -> tuple[LoadResult, float, EventToFeed, dict[str, Any]]:
+    """Publish + promote the models, wait until served, then the timed load with index swaps."""
+    from services.cli.serve_models import IndexSwaps, publish_models
+
+    user_ids, events, items = seeded
+    published = publish_models(live, events, [it.item_id for it in items], [it.categories for it in items])
+    wait_for_models(api_url, user_ids[0], published.versions)
+    e2f = EventToFeed(live, user_ids, opts["events_rate"])
+    e2f.start()
+    swaps = IndexSwaps(published, opts["swap_every"]).start()
+    try:
+        load, elapsed = asyncio.run(open_loop(api_url, user_ids, opts["rps"], opts["duration"], opts["n"]))
+    finally:
+        swaps.stop()
+    e2f.join()
+    return load, elapsed, e2f, {"models_promoted": published.versions, "swap_every_s": opts["swap_every"],
+                                "swaps": swaps.swaps, "swap_failures": swaps.failures}
 
 
 def run_serve_bench(settings: Settings, items: int = 100_000, rps: float = 100.0, duration: float = 30.0,
                     api: str | None = None, n: int = 20, users: int = 5000,
-                    events_rate: float = 20.0) -> dict[str, Any]:
+                    events_rate: float = 20.0, swap_every: float = 10.0) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-able result (keys in the module docstring)."""
     if api is not None:
         user_ids = [f"u{k:05d}" for k in range(users)]
         load, elapsed = asyncio.run(open_loop(api, user_ids, rps, duration, n))
         return report(load, elapsed, None, rps, items)
     with embedded_stack(settings) as (live, api_url):
-        user_ids = seed(live, items, users, n_events=max(items // 2, 10_000))
-        e2f = EventToFeed(live, user_ids, events_rate)
-        e2f.start()
-        load, elapsed = asyncio.run(open_loop(api_url, user_ids, rps, duration, n))
-        e2f.join()
-        return report(load, elapsed, e2f, rps, items)
+        seeded = seed(live, items, users, n_events=max(items // 2, 10_000))
+        opts = {"events_rate": events_rate, "swap_every": swap_every, "rps": rps, "duration": duration,
+                "n": n}
+        load, elapsed, e2f, extra = _load_with_swaps(live, api_url, seeded, opts)
+        return {**report(load, elapsed, e2f, rps, items), **extra}
 
 
 @app.command()
@@ -253,13 +299,16 @@ def serve(items: int = typer.Option(100_000, help="catalog size"),
           duration: float = typer.Option(30.0, help="seconds of load"),
           json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
           api: str | None = typer.Option(None, help="URL of a running feed API (else start the stack)"),
-          n: int = typer.Option(20, help="feed size")) -> None:
+          n: int = typer.Option(20, help="feed size"),
+          swap_every: float = typer.Option(
+              10.0, "--swap-every", min=0.0, help="promote a new index version every S s of load (0: off)"),
+          ) -> None:
     """Feed latency p50/p99/p99.9 at the offered rate, per-stage split, and event -> feed latency."""
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings()
     if api is None and settings.data_dir == Path("var"):
         settings = settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp(prefix="bench-serve-"))})
-    result = run_serve_bench(settings, items, rps, duration, api, n)
+    result = run_serve_bench(settings, items, rps, duration, api, n, swap_every=swap_every)
     text = json.dumps(result, indent=2)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
