@@ -9,8 +9,10 @@ SIGTERM drains the in-flight batches and commits their offsets.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -35,6 +37,38 @@ from streams.processor import BatchProcessor
 from streams.sinks import ArchiveSink, FeastPushSink
 
 log = logging.getLogger("streams.worker")
+
+# Longer than a healthy drain (a batch + commit) and shorter than the supervisor's / Kubernetes'
+# kill timeout. Offsets that were not committed are replayed, and effects are idempotent by event id.
+SHUTDOWN_GRACE_S = 8.0
+
+
+class BoundedShutdownWorker(faust.Worker):
+    """A faust worker whose graceful stop is bounded.
+
+    faust waits for in-flight events before it stops the consumer; a batch that keeps retrying an
+    unreachable Redis would hold the process forever. After the first SIGTERM/SIGINT a watchdog
+    exits with status 1 once ``SHUTDOWN_GRACE_S`` has passed.
+    """
+
+    def _on_sigterm(self) -> None:
+        _arm_watchdog(SHUTDOWN_GRACE_S)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _arm_watchdog(SHUTDOWN_GRACE_S)
+        super()._on_sigint()
+
+
+def _arm_watchdog(grace_s: float) -> None:
+    def expire() -> None:
+        time.sleep(grace_s)
+        log.error("shutdown did not finish within %.0fs (a dependency is down?); exiting, "
+                  "uncommitted offsets will be replayed", grace_s)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()
 
 
 def effect_params(settings: Settings) -> EffectParams:
@@ -112,7 +146,7 @@ def main() -> None:
         sys.exit(2)
     log.info("worker metrics/health on port %d", port)
     print(f"STREAMREC_WORKER_PORT={port}", flush=True)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
+    worker = BoundedShutdownWorker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
                           override_logging=False)
     worker.execute_from_commandline()
 

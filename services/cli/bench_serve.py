@@ -2,13 +2,16 @@
 
 Without ``--api`` it starts the embedded stack (broker, Redis, worker, feed API, publisher), writes a
 synthetic catalog of ``--items`` items plus Zipf-popular interactions straight into the online state
-(through the worker's own writer), then:
+(through the worker's own writer), trains and promotes a two-tower model, its FAISS index over the whole
+catalogue and a multi-task ranker (``services.cli.serve_models``), waits until the API serves them, then:
 
 - offers ``--rps`` feed requests per second for ``--duration`` seconds on a fixed schedule; latency is
   measured from each request's scheduled start (so queueing counts: no coordinated omission) into an
   HDR histogram; stage times come from the API's ``Server-Timing`` header;
 - meanwhile produces interactions to Kafka and reads the ``feeds`` topic: event -> feed latency is
-  ``feed received - trigger_event_ts``.
+  ``feed received - trigger_event_ts``;
+- every ``--swap-every`` seconds promotes a fresh index version: ``swaps``, ``index_versions_served``
+  and ``errors`` (any non-200 or failed request) show whether a hot swap under load costs a request.
 """
 
 from __future__ import annotations
