@@ -11,8 +11,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class Backend(Protocol):
@@ -39,29 +40,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` so that readers see either nothing or the whole file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
-
-
-def atomic_write(dest: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _atomic_file(dest: Path) -> Iterator[BinaryIO]:
+    """A file that becomes ``dest`` only once fully written and fsynced: readers see either nothing
+    or the whole file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -70,6 +57,17 @@ def atomic_write(dest: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(dest.parent)
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` atomically."""
+    with _atomic_file(dest) as out, src.open("rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
+
+
+def atomic_write(dest: Path, data: bytes) -> None:
+    with _atomic_file(dest) as out:
+        out.write(data)
 
 
 class LocalBackend:
