@@ -42,8 +42,9 @@ def ingest(events: int = typer.Option(100_000, "--events", min=1000),
            json_path: Path | None = typer.Option(None, "--json"),
            latency_events: int = typer.Option(3000, "--latency-events", min=100),
            latency_rate: float = typer.Option(500.0, "--latency-rate", min=10.0),
-           feast: bool = typer.Option(False, "--feast/--no-feast", help="also push to Feast (apply repo)"),
-           content_model: bool = typer.Option(False, "--content-model/--no-content-model")) -> None:
+           feast: bool = typer.Option(True, "--feast/--no-feast", help="push features to Feast"),
+           content_model: bool = typer.Option(True, "--content-model/--no-content-model",
+                                              help="embed item text with the sentence model")) -> None:
     """Run the ingest benchmark and print (and optionally write) its JSON result."""
     result = run_ingest_bench(events=events, latency_events=latency_events, latency_rate=latency_rate,
                               feast=feast, content_model=content_model)
@@ -55,7 +56,7 @@ def ingest(events: int = typer.Option(100_000, "--events", min=1000),
 
 
 def run_ingest_bench(events: int, latency_events: int = 3000, latency_rate: float = 500.0,
-                     feast: bool = False, content_model: bool = False) -> dict[str, Any]:
+                     feast: bool = True, content_model: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, local_infra(Path(tmp)) as infra:
         s = load_settings(data_dir=tmp, kafka={"bootstrap_servers": infra.kafka_bootstrap},
                           redis={"url": infra.redis_url, "key_prefix": "sr:bench:"},

@@ -28,6 +28,10 @@ class Pending:
     attempts: int = 0
 
 
+def _priority(p: Pending) -> tuple[bool, float]:
+    return (p.first_event_ts is None, p.due_at if p.first_event_ts is None else p.first_event_ts)
+
+
 class Debouncer:
     def __init__(self, debounce_s: float) -> None:
         self.debounce_s = debounce_s
@@ -47,8 +51,10 @@ class Debouncer:
         if tp is not None and offset is not None:
             p.offsets[tp] = min(p.offsets.get(tp, offset), offset)
 
-    def due(self, now: float) -> list[Pending]:
-        ready = [p for p in self._pending.values() if p.due_at <= now]
+    def due(self, now: float, limit: int | None = None) -> list[Pending]:
+        """Up to ``limit`` due users, those with pending interactions first (oldest event first),
+        then schedule/model refreshes, so a bulk refresh never delays a user who just acted."""
+        ready = sorted((p for p in self._pending.values() if p.due_at <= now), key=_priority)[:limit]
         for p in ready:
             del self._pending[p.user_id]
         return ready

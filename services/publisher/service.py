@@ -25,6 +25,8 @@ from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_secur
 log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 1.0
 RETRY_DELAY_S = 1.0
+PUBLISH_SLICE_S = 0.05
+PUBLISH_BATCH = 4
 
 
 class PublisherMetrics:
@@ -99,9 +101,16 @@ class Publisher:
 
     # ---- publishing ------------------------------------------------------------------------
     def publish_due(self, now: float) -> None:
-        for p in self.debouncer.due(now):
-            if not self.publish_user(p.user_id, p.reason, p.first_event_ts):
-                self.debouncer.retry(p, now, RETRY_DELAY_S * min(2 ** p.attempts, 30))
+        """Publishes due feeds for at most PUBLISH_SLICE_S, then returns to polling, so new triggers
+        keep flowing in (and go first) while a refresh of every active user is worked off."""
+        deadline = time.monotonic() + PUBLISH_SLICE_S
+        while time.monotonic() < deadline:
+            batch = self.debouncer.due(now, limit=PUBLISH_BATCH)
+            if not batch:
+                return
+            for p in batch:
+                if not self.publish_user(p.user_id, p.reason, p.first_event_ts):
+                    self.debouncer.retry(p, now, RETRY_DELAY_S * min(2 ** p.attempts, 30))
 
     def publish_user(self, user_id: str, reason: str, event_ts: float | None = None) -> bool:
         """Computes and publishes one feed. False when it could only be a degraded feed (retry later)."""

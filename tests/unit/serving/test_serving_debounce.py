@@ -62,3 +62,35 @@ def test_publisher_never_publishes_a_degraded_feed_and_retries():
     pub.publish_due(now=10.0)
     topics = [t for t, _ in fake.sent]
     assert topics == [pub.topics.feeds, pub.topics.impressions] and len(pub.debouncer) == 0
+
+
+def test_users_who_just_acted_go_before_a_bulk_refresh():
+    d = Debouncer(0.0)
+    for i in range(500):
+        d.add(f"r{i}", None, now=0.0, reason="model")
+    d.add("late", 9.0, now=1.0)
+    d.add("early", 8.0, now=1.0)
+    first = d.due(1.0, limit=3)
+    assert [p.user_id for p in first] == ["early", "late", "r0"]
+    assert len(d) == 499
+
+
+def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
+    from core.settings import Settings
+    from services.pipeline import InMemoryState, Pipeline
+    from services.publisher.kafka_io import LazyProducer
+    from services.publisher.service import Publisher
+
+    settings = Settings(publisher={"debounce_ms": 0})
+    lazy = LazyProducer(settings, "test")
+    fake = _FakeProducer()
+    lazy._producer = fake  # type: ignore[assignment]
+    pub = Publisher(settings, Pipeline(settings, InMemoryState(popularity={"all": {"a": 1.0}})), lazy)
+    for i in range(5000):
+        pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
+    pub.publish_due(now=0.0)
+    assert 0 < len(pub.debouncer) < 5000  # returned to polling with refreshes left
+    pub.debouncer.add("acted", 1.0, now=0.0)
+    fake.sent.clear()
+    pub.publish_due(now=0.0)
+    assert fake.sent[0] == (pub.topics.feeds, b"acted")
