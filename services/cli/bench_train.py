@@ -66,7 +66,8 @@ def run_train_bench(settings: Settings, events: int, seed: int = 0) -> dict[str,
             "phase_seconds": run.details.get("phase_seconds"),
             "train_events": run.details.get("train_events"),
             "metrics": {d.kind: d.metrics for d in out.decisions},
-            "promoted": {d.kind: d.promoted for d in out.decisions}, "outcome": run.outcome}
+            "promoted": {d.kind: d.promoted for d in out.decisions}, "outcome": run.outcome,
+            "not_trained": {"ranker": run.details["ranker"]} if "ranker" in run.details else {}}
 
 
 @app.command()
