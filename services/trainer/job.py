@@ -87,11 +87,15 @@ def ranker_gate(settings: Settings, store: VersionedArtifactStore, archive: Parq
     """Fit the ranker on point-in-time features of the training impressions; the gate input, or why
     there is nothing to train."""
     events = pd.concat([data.train, data.holdout])
-    labels = impression_labels(events, opts.max_rows)
+    cut_s = float(data.holdout["timestamp"].min())
+    # Sample each side of the cut: the newest max_rows alone can all fall in the holdout.
+    n_holdout = max(1, round(opts.max_rows * settings.trainer.holdout_fraction))
+    labels = pd.concat([impression_labels(events, opts.max_rows - n_holdout, before=cut_s),
+                        impression_labels(events, n_holdout, since=cut_s)], ignore_index=True)
     if len(labels) < MIN_TRAIN_EVENTS or labels["click"].sum() == 0:
         return f"not enough labelled impressions ({len(labels)})"
     rows = point_in_time(settings, archive, labels)
-    cut = pd.Timestamp(float(data.holdout["timestamp"].min()), unit="s", tz="UTC")
+    cut = pd.Timestamp(cut_s, unit="s", tz="UTC")
     train, holdout = rows[rows[EVENT_TIMESTAMP] < cut], rows[rows[EVENT_TIMESTAMP] >= cut]
     if train.empty or holdout.empty:
         return "no impressions on one side of the holdout cut"

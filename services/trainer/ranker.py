@@ -61,9 +61,13 @@ def _first_after(imps: pd.DataFrame, acts: pd.DataFrame) -> npt.NDArray[np.float
     return out.reindex(imps.index, fill_value=0.0).to_numpy(np.float32)
 
 
-def impression_labels(events: pd.DataFrame, max_rows: int) -> pd.DataFrame:
-    """One row per impression: user_id, item_id, event_timestamp, click, deep (the newest max_rows)."""
-    imps = events[events["type"] == "impression"].tail(max_rows).reset_index(drop=True)
+def impression_labels(events: pd.DataFrame, max_rows: int, since: float = -np.inf,
+                      before: float = np.inf) -> pd.DataFrame:
+    """One row per impression shown in [since, before): user_id, item_id, event_timestamp, click, deep
+    (the newest max_rows). Clicks and deep actions are looked up in all of ``events``."""
+    ts = events["timestamp"]
+    shown = (events["type"] == "impression") & (ts >= since) & (ts < before)
+    imps = events[shown].tail(max_rows).reset_index(drop=True)
     clicks = events[events["type"] == "click"]
     deep = events[events["type"].isin(DEEP_TYPES) | ((events["type"] == "dwell")
                                                      & (events["value"] >= LONG_DWELL_SECONDS))]

@@ -32,6 +32,18 @@ def test_impression_labels_join_only_later_actions_of_the_same_pair() -> None:
     assert labels["deep"].tolist() == [0.0, 0.0]   # the like came before the impression
 
 
+def test_impression_labels_keep_to_their_window_and_see_clicks_across_it() -> None:
+    ev = pd.DataFrame({
+        "user_id": ["u"] * 6, "item_id": ["a", "b", "a", "c", "d", "e"],
+        "type": ["impression", "impression", "click", "impression", "impression", "impression"],
+        "value": [1.0] * 6, "timestamp": [1.0, 2.0, 6.0, 5.0, 7.0, 8.0]}).sort_values("timestamp")
+    before = impression_labels(ev, 10, before=5.0)
+    assert before["item_id"].tolist() == ["a", "b"]
+    assert before["click"].tolist() == [1.0, 0.0]  # a's click came after the cut, still counted
+    after = impression_labels(ev, 2, since=5.0)
+    assert after["item_id"].tolist() == ["d", "e"]  # the newest two of c, d, e
+
+
 def test_ranker_is_trained_on_point_in_time_features_gated_and_loadable(tmp_path: Path) -> None:
     settings = load_settings(data_dir=str(tmp_path), feast={"project": f"lc_{tmp_path.name[-8:]}".replace(
         "-", "_")}, trainer={"window_s": 10 * HOUR, "holdout_fraction": 0.25, "epochs": 2})
