@@ -85,7 +85,6 @@ class WorkerSettings(_Section):
     segment_keys: list[str] = Field(default_factory=lambda: ["device"])
     metrics_port: int = Field(0, ge=0, le=65535)
     trending_half_life_s: float = Field(3600.0, gt=0)
-    counter_bucket_s: int = Field(300, ge=1, le=3600)
     impression_ttl_s: int = Field(86400, ge=60)
     covisit_history: int = Field(10, ge=1, le=200, description="recent items paired per event")
     commit_interval_s: float = Field(1.0, gt=0, le=60)

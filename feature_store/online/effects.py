@@ -36,7 +36,6 @@ class EffectParams:
     covisit_window_s: float = 1800.0
     covisit_cap: int = 200
     covisit_history: int = 10
-    counter_bucket_s: int = 300
     segment_keys: tuple[str, ...] = ("device",)
     bandit: BanditParams = field(default_factory=BanditParams)
 

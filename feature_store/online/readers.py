@@ -47,7 +47,6 @@ class ReadParams:
     popularity_half_life_s: float = 6 * 3600.0
     trending_half_life_s: float = 3600.0
     affinity_half_life_s: float = 7 * 86400.0
-    counter_bucket_s: int = 300
     prior_alpha: float = 1.0
     prior_beta: float = 20.0
     linear_dim: int = 8
@@ -56,7 +55,7 @@ class ReadParams:
     def from_settings(cls, s: Settings) -> ReadParams:
         w = s.worker
         return cls(w.popularity_half_life_s, w.trending_half_life_s, w.affinity_half_life_s,
-                   w.counter_bucket_s, s.bandit.prior_alpha, s.bandit.prior_beta)
+                   s.bandit.prior_alpha, s.bandit.prior_beta)
 
 
 class OnlineReader:
