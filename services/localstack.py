@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from core.errors import StartupError
+
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -169,7 +171,7 @@ def local_infra(data_dir: Path, need_kafka: bool = True, need_redis: bool = True
         infra.close()
 
 
-def retry(what: str, fn: Callable[[], object], attempts: int, delay_s: float = 0.5) -> object:
+def retry(what: str, fn: Callable[[], T], attempts: int, delay_s: float = 0.5) -> T:
     """Call ``fn`` up to ``attempts`` times with backoff; raise StartupError naming ``what``."""
     last: Exception | None = None
     for i in range(max(1, attempts)):

@@ -12,9 +12,9 @@ from types import FrameType
 
 from core.errors import StartupError
 from core.settings import load_settings
+from services.health import HealthServer
 from services.localstack import retry
 from services.pipeline.build import build_pipeline
-from services.publisher.health import HealthServer
 from services.publisher.kafka_io import LazyProducer
 from services.publisher.service import Publisher
 
@@ -32,7 +32,7 @@ def main() -> int:
     producer = LazyProducer(settings, "publisher")
     publisher = Publisher(settings, pipeline, producer, models_changed)
     health = HealthServer(settings.api.host, settings.publisher.metrics_port, publisher.ready,
-                          publisher.metrics.registry)
+                          publisher.metrics.registry, setting="publisher.metrics_port")
     health.start()
     log.info("publisher health on %s:%d", settings.api.host, health.port)
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from core.errors import StartupError
 from core.events import Feed, encode
 from core.settings import Settings
 from core.topics import Topics
+from services.localstack import retry
 from services.pipeline.impressions import impression_of
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,11 @@ class LazyProducer:
             self._thread.start()
 
     def _connect(self) -> None:
-        for attempt in range(max(1, self._settings.kafka.connect_retries + 1)):
-            try:
-                self._producer = make_producer(self._settings, self._suffix)
-                return
-            except Exception as exc:  # noqa: BLE001 - retried, then logged
-                log.warning("kafka producer attempt %d failed: %s", attempt + 1, exc)
-        log.error("kafka producer unavailable; events/impressions cannot be written")
+        try:
+            self._producer = retry("kafka producer", lambda: make_producer(self._settings, self._suffix),
+                                   self._settings.kafka.connect_retries + 1)
+        except StartupError as exc:
+            log.error("%s; events/impressions cannot be written", exc)
 
     def get(self) -> KafkaProducer | None:
         return self._producer

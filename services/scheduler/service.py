@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge
 
 from core.errors import StartupError
 from core.settings import Settings
-from services.scheduler.health import Controls, HealthServer
+from services.health import HealthServer
 from services.scheduler.jobs import JOB_NAMES
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ class SchedulerService:
         self._lock = threading.Lock()
         self.started_at = time.time()
         try:
-            self.health = HealthServer(host, settings.scheduler.health_port,
-                                       Controls(self._ready, self.run_now, self.jobs))
+            self.health = HealthServer(host, settings.scheduler.health_port, self._ready,
+                                       routes={"/jobs": self.jobs}, post=self._post,
+                                       setting="scheduler.health_port")
         except OSError as exc:
             raise StartupError(f"scheduler.health_port {settings.scheduler.health_port}: {exc}") from exc
 
@@ -84,6 +85,15 @@ class SchedulerService:
         return [{"id": j.id, "name": j.name, "next_run_time": j.next_run_time}
                 for j in self.scheduler.get_jobs()]
 
+    def _post(self, path: str) -> tuple[int, Any]:
+        """``POST /jobs/<name>/run``: 202 when started, 404 for an unknown job or route."""
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "run":
+            if self.run_now(parts[1]):
+                return 202, {"job": parts[1], "status": "started"}
+            return 404, {"error": f"unknown job {parts[1]!r}"}
+        return 404, {"error": f"no route {path}"}
+
     def _ready(self) -> tuple[bool, str]:
         if not self.scheduler.running:
             return False, "scheduler not running"
@@ -104,5 +114,5 @@ class SchedulerService:
         deadline = time.monotonic() + grace_s
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.health.stop()
+        self.health.close()
         return self._running == 0
