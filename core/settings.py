@@ -8,12 +8,13 @@ A bad value fails with :class:`ConfigError`, whose message names every offending
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "STREAMREC_CONFIG"
@@ -31,6 +32,22 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _bind_address(value: str) -> str:
+    if value != "localhost":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address of this host (127.0.0.1 = this host only, "
+                             "0.0.0.0 = every interface) or 'localhost'") from None
+    return value
+
+
+# The interface a process listens on. Loopback by default: nothing is reachable from another host
+# unless a setting says so (the Kubernetes manifests set 0.0.0.0 so probes and Services work).
+BindHost = Annotated[str, AfterValidator(_bind_address)]
+_BIND_DOC = "interface to listen on: 127.0.0.1 = this host only, 0.0.0.0 = every interface"
 
 
 class KafkaSettings(_Section):
@@ -83,6 +100,7 @@ class WorkerSettings(_Section):
     covisit_window_s: float = Field(1800.0, gt=0)
     covisit_cap: int = Field(200, ge=1)
     segment_keys: list[str] = Field(default_factory=lambda: ["device"])
+    host: BindHost = Field("127.0.0.1", description=_BIND_DOC)
     metrics_port: int = Field(0, ge=0, le=65535)
     trending_half_life_s: float = Field(3600.0, gt=0)
     impression_ttl_s: int = Field(86400, ge=60)
@@ -95,11 +113,15 @@ class WorkerSettings(_Section):
 
 
 class ApiSettings(_Section):
-    host: str = "127.0.0.1"
+    host: BindHost = Field("127.0.0.1", description=_BIND_DOC)
     port: int = Field(8080, ge=0, le=65535)
     default_n: int = Field(20, ge=1)
     max_n: int = Field(200, ge=1)
     request_timeout_s: float = Field(2.0, gt=0)
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="larger request bodies get a 413")
+    max_batch_events: int = Field(
+        1000, ge=1, le=100_000, description="longer POST /v1/events batches get a 422")
 
 
 class PublisherSettings(_Section):
@@ -107,6 +129,7 @@ class PublisherSettings(_Section):
     debounce_ms: int = Field(100, ge=0)
     feed_size: int = Field(20, ge=1)
     active_user_window_s: float = Field(3600.0, gt=0)
+    host: BindHost = Field("127.0.0.1", description=_BIND_DOC)
     metrics_port: int = Field(0, ge=0, le=65535)
 
 
@@ -182,7 +205,17 @@ class SchedulerSettings(_Section):
     index_interval_s: float = Field(3600.0, gt=0)
     drift_interval_s: float = Field(900.0, gt=0)
     publish_active_interval_s: float = Field(300.0, gt=0)
+    host: BindHost = Field("127.0.0.1", description=_BIND_DOC + " (health port only)")
     health_port: int = Field(0, ge=0, le=65535)
+    admin_port: int = Field(
+        0, ge=0, le=65535, description="run-now routes; always 127.0.0.1 until admin auth exists")
+
+    @model_validator(mode="after")
+    def _admin_port_is_its_own(self) -> SchedulerSettings:
+        if self.admin_port and self.admin_port == self.health_port:
+            raise ValueError("admin_port must differ from health_port (the run-now routes listen on "
+                             "loopback only, the health port may listen on every interface)")
+        return self
 
 
 class Settings(BaseSettings):

@@ -80,7 +80,7 @@ def create_app(settings: Settings, port: int) -> faust.App:
         broker_rebalance_timeout=w.rebalance_timeout_s,
         broker_max_poll_interval=max(30.0, 3 * w.session_timeout_s),
         broker_request_timeout=max(40.0, w.session_timeout_s + 10), broker_client_id=k.client_id,
-        web_enabled=True, web_port=port, web_bind="0.0.0.0", web_host="127.0.0.1",
+        web_enabled=True, web_port=port, web_bind=w.host, web_host="127.0.0.1",
         producer_acks=-1, stream_buffer_maxsize=max(4096, 2 * w.batch_size),
         broker_max_poll_records=w.batch_size,
     )

@@ -31,10 +31,10 @@ def main() -> int:
     pipeline, close_pipeline = build_pipeline(settings, on_swap=models_changed.set)
     producer = LazyProducer(settings, "publisher")
     publisher = Publisher(settings, pipeline, producer, models_changed)
-    health = HealthServer(settings.api.host, settings.publisher.metrics_port, publisher.ready,
+    health = HealthServer(settings.publisher.host, settings.publisher.metrics_port, publisher.ready,
                           publisher.metrics.registry, setting="publisher.metrics_port")
     health.start()
-    log.info("publisher health on %s:%d", settings.api.host, health.port)
+    log.info("publisher health on %s:%d", settings.publisher.host, health.port)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         publisher.stop_event.set()

@@ -34,7 +34,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     service.start()
-    print(f"scheduler health on port {service.health.port}", flush=True)
+    print(f"scheduler health on {settings.scheduler.host}:{service.health.port}; "
+          f"run-now on {service.admin_url}/jobs/<name>/run (loopback only)", flush=True)
     stop.wait()
     if not service.stop(grace_s=8.0):
         lifecycle.interrupt_running(service.started_at, "interrupted by shutdown")
