@@ -1,12 +1,19 @@
-"""Baseline recommenders, fitted on training sequences and scoring every item for a history.
+"""Baseline recommenders, fitted on training sequences; each scores every item for a batch of histories.
 
 - ``Pop``: training interaction counts.
-- ``ItemKNN``: item-item cosine over the user-item matrix (top-``k`` neighbours, ``shrink``), as RecBole.
-- ``CoVisit``: windowed co-visitation item -> next items (weight ``1/distance`` within ``window``),
-  rows normalised, scored from the user's last ``last_n`` items with recency decay. Also a candidate
-  source and a ranking feature for the learned pipeline.
+- ``ItemKNN``: RecBole's ItemKNN (``recbole/model/general_recommender/itemknn.py``). Cosine between
+  the binary user-item columns, ``sim(i, j) = co(i, j) / (|i| |j| + shrink + 1e-6)``, self-similarity
+  removed; for each TARGET item ``j`` (a column of ``W``) only its ``k`` most similar items are kept;
+  ``score = history @ W``. ``W`` is a ``scipy.sparse`` matrix built in column blocks whose
+  co-occurrence work is bounded (``block_nnz``), so memory grows with the interactions, never with
+  items x items.
+- ``CoVisit``: windowed co-visitation item -> next items (weight ``1/distance`` within ``window``,
+  ``backward`` times that for the reverse direction), rows normalised, scored from the user's last
+  ``last_n`` items with recency decay. Also a candidate source for the learned pipeline.
 
-All share ``fit(train_seq, n_items)`` and ``score(histories) -> float32 [U, n_items]``.
+All share ``fit(train_seq, n_items) -> self`` and ``score(histories) -> float32 [len(histories),
+n_items]``. ``score`` is dense per call: score a catalogue in user batches, e.g. through
+``models.metrics.top_n_lists(model.score, histories, n, batch)``, never all users at once.
 
 Example:
     >>> import numpy as np
@@ -17,8 +24,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +36,15 @@ IntArray = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 
 
+class Baseline(Protocol):
+    def fit(self, train_seq: Sequence[IntArray], n_items: int) -> Baseline: ...
+
+    def score(self, histories: Sequence[IntArray]) -> F32: ...
+
+
 class Pop:
     def fit(self, train_seq: Sequence[IntArray], n_items: int) -> Pop:
-        flat = np.concatenate(list(train_seq)) if train_seq else np.zeros(0, np.int64)
+        flat = np.concatenate(list(train_seq)) if len(train_seq) else np.zeros(0, np.int64)
         self.counts = np.bincount(flat, minlength=n_items).astype(np.float32)
         return self
 
@@ -38,47 +52,95 @@ class Pop:
         return np.tile(self.counts, (len(histories), 1))
 
 
-def _user_item(train_seq: Sequence[IntArray], n_items: int) -> sp.csr_matrix:
-    rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(train_seq)])
-    cols = np.concatenate(list(train_seq))
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(train_seq), n_items))
+def _flatten(seqs: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
+    """(row of each element, element) for a ragged list of item sequences."""
+    lengths = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
+    rows = np.repeat(np.arange(len(seqs), dtype=np.int64), lengths)
+    cols = np.concatenate([np.asarray(s, np.int64) for s in seqs]) if len(seqs) else rows
+    return rows, cols
+
+
+def binary_matrix(seqs: Sequence[IntArray], n_items: int) -> sp.csr_matrix:
+    """``[len(seqs), n_items]`` float32, 1 where the sequence holds the item (repeats count once)."""
+    rows, cols = _flatten(seqs)
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n_items))
+    m.sum_duplicates()
     m.data[:] = 1.0
     return m
 
 
-def _histories_matrix(histories: Sequence[IntArray], n_items: int) -> sp.csr_matrix:
-    rows = np.concatenate([np.full(len(h), u) for u, h in enumerate(histories)])
-    cols = np.concatenate([np.asarray(h, np.int64) for h in histories]) if histories else rows
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(histories), n_items))
-    m.data[:] = 1.0
-    return m
+def _column_blocks(x: sp.csr_matrix, budget: int) -> Iterator[tuple[int, int]]:
+    """Contiguous column ranges whose co-occurrence work (sum over a column's users of their history
+    length, an upper bound on its non-zeros in ``x.T @ x``) stays within ``budget`` (or one column)."""
+    if not x.shape[1]:
+        return
+    row_len = np.diff(x.indptr).astype(np.float64)
+    cost = np.cumsum(np.asarray(x.T @ row_len).ravel())
+    n = x.shape[1]
+    marks = np.searchsorted(cost, np.arange(1, int(cost[-1] // budget) + 1) * float(budget), "right")
+    edges = np.unique(np.concatenate([[0], marks, [n]]))
+    yield from zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
 
 
-def _keep_top_k(sim: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
-    if k >= sim.shape[1]:
-        return sim
-    cut = np.argpartition(-sim, k - 1, axis=1)[:, k:]
-    np.put_along_axis(sim, cut, 0.0, axis=1)
-    return sim
+def _block_top_k(xt: sp.csr_matrix, xc: sp.csc_matrix, lo: int, hi: int, norms: npt.NDArray[np.float64],
+                 k: int, shrink: float) -> tuple[IntArray, IntArray, F32]:
+    """Top-``k`` (source, target, cosine) triples for each target column in ``[lo, hi)``."""
+    co = (xt @ xc[:, lo:hi]).tocoo()
+    src, dst = co.row.astype(np.int64), co.col.astype(np.int64) + lo
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    sim = co.data[keep] / (norms[src] * norms[dst] + shrink + 1e-6)
+    order = np.lexsort((-sim, dst))
+    src, dst, sim = src[order], dst[order], sim[order]
+    rank = np.arange(len(dst)) - np.searchsorted(dst, dst, "left")
+    top = (rank < k) & (sim != 0)
+    return src[top], dst[top], sim[top].astype(np.float32)
+
+
+def item_cosine_top_k(x: sp.csr_matrix, k: int, shrink: float = 0.0,
+                      block_nnz: int = 20_000_000) -> sp.csr_matrix:
+    """RecBole's ``ComputeSimilarity.compute_items_similarity``: ``W[i, j]`` = cosine of columns i
+    and j of ``x`` (users x items) with shrink, diagonal removed, top-``k`` sources per target ``j``."""
+    n = x.shape[1]
+    xc = x.tocsc()
+    norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0), np.float64).ravel())
+    xt = x.T.tocsr()
+    parts = [_block_top_k(xt, xc, lo, hi, norms, k, shrink) for lo, hi in _column_blocks(x, block_nnz)]
+    src, dst, sim = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    return sp.csr_matrix((sim, (src, dst)), shape=(n, n), dtype=np.float32)
 
 
 @dataclass
 class ItemKNN:
     k: int = 100
     shrink: float = 0.0
+    block_nnz: int = 20_000_000
 
     def fit(self, train_seq: Sequence[IntArray], n_items: int) -> ItemKNN:
-        m = _user_item(train_seq, n_items)
-        co = np.asarray((m.T @ m).todense(), dtype=np.float32)
-        norms = np.sqrt(np.diag(co))
-        sim = co / (np.outer(norms, norms) + self.shrink + 1e-9)
-        np.fill_diagonal(sim, 0.0)
-        self.sim = _keep_top_k(sim.astype(np.float32), self.k)
+        self.sim = item_cosine_top_k(binary_matrix(train_seq, n_items), self.k, self.shrink,
+                                     self.block_nnz)
         self.n_items = n_items
         return self
 
     def score(self, histories: Sequence[IntArray]) -> F32:
-        return np.asarray(_histories_matrix(histories, self.n_items) @ self.sim, dtype=np.float32)
+        return (binary_matrix(histories, self.n_items) @ self.sim).toarray().astype(np.float32, copy=False)
+
+
+def _covisit_pairs(train_seq: Sequence[IntArray], window: int,
+                   backward: float) -> tuple[IntArray, IntArray, npt.NDArray[np.float64]]:
+    """(from, to, weight) for every ordered pair within ``window`` steps inside one sequence."""
+    users, items = _flatten(train_seq)
+    rows, cols, vals = [], [], []
+    for d in range(1, window + 1):
+        same = users[:-d] == users[d:]
+        a, b = items[:-d][same], items[d:][same]
+        rows += [a, b]
+        cols += [b, a]
+        vals += [np.full(len(a), 1.0 / d), np.full(len(a), backward / d)]
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 @dataclass
@@ -89,29 +151,18 @@ class CoVisit:
     backward: float = 0.3
 
     def fit(self, train_seq: Sequence[IntArray], n_items: int) -> CoVisit:
-        rows, cols, vals = [], [], []
-        for s in train_seq:
-            for d in range(1, self.window + 1):
-                if len(s) > d:
-                    rows += [s[:-d], s[d:]]
-                    cols += [s[d:], s[:-d]]
-                    vals += [np.full(len(s) - d, 1.0 / d), np.full(len(s) - d, self.backward / d)]
-        if not vals:
-            rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-        c = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(n_items, n_items), dtype=np.float32)
+        rows, cols, vals = _covisit_pairs(train_seq, self.window, self.backward)
+        c = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n_items, n_items),
+                          dtype=np.float32)
         total = np.asarray(c.sum(axis=1)).ravel()
-        self.matrix = sp.diags(1.0 / np.maximum(total, 1e-9)).astype(np.float32) @ c
+        self.matrix = (sp.diags(1.0 / np.maximum(total, 1e-9)).astype(np.float32) @ c).tocsr()
         self.n_items = n_items
         return self
 
     def score(self, histories: Sequence[IntArray]) -> F32:
-        rows, cols, vals = [], [], []
-        for u, h in enumerate(histories):
-            last = np.asarray(h[-self.last_n:], np.int64)[::-1]
-            rows.append(np.full(len(last), u))
-            cols.append(last)
-            vals.append(self.decay ** np.arange(len(last), dtype=np.float32))
-        q = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        last = [np.asarray(h[-self.last_n:], np.int64)[::-1] for h in histories]
+        rows, cols = _flatten(last)
+        pos = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
+        q = sp.csr_matrix(((self.decay ** pos).astype(np.float32), (rows, cols)),
                           shape=(len(histories), self.n_items), dtype=np.float32)
-        return np.asarray((q @ self.matrix).todense(), dtype=np.float32)
+        return (q @ self.matrix).toarray().astype(np.float32, copy=False)
