@@ -1,9 +1,27 @@
-"""Interaction logs and the temporal leave-one-out split used for training and evaluation.
+"""Interaction logs and the three evaluation splits used for training and evaluation.
 
 ``Interactions`` holds an event log as dense integer codes (users, items) plus timestamps and weights,
-in file order. ``leave_one_out`` orders each user's events by timestamp with a STABLE sort (file order
-breaks ties, as RecBole does): last -> test, second-last -> validation, the rest -> train.
-Users with fewer than 3 events keep everything in train.
+in file order. Every split returns a ``Split``: per user code, the training events (items, timestamps,
+weights, in time order), the validation item/time/weight and the test item/time/weight (``-1`` items
+for users not evaluated). ``Split.eval_users()`` lists the evaluated users, ``Split.history(u)``
+gives train + validation in time order (what a model may see when the test item is ranked) and
+``Split.fit_sequences()`` gives that for every user (what baselines fit on). Each user's events are
+ordered by timestamp with a STABLE sort (file order breaks ties, as RecBole does).
+
+Protocols:
+
+- ``leave_one_out(log)``: per user, last event -> test, second-last -> validation, the rest -> train.
+  Users with fewer than 3 events keep everything in train and are not evaluated. Other users' later
+  events are in train, so features may see the future of the test time.
+- ``global_time_split(log, quantile=0.9)``: a cut time ``T`` = that quantile of all timestamps. Every
+  event before ``T`` is training data; a user is evaluated when they have an event before ``T`` and a
+  positive event (weight >= ``min_positive_weight``, default: every event) at or after it: test =
+  their FIRST such positive, validation = their LAST event before ``T`` (removed from ``train_seq``,
+  so train + validation = every event before ``T``; ``train_seq`` may be empty). Events at or after
+  ``T`` never reach train, validation or any history: nothing from the future leaks.
+- ``random_split(log, seed)``: per user with at least 3 events, one uniformly random event (seeded)
+  -> test, another -> validation, every other event -> train. Not temporal: the history of a test
+  item includes the user's later events, and its time is only the held-out event's timestamp.
 
 Loaders: ``load_movielens(dir)`` (u.data + u.item: title = text, genres = categories) and
 ``load_csv(path)`` (``user_id,item_id,timestamp[,weight]``, header optional).
@@ -13,6 +31,8 @@ Example:
     >>> split = leave_one_out(log)
     >>> [log.item_ids[i] for i in split.test_item]
     ['c']
+    >>> [log.item_ids[i] for i in split.history(0)[0]]
+    ['a', 'b']
 """
 
 from __future__ import annotations
@@ -21,12 +41,14 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+G = TypeVar("G", bound=np.generic)
 
 
 @dataclass
@@ -49,7 +71,7 @@ class Interactions:
         uids, ucodes = np.unique(np.asarray(users, dtype=object).astype(str), return_inverse=True)
         iids, icodes = np.unique(np.asarray(items, dtype=object).astype(str), return_inverse=True)
         w = np.ones(len(users)) if weights is None else np.asarray(weights, dtype=np.float64)
-        return cls(list(uids), list(iids), ucodes.astype(np.int64), icodes.astype(np.int64),
+        return cls(uids.tolist(), iids.tolist(), ucodes.astype(np.int64), icodes.astype(np.int64),
                    np.asarray(timestamps, dtype=np.float64), w)
 
     @property
@@ -71,9 +93,9 @@ class Interactions:
 
 @dataclass
 class Split:
-    """Temporal leave-one-out. ``train_seq[u]`` is u's training items in time order (codes).
-
-    ``valid_item``/``test_item`` are -1 for users too short to hold them out.
+    """One evaluation split (see the module docstring for the protocols). Indexed by user code:
+    ``train_seq[u]`` / ``train_ts[u]`` / ``train_weight[u]`` are u's training events in time order;
+    ``valid_*[u]`` and ``test_*[u]`` the held-out events (items ``-1`` when u has none).
     """
 
     train_seq: list[IntArray]
@@ -85,6 +107,27 @@ class Split:
     valid_weight: FloatArray
     test_weight: FloatArray
     train_weight: list[FloatArray]
+    protocol: str = "leave_one_out"
+    cut_time: float | None = None
+
+    def eval_users(self) -> IntArray:
+        """User codes with a test event, ascending."""
+        return np.flatnonzero(self.test_item >= 0).astype(np.int64)
+
+    def history(self, u: int, validation: bool = True) -> tuple[IntArray, FloatArray, FloatArray]:
+        """u's (items, timestamps, weights) in time order: train, plus the validation event when
+        ``validation`` and u has one. What may be seen when u's test item is ranked."""
+        items, ts, w = self.train_seq[u], self.train_ts[u], self.train_weight[u]
+        if not validation or self.valid_item[u] < 0:
+            return items, ts, w
+        at = int(np.searchsorted(ts, self.valid_ts[u], "right"))
+        return (np.insert(items, at, self.valid_item[u]), np.insert(ts, at, self.valid_ts[u]),
+                np.insert(w, at, self.valid_weight[u]))
+
+    def fit_sequences(self, validation: bool = True) -> list[IntArray]:
+        """Every user's training items (plus validation when asked), in time order: what baselines
+        and models fit on."""
+        return [self.history(u, validation)[0] for u in range(len(self.train_seq))]
 
     def train_pairs(self) -> tuple[IntArray, IntArray]:
         """All training (user, item) pairs, users grouped, items in time order."""
@@ -99,21 +142,64 @@ def user_order(log: Interactions) -> list[IntArray]:
     return [order[bounds[u]:bounds[u + 1]] for u in range(log.n_users)]
 
 
+def _held(rows: IntArray, col: npt.NDArray[G], fill: float) -> npt.NDArray[G]:
+    """``col[rows]`` where ``rows >= 0``, ``fill`` elsewhere, in ``col``'s dtype."""
+    out = np.full(len(rows), fill, col.dtype)
+    out[rows >= 0] = col[rows[rows >= 0]]
+    return out
+
+
+def _assemble(log: Interactions, train: list[IntArray], valid_row: IntArray, test_row: IntArray,
+              protocol: str, cut_time: float | None = None) -> Split:
+    """A ``Split`` from row indices: ``train[u]`` in time order, one validation/test row per user or
+    -1."""
+    return Split([log.items[r] for r in train], [log.timestamps[r] for r in train],
+                 _held(valid_row, log.items, -1), _held(test_row, log.items, -1),
+                 _held(valid_row, log.timestamps, 0.0), _held(test_row, log.timestamps, 0.0),
+                 _held(valid_row, log.weights, 0.0), _held(test_row, log.weights, 0.0),
+                 [log.weights[r] for r in train], protocol, cut_time)
+
+
 def leave_one_out(log: Interactions) -> Split:
     rows = user_order(log)
-    n = log.n_users
-    valid, test = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-    vts, tts, vw, tw = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    seqs, tss, ws = [], [], []
-    for u, r in enumerate(rows):
-        cut = len(r) - 2 if len(r) >= 3 else len(r)
-        if cut < len(r):
-            valid[u], vts[u], vw[u] = log.items[r[cut]], log.timestamps[r[cut]], log.weights[r[cut]]
-            test[u], tts[u], tw[u] = log.items[r[-1]], log.timestamps[r[-1]], log.weights[r[-1]]
-        seqs.append(log.items[r[:cut]])
-        tss.append(log.timestamps[r[:cut]])
-        ws.append(log.weights[r[:cut]])
-    return Split(seqs, tss, valid, test, vts, tts, vw, tw, ws)
+    long = np.array([len(r) >= 3 for r in rows], bool)
+    valid = np.array([r[-2] if ok else -1 for r, ok in zip(rows, long, strict=True)], np.int64)
+    test = np.array([r[-1] if ok else -1 for r, ok in zip(rows, long, strict=True)], np.int64)
+    train = [r[:-2] if ok else r for r, ok in zip(rows, long, strict=True)]
+    return _assemble(log, train, valid, test, "leave_one_out")
+
+
+def global_time_split(log: Interactions, quantile: float = 0.9,
+                      min_positive_weight: float | None = None) -> Split:
+    """Strict global time split at ``quantile`` of all timestamps (see the module docstring)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"global split quantile must be in (0, 1), got {quantile}")
+    cut = float(np.quantile(log.timestamps, quantile)) if len(log) else 0.0
+    positive = np.ones(len(log), bool) if min_positive_weight is None else log.weights >= min_positive_weight
+    train, valid, test = [], np.full(log.n_users, -1, np.int64), np.full(log.n_users, -1, np.int64)
+    for u, r in enumerate(user_order(log)):
+        before = r[log.timestamps[r] < cut]
+        after = r[(log.timestamps[r] >= cut) & positive[r]]
+        if len(before) and len(after):
+            valid[u], test[u] = before[-1], after[0]
+            before = before[:-1]
+        train.append(before)
+    return _assemble(log, train, valid, test, "global_time", cut)
+
+
+def random_split(log: Interactions, seed: int = 0) -> Split:
+    """Seeded random held-out test and validation events per user with >= 3 events."""
+    rows = user_order(log)
+    lengths = np.array([len(r) for r in rows], np.int64)
+    rng = np.random.default_rng(seed)
+    t_pos = np.floor(rng.random(len(rows)) * lengths).astype(np.int64)
+    v_pos = np.floor(rng.random(len(rows)) * np.maximum(lengths - 1, 0)).astype(np.int64)
+    v_pos += v_pos >= t_pos
+    long = lengths >= 3
+    test = np.array([r[t] if ok else -1 for r, t, ok in zip(rows, t_pos, long, strict=True)], np.int64)
+    valid = np.array([r[v] if ok else -1 for r, v, ok in zip(rows, v_pos, long, strict=True)], np.int64)
+    train = [np.delete(r, [t, v]) if ok else r for r, t, v, ok in zip(rows, t_pos, v_pos, long, strict=True)]
+    return _assemble(log, train, valid, test, "random")
 
 
 MOVIELENS_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

@@ -11,18 +11,45 @@ random tie-break). The metric functions take those ranks:
 - ``coverage(top_lists, n_items)``: share of the catalogue appearing in any top-k list.
 - ``novelty(top_lists, item_pop, n_users)``: mean self-information ``-log2(pop / n_users)``.
 
+Ranked lists (what the serving pipeline returns): ``evaluate_lists(lists, targets, item_pop, n_users)``
+takes, per test user, a ranked list of item codes (ragged or ``-1``-padded; any length, served feeds
+hold >= 50) and the target. A target absent from the list counts as not retrieved, so every metric is
+computed over the list: NDCG@10, HR@10 and Recall@50 as above; MRR is the reciprocal rank within the
+list and 0 when the target is absent (MRR truncated at the list length, unlike ``mrr`` on full ranks).
+Coverage@10 is the share of the catalogue in any user's top 10; novelty@10 is each user's mean
+self-information of their top 10, ``-log2(max(pop, 1) / n_users)``. ``ListEvaluation.means()`` and
+``.se()`` give the mean over users and its standard error (``std(ddof=1) / sqrt(users)``); coverage
+is a catalogue-level figure and has no per-user standard error.
+
+- ``top_n_lists(scores_fn, histories, n, batch)``: a baseline's ranked lists, scored in user batches,
+  each user's history masked, ties broken by a seeded random order; never ``[users, items]`` at once.
+- ``paired_difference(ours, theirs)``: mean and standard error of the per-user difference (users
+  aligned; ``[seeds, users]`` arrays are averaged over seeds first). "Ahead by at least 2 standard
+  errors" means ``mean >= 2 * se``.
+- ``aggregate_seeds(runs)``: per metric, the mean across seeds and its standard error across seeds.
+
 Example:
     >>> import numpy as np
     >>> ndcg(np.array([0.0, 1.0, 20.0]), 10)
     0.5436...
+    >>> ev = evaluate_lists([np.array([3, 1, 2]), np.array([0, 2, 3])], np.array([1, 4]), np.ones(5), 2)
+    >>> round(ev.means()["ndcg@10"], 4), ev.means()["mrr"]
+    (0.3155, 0.25)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ScoresFn = Callable[[Sequence[IntArray]], npt.NDArray[np.floating]]
+Lists = IntArray | Sequence[IntArray]
+RANK_METRICS = ("ndcg@10", "hr@10", "recall@50", "mrr")
 
 
 def target_ranks(scores: npt.NDArray[np.floating], targets: npt.NDArray[np.int64]) -> Array:
@@ -86,3 +113,110 @@ def rank_metrics(ranks: Array) -> dict[str, float]:
     """The rank-based metrics only (used for slices)."""
     return {"ndcg@10": ndcg(ranks, 10), "hr@10": hit_rate(ranks, 10), "recall@50": recall(ranks, 50),
             "mrr": mrr(ranks), "users": float(len(ranks))}
+
+
+def top_n_lists(scores_fn: ScoresFn, histories: Sequence[IntArray], n: int, batch: int = 256,
+                seed: int = 0) -> IntArray:
+    """``[users, n]`` item codes, best first, each user's ``histories`` items excluded; ``-1`` pads
+    rows with fewer than ``n`` scorable items. ``scores_fn`` sees at most ``batch`` histories per call;
+    equal scores are ordered by a random permutation of the catalogue drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = [_top_n_batch(scores_fn(histories[lo:lo + batch]), histories[lo:lo + batch], n, rng)
+           for lo in range(0, len(histories), batch)]
+    return np.concatenate(out) if out else np.zeros((0, n), np.int64)
+
+
+def _top_n_batch(scores: npt.NDArray[np.floating], histories: Sequence[IntArray], n: int,
+                 rng: np.random.Generator) -> IntArray:
+    s = np.array(scores, dtype=np.float32)
+    lengths = [len(h) for h in histories]
+    s[np.repeat(np.arange(len(histories)), lengths), np.concatenate([np.asarray(h, np.int64)
+                                                                     for h in histories])] = -np.inf
+    perm = rng.permutation(s.shape[1])
+    s = s[:, perm]
+    k = min(n, s.shape[1])
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k else np.zeros((len(s), 0), np.int64)
+    top = np.take_along_axis(s, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    items = perm[np.take_along_axis(part, order, axis=1)]
+    items[~np.isfinite(np.take_along_axis(top, order, axis=1))] = -1
+    return np.pad(items.astype(np.int64), ((0, 0), (0, n - k)), constant_values=-1)
+
+
+def _padded(lists: Lists) -> IntArray:
+    if isinstance(lists, np.ndarray):
+        return lists.astype(np.int64, copy=False).reshape(len(lists), -1)
+    width = max((len(x) for x in lists), default=0)
+    out = np.full((len(lists), width), -1, np.int64)
+    for u, x in enumerate(lists):
+        out[u, :len(x)] = x
+    return out
+
+
+def list_ranks(lists: Lists, targets: IntArray) -> Array:
+    """0-based position of each user's target in their list; ``inf`` when absent."""
+    m = _padded(lists)
+    hit = (m == np.asarray(targets, np.int64)[:, None]) & (m >= 0)
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), np.inf).astype(np.float64)
+
+
+def per_user_metrics(lists: Lists, targets: IntArray) -> dict[str, Array]:
+    """Per user: NDCG@10, HR@10, Recall@50 and MRR, all computed over the list."""
+    r = list_ranks(lists, targets)
+    with np.errstate(divide="ignore"):
+        return {"ndcg@10": np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0), "hr@10": (r < 10) * 1.0,
+                "recall@50": (r < 50) * 1.0, "mrr": np.where(np.isfinite(r), 1.0 / (r + 1.0), 0.0)}
+
+
+def standard_error(x: npt.ArrayLike) -> float:
+    """``std(ddof=1) / sqrt(n)``; 0 for fewer than two values."""
+    a = np.asarray(x, np.float64)
+    return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class ListEvaluation:
+    """Per-user metric arrays (users aligned with the targets) plus catalogue coverage@10."""
+
+    per_user: dict[str, Array]
+    coverage: float
+
+    def means(self) -> dict[str, float]:
+        out = {k: float(v.mean()) if len(v) else 0.0 for k, v in self.per_user.items()}
+        users = len(next(iter(self.per_user.values()), ()))
+        return {**out, "coverage@10": self.coverage, "users": float(users)}
+
+    def se(self) -> dict[str, float]:
+        return {k: standard_error(v) for k, v in self.per_user.items()}
+
+
+def evaluate_lists(lists: Lists, targets: IntArray, item_pop: Array, n_users: int) -> ListEvaluation:
+    """``item_pop``: per item code, how many training users interacted with it (length = catalogue)."""
+    m = _padded(lists)
+    top = m[:, :10]
+    valid = top >= 0
+    info = -np.log2(np.maximum(np.asarray(item_pop, np.float64)[np.where(valid, top, 0)], 1.0)
+                    / max(n_users, 1))
+    novelty = np.where(valid, info, 0.0).sum(1) / np.maximum(valid.sum(1), 1)
+    cov = len(np.unique(top[valid])) / len(item_pop) if len(item_pop) else 0.0
+    return ListEvaluation({**per_user_metrics(m, targets), "novelty@10": novelty}, float(cov))
+
+
+def paired_difference(ours: npt.ArrayLike, theirs: npt.ArrayLike) -> tuple[float, float]:
+    """Mean and standard error of ``ours - theirs`` per user; ``[seeds, users]`` inputs are averaged
+    over seeds first (users must be the same and in the same order in both)."""
+    a, b = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs aligned users: shapes {a.shape} vs {b.shape}")
+    d = (a - b).reshape(-1, a.shape[-1]).mean(axis=0) if a.ndim > 1 else a - b
+    return float(d.mean()) if len(d) else 0.0, standard_error(d)
+
+
+def aggregate_seeds(runs: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric (keys common to every run): the mean across seeds and its standard error across
+    seeds (0 with a single seed: report that run's per-user standard error instead)."""
+    if not runs:
+        raise ValueError("aggregate_seeds needs at least one run")
+    keys = [k for k in runs[0] if all(k in r for r in runs)]
+    means = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    return means, {k: standard_error([r[k] for r in runs]) for k in keys}
