@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from core.errors import StartupError
-from services.localstack import port_is_free
+from iokit import port_is_free
 
 # Readiness: ready, or (ready, why) when there is a reason worth showing.
 Ready = Callable[[], bool | tuple[bool, str]]

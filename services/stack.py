@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,8 @@ from pydantic import BaseModel, SecretStr
 from core.errors import StartupError
 from core.settings import Settings
 from core.topics import FEEDS, Topics
+from iokit import ChildProcess, choose_port, http_ok, log_tail, retry, spawn
 from services import localstack
-from services.localstack import ChildProcess
 
 log = logging.getLogger("streamrec.stack")
 
@@ -104,7 +103,7 @@ def _admin(settings: Settings) -> Any:
     def connect() -> Any:
         return KafkaAdminClient(**kafka_config(settings))
 
-    return localstack.retry(f"Kafka at {settings.kafka.bootstrap_servers}", connect,
+    return retry(f"Kafka at {settings.kafka.bootstrap_servers}", connect,
                             settings.kafka.connect_retries + 1, delay_s=0.2)
 
 
@@ -136,30 +135,12 @@ def check_redis(settings: Settings) -> None:
     client = redis.Redis.from_url(str(r.url), socket_timeout=r.socket_timeout_s,
                                   socket_connect_timeout=r.connect_timeout_s)
     try:
-        localstack.retry(f"Redis at {r.url} (redis.url)", client.ping, r.connect_retries + 1, delay_s=0.2)
+        retry(f"Redis at {r.url} (redis.url)", client.ping, r.connect_retries + 1, delay_s=0.2)
     finally:
         client.close()
 
 
-def log_tail(path: Path | None, lines: int = 12) -> str:
-    """The last ``lines`` lines of a child's log (for error messages)."""
-    if path is None or not path.is_file():
-        return ""
-    with path.open("rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 16384))
-        text = fh.read().decode(errors="replace")
-    return "\n".join("    | " + line for line in text.splitlines()[-lines:])
-
-
 # ---- health ------------------------------------------------------------------------------------
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - local URL
-            return 200 <= int(resp.status) < 300
-    except (OSError, ValueError):
-        return False
-
-
 def available_processes(specs: Sequence[ProcessSpec] = PROCESSES) -> list[ProcessSpec]:
     """The specs whose module exists in this install (others are reported, not fatal)."""
     found = []
@@ -259,7 +240,7 @@ class Stack:
         for spec in self.specs:
             section = getattr(s, spec.section)
             wanted = int(getattr(section, spec.port_field))
-            port = localstack.choose_port(wanted)
+            port = choose_port(wanted)
             if wanted and port != wanted:
                 log.warning("%s.%s %d is busy; %s uses free port %d instead", spec.section, spec.port_field,
                             wanted, spec.name, port)
@@ -272,7 +253,7 @@ class Stack:
         for spec in specs:
             argv = [sys.executable, "-m", spec.module, *spec.args]
             self._argv[spec.name] = (argv, env)
-            self.children[spec.name] = localstack.spawn(spec.name, argv, self.log_dir, env)
+            self.children[spec.name] = spawn(spec.name, argv, self.log_dir, env)
             log.info("started %s (pid %d) on port %d", spec.name, self.children[spec.name].pid,
                      self.ports[spec.name])
 
@@ -335,7 +316,7 @@ class Stack:
             log.error("restarting (%d/%d) after a crash: %s", self.restarts[name], self.restart_limit, report)
             self.children[name].stop(grace_s=0.1)
             argv, env = self._argv[name]
-            self.children[name] = localstack.spawn(name, argv, self.log_dir, env)
+            self.children[name] = spawn(name, argv, self.log_dir, env)
         return dead
 
     def run_forever(self) -> None:

@@ -29,6 +29,7 @@ from feature_store.online.effects import EffectParams
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter
 from feature_store.transforms import TransformParams
+from iokit import free_port, retry
 from streams.app import WorkerState, create_app, register
 from streams.content import ItemVectors
 from streams.decode import Skew
@@ -87,30 +88,13 @@ def check_endpoints(settings: Settings) -> None:
         raise ConfigError(["kafka.bootstrap_servers"], "the worker needs kafka.bootstrap_servers")
     if not settings.redis.url:
         raise ConfigError(["redis.url"], "the worker needs redis.url")
-    _retry("Redis at redis.url", lambda: redis.Redis.from_url(
+    retry("Redis at redis.url", lambda: redis.Redis.from_url(
         settings.redis.url or "", socket_connect_timeout=settings.redis.connect_timeout_s).ping(),
-        settings.redis.connect_retries)
+        settings.redis.connect_retries + 1, delay_s=0.2, max_delay_s=2.0)
     host, _, port = settings.kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
-    _retry(f"Kafka at {host}:{port}", lambda: socket.create_connection(
-        (host, int(port)), timeout=settings.kafka.connect_timeout_s).close(), settings.kafka.connect_retries)
-
-
-def _retry(what: str, fn: object, attempts: int) -> None:
-    last: Exception | None = None
-    for i in range(max(1, attempts)):
-        try:
-            fn()  # type: ignore[operator]
-            return
-        except Exception as exc:  # noqa: BLE001 - re-raised below with context
-            last = exc
-            time.sleep(min(0.2 * 2**i, 2.0))
-    raise StartupError(f"{what} unreachable after {attempts} attempts: {last}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    retry(f"Kafka at {host}:{port}", lambda: socket.create_connection(
+        (host, int(port)), timeout=settings.kafka.connect_timeout_s).close(),
+        settings.kafka.connect_retries + 1, delay_s=0.2, max_delay_s=2.0)
 
 
 def build(settings: Settings) -> tuple[faust.App, int]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings, load_settings
-from services.localstack import ChildProcess, start_broker, start_redis
+from iokit import ChildProcess
+from services.localstack import start_broker, start_redis
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 PG_URL = os.environ.get("STREAMREC_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

@@ -13,8 +13,8 @@ import uvicorn
 
 from core.errors import StartupError
 from core.settings import load_settings
+from iokit import free_port, port_is_free
 from services.api.app import create_app
-from services.localstack import free_port, port_is_free
 
 
 def main() -> None:

@@ -31,8 +31,9 @@ from core.events import Interaction, encode
 from core.settings import Settings, load_settings
 from core.topics import Topics
 from feature_store.online.keys import Keys
+from iokit import ChildProcess, free_port, spawn, wait_for_tcp
 from models.simulator import World, WorldConfig
-from services.localstack import ChildProcess, free_port, local_infra, spawn, wait_for_tcp
+from services.localstack import local_infra
 
 app = typer.Typer()
 

@@ -12,8 +12,8 @@ from types import FrameType
 
 from core.errors import StartupError
 from core.settings import load_settings
+from iokit import retry
 from services.health import HealthServer
-from services.localstack import retry
 from services.pipeline.build import build_pipeline
 from services.publisher.kafka_io import LazyProducer
 from services.publisher.service import Publisher

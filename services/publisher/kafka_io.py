@@ -12,7 +12,7 @@ from core.errors import StartupError
 from core.events import Feed, encode
 from core.settings import Settings
 from core.topics import Topics
-from services.localstack import retry
+from iokit import retry
 from services.pipeline.impressions import impression_of
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from core.settings import Settings, load_settings
 from feature_store.reader import FastFeatureReader
 from feature_store.redis_pipe import RedisPipe, pack
 from feature_store.repository import apply, teardown
-from services.localstack import free_port
+from iokit import free_port
 
 pytestmark = pytest.mark.integration
 BOUND_S = 3.0  # connect/socket timeouts are 0.2 s below; generous for a loaded CI box

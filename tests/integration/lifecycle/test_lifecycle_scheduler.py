@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.localstack import free_port
+from iokit import free_port
 from services.metadata import MetadataStore
 
 pytestmark = pytest.mark.integration

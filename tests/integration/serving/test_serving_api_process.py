@@ -14,7 +14,7 @@ from serving_helpers import seed_state, small_world
 from core.events import decode_interaction
 from core.settings import Settings
 from core.topics import Topics
-from services.localstack import free_port, spawn
+from iokit import free_port, spawn
 
 
 def _wait_ready(url: str, timeout_s: float = 30.0) -> None:

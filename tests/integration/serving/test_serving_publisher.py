@@ -15,8 +15,8 @@ from serving_helpers import seed_state, small_world
 from core.events import FeedTrigger, decode_feed, encode
 from core.settings import Settings
 from core.topics import Topics
+from iokit import free_port, spawn
 from services.api.app import create_app
-from services.localstack import free_port, spawn
 from services.pipeline.build import build_pipeline
 from services.pipeline.impressions import decode_impression
 

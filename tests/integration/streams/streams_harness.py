@@ -27,7 +27,7 @@ from core.topics import Topics
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
 from feature_store.transforms import TransformParams
-from services.localstack import ChildProcess, free_port, spawn
+from iokit import ChildProcess, free_port, spawn
 from streams.content import ItemVectors
 from streams.worker import effect_params
 

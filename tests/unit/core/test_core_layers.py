@@ -26,7 +26,7 @@ def _write_config(dest: Path) -> None:
 
 
 def _tree(tmp: Path, imports: dict[str, str]) -> Path:
-    for pkg in ("core", "streams", "feature_store", "models", "services"):
+    for pkg in ("core", "iokit", "streams", "feature_store", "models", "services"):
         (tmp / pkg).mkdir()
         (tmp / pkg / "__init__.py").write_text(imports.get(pkg, ""))
     _write_config(tmp)
@@ -45,6 +45,8 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
         {"models": "import feature_store\n"},          # same-level capabilities
         {"services": "import streams\n"},              # same-level processes
         {"models": "import redis\n"},                  # models must stay pure
+        {"iokit": "import feature_store\n"},          # I/O helpers importing a capability
+        {"core": "import iokit\n"},                   # contracts importing the I/O helpers
     ],
 )
 def test_a_violation_fails_the_check(tmp_path: Path, imports: dict[str, str]):
@@ -55,7 +57,7 @@ def test_a_violation_fails_the_check(tmp_path: Path, imports: dict[str, str]):
 
 def test_downward_imports_pass(tmp_path: Path):
     ok = {"services": "import models\nimport core\n", "streams": "import feature_store\n",
-          "models": "import core\n"}
+          "models": "import iokit\n", "iokit": "import core\n"}
     result = _lint(_tree(tmp_path, ok))
     assert result.returncode == 0, result.stdout
     assert "0 broken" in result.stdout, result.stdout
