@@ -57,17 +57,24 @@ class _Record(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
+class _Input(_Record):
+    """A record clients send (HTTP or Kafka). Every number must be finite: Python's JSON parser
+    accepts the literals NaN and Infinity, and one NaN would poison a sum or a sort downstream."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
 _Id = Field(min_length=1, max_length=256)
 
 
-class Interaction(_Record):
+class Interaction(_Input):
     """One user action on one item. ``timestamp`` is unix seconds (float)."""
 
     event_id: str = _Id
     user_id: str = _Id
     item_id: str = _Id
     type: InteractionType
-    value: float = 1.0
+    value: float = Field(1.0, ge=0, description="a count, or dwell seconds: never negative")
     timestamp: float = Field(gt=0)
     context: dict[str, str] = Field(default_factory=dict)
     feed_id: str | None = None
@@ -86,7 +93,7 @@ class Interaction(_Record):
         return self.type in DEEP_TYPES
 
 
-class ItemUpsert(_Record):
+class ItemUpsert(_Input):
     item_id: str = _Id
     title: str = ""
     text: str = ""
@@ -97,7 +104,7 @@ class ItemUpsert(_Record):
     timestamp: float = Field(default_factory=time.time, gt=0)
 
 
-class UserUpsert(_Record):
+class UserUpsert(_Input):
     user_id: str = _Id
     attributes: dict[str, str | float | int | bool] = Field(default_factory=dict)
     segment: str | None = None
@@ -185,6 +192,8 @@ def _decode(raw: bytes, model: type[R]) -> R:
 
 
 def _reason(exc: ValidationError) -> str:
+    if any(e["type"] == "finite_number" for e in exc.errors()):
+        return "non_finite"
     first = exc.errors()[0]
     if first["type"] == "missing":
         return "missing_field"
@@ -226,6 +235,17 @@ def check_skew(ts: float, now: float, max_future_s: float, max_past_s: float) ->
         raise EventError("future_timestamp", f"timestamp {ts:.3f} is {ts - now:.1f}s in the future")
     if ts < now - max_past_s:
         raise EventError("stale_timestamp", f"timestamp {ts:.3f} is {now - ts:.1f}s in the past")
+
+
+def check_times(record: Interaction | ItemUpsert | UserUpsert, now: float, max_future_s: float,
+                max_past_s: float) -> None:
+    """The skew bounds of an input record: its ``timestamp`` both ways, and an item's ``created_at``
+    ahead (a future one would rank the item as the freshest for years; an old item is fine)."""
+    check_skew(record.timestamp, now, max_future_s, max_past_s)
+    if isinstance(record, ItemUpsert) and record.created_at > now + max_future_s:
+        ahead = record.created_at - now
+        raise EventError("future_created_at", f"created_at {record.created_at:.3f} is {ahead:.1f}s in the "
+                         f"future (at most {max_future_s:.0f}s allowed)")
 
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {

@@ -218,6 +218,30 @@ class SchedulerSettings(_Section):
         return self
 
 
+class StackSettings(_Section):
+    """``streamrec up``'s supervisor: how a crashed child (the local broker and Redis included) is
+    restarted, and what the local infrastructure keeps on disk."""
+
+    restart_backoff_s: float = Field(
+        1.0, gt=0, le=3600, description="delay before a restart; doubles with each restart in a row")
+    restart_backoff_max_s: float = Field(60.0, gt=0, le=86400, description="the longest delay")
+    healthy_reset_s: float = Field(
+        120.0, gt=0, description="up this long after a restart: the next delay is restart_backoff_s again")
+    max_restarts: int = Field(
+        5, ge=1, description="more restarts within restart_window_s: the child is failed, the stack not ready")
+    restart_window_s: float = Field(900.0, gt=0)
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="a restarted child must listen (/healthz, or TCP) within this")
+    redis_appendonly: bool = Field(
+        True, description="the local redis-server keeps an append-only file under data_dir/redis")
+
+    @model_validator(mode="after")
+    def _backoff_cap_above_base(self) -> StackSettings:
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart_backoff_max_s must be >= restart_backoff_s")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole tree. Sections are pure data; nothing here opens a connection."""
 
@@ -242,6 +266,7 @@ class Settings(BaseSettings):
     trainer: TrainerSettings = TrainerSettings()
     drift: DriftSettings = DriftSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")
     def _production_needs_real_endpoints(self) -> Settings:

@@ -12,7 +12,7 @@ from core.events import (
     Interaction,
     ItemUpsert,
     UserUpsert,
-    check_skew,
+    check_times,
     decode_interaction,
     decode_item,
     decode_user,
@@ -46,7 +46,7 @@ def validate(base: str, raw: bytes | None, now: float, skew: Skew) -> Interactio
     if raw is None:
         raise EventError("unparseable", "record has no value (tombstone)")
     record = DECODERS[base](raw)
-    check_skew(record.timestamp, now, skew.max_future_s, skew.max_past_s)
+    check_times(record, now, skew.max_future_s, skew.max_past_s)
     return record  # type: ignore[no-any-return]
 
 

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from core.settings import Settings
 from core.topics import Topics
 from services.api.deps import ApiContext
+from services.api.limits import BodySizeLimit, validation_handler
 from services.api.routes import router
 from services.pipeline import Pipeline
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
@@ -39,4 +41,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     app = FastAPI(title="streamrec feed API", version="1", lifespan=lifespan)
     app.state.ctx = ctx
     app.include_router(router)
+    refused = ctx.metrics.refused.labels
+    app.add_exception_handler(RequestValidationError, validation_handler(lambda r: refused(r).inc()))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,  # type: ignore[arg-type]
+                       setting="api.max_body_bytes", on_refuse=lambda r: refused(r).inc())
     return app

@@ -19,6 +19,9 @@ class ApiMetrics:
                                buckets=_BUCKETS, registry=self.registry)
         self.events = Counter("streamrec_api_events", "Events accepted or rejected", ["outcome"],
                               registry=self.registry)
+        self.refused = Counter("streamrec_api_requests_refused",
+                               "Requests refused: body_too_large (413), batch_too_long, invalid (422)",
+                               ["reason"], registry=self.registry)
         self.store_unavailable = Counter("streamrec_api_store_unavailable",
                                          "Requests answered degraded because a store was unreachable",
                                          ["endpoint"], registry=self.registry)

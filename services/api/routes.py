@@ -8,15 +8,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Discriminator, Tag
 
-from core.events import EventError, Feed, Interaction, check_skew, encode
-from services.api.deps import ContextDep, PipelineDep, SettingsDep
+from core.events import MAX_EVENT_BYTES, EventError, Feed, Interaction, check_times, encode
+from services.api.deps import ApiContext, ContextDep, PipelineDep, SettingsDep
 from services.api.similar import SimilarResponse, similar_items
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=256)]
 RESERVED = frozenset({"n"})
 STORE_FALLBACK = "fallback:store"  # Feed.trigger of the fallback the pipeline serves on StoreUnavailable
+# One event or a list of them; the shape picks the branch, so a 422 lists only that branch's errors.
+Events = Annotated[Annotated[Interaction, Tag("event")] | Annotated[list[Interaction], Tag("batch")],
+                   Discriminator(lambda v: "batch" if isinstance(v, list) else "event")]
 
 
 @router.get("/v1/feed/{user_id}", response_model=Feed, tags=["feed"])
@@ -45,29 +49,47 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
 
 
 @router.post("/v1/events", status_code=202, tags=["events"])
-def post_events(events: Annotated[Interaction | list[Interaction], Body()],
-                ctx: ContextDep) -> dict[str, int]:
-    """Validates interactions (422 with the reason) and writes them to the interactions topic."""
+def post_events(events: Annotated[Events, Body()], ctx: ContextDep) -> dict[str, int]:
+    """Validates interactions and writes them to the interactions topic. A bad event gets a 422
+    naming it and the field (non-finite numbers and negative values included); the whole request is
+    then refused. Limits: ``api.max_batch_events`` per request (422), ``api.max_body_bytes`` per body
+    (413), 64 KiB per encoded event (422), timestamps within the worker's skew bounds (422)."""
     batch = events if isinstance(events, list) else [events]
-    now, w = time.time(), ctx.settings.worker
-    for k, ev in enumerate(batch):
-        try:
-            check_skew(ev.timestamp, now, w.max_future_skew_s, w.max_past_skew_s)
-        except EventError as exc:
-            ctx.metrics.events.labels("rejected").inc()
-            raise HTTPException(422, {"index": k, "reason": exc.reason, "detail": exc.detail}) from None
+    payloads = _checked(batch, ctx)
     producer = ctx.producer.get()
     if producer is None:
         raise HTTPException(503, "kafka producer not connected yet; retry")
     topic = ctx.topics.interactions
     try:
-        futures = [producer.send(topic, key=ev.user_id.encode(), value=encode(ev)) for ev in batch]
+        futures = [producer.send(topic, key=ev.user_id.encode(), value=payload)
+                   for ev, payload in zip(batch, payloads, strict=True)]
         for fut in futures:
             fut.get(timeout=ctx.settings.api.request_timeout_s)
     except KafkaError as exc:
         raise HTTPException(503, f"kafka did not accept the events ({exc}); retry") from None
     ctx.metrics.events.labels("accepted").inc(len(batch))
     return {"accepted": len(batch)}
+
+
+def _checked(batch: list[Interaction], ctx: ApiContext) -> list[bytes]:
+    """The encoded events, once the batch length, each event's size and times pass; else a 422."""
+    limit, w = ctx.settings.api.max_batch_events, ctx.settings.worker
+    if len(batch) > limit:
+        ctx.metrics.refused.labels("batch_too_long").inc()
+        raise HTTPException(422, {"reason": "batch_too_long", "detail": f"{len(batch)} events in one "
+                                  f"request; at most {limit} allowed (setting api.max_batch_events)"})
+    now, payloads = time.time(), []
+    for k, ev in enumerate(batch):
+        payloads.append(encode(ev))
+        try:
+            check_times(ev, now, w.max_future_skew_s, w.max_past_skew_s)
+            if len(payloads[-1]) > MAX_EVENT_BYTES:
+                raise EventError("oversized", f"event is {len(payloads[-1])} bytes encoded, limit "
+                                              f"{MAX_EVENT_BYTES}")
+        except EventError as exc:
+            ctx.metrics.events.labels("rejected").inc()
+            raise HTTPException(422, {"index": k, "reason": exc.reason, "detail": exc.detail}) from None
+    return payloads
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
