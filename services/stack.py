@@ -32,10 +32,13 @@ from pydantic import BaseModel, SecretStr
 from core.errors import StartupError
 from core.settings import Settings
 from core.topics import FEEDS, Topics
-from iokit import ChildProcess, choose_port, http_ok, log_tail, retry, spawn
+from iokit import LOOPBACK, ChildProcess, PortBook, http_ok, log_tail, retry, spawn, tcp_open
 from services import localstack
+from services.supervise import Component, RestartPolicy, Supervisor
 
 log = logging.getLogger("streamrec.stack")
+STATUS_FILE = "stack.json"  # under data_dir: what `streamrec status` reads
+PORTS_FILE = "ports.json"  # under data_dir: the ports of the last start, reused when free
 
 
 @dataclass(frozen=True)
@@ -157,28 +160,55 @@ def available_processes(specs: Sequence[ProcessSpec] = PROCESSES) -> list[Proces
 
 
 class Stack:
-    """Owns every process it started. Use as a context manager or call start()/stop()."""
+    """Owns every process it started. Use as a context manager or call start()/stop().
+
+    Ports: each component (broker, Redis, every child) gets its configured port when free, else the
+    port it had last time (``data_dir/ports.json``) when free, else any free port; all on 127.0.0.1.
+    Status: ``data_dir/stack.json`` while it runs (``streamrec status`` reads it).
+    """
 
     def __init__(self, settings: Settings, processes: Sequence[ProcessSpec] | None = None,
-                 ready_timeout_s: float = 90.0, feast_apply: bool = True, restart_limit: int = 3) -> None:
+                 ready_timeout_s: float = 90.0, feast_apply: bool = True, fresh: bool = False) -> None:
         self.settings = settings
         self.specs = list(processes) if processes is not None else available_processes()
         self.ready_timeout_s = ready_timeout_s
         self.feast_apply = feast_apply
-        self.infra: list[ChildProcess] = []
-        self.children: dict[str, ChildProcess] = {}
-        self.ports: dict[str, int] = {}
-        self.restart_limit = restart_limit
-        self.restarts: dict[str, int] = {}
-        self._argv: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.fresh = fresh
+        self.ports: dict[str, int] = {}  # the HTTP children's ports (see url())
+        self.supervisor = Supervisor(RestartPolicy.from_settings(settings.stack), self.status_path)
+        # Called with the settings after the local broker came back (empty: it is memory-only),
+        # once its topics exist again.
+        self.broker_restart_hooks: list[Callable[[Settings], None]] = []
+        self._book = PortBook(settings.data_dir / PORTS_FILE)
         self._prev_sigterm: Any = None
 
     @property
     def log_dir(self) -> Path:
         return self.settings.data_dir / "logs"
 
+    @property
+    def status_path(self) -> Path:
+        return self.settings.data_dir / STATUS_FILE
+
+    @property
+    def children(self) -> dict[str, ChildProcess]:
+        return {n: c.child for n, c in self.supervisor.components.items() if c.kind == "process" and c.child}
+
+    @property
+    def infra(self) -> list[ChildProcess]:
+        return [c.child for c in self.supervisor.components.values() if c.kind == "infra" and c.child]
+
+    @property
+    def restarts(self) -> dict[str, int]:
+        """Restarts so far, per component that had any."""
+        return {n: c.restarts for n, c in self.supervisor.components.items() if c.restarts}
+
     def url(self, name: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ports[name]}{path}"
+        return f"http://{LOOPBACK}:{self.ports[name]}{path}"
+
+    def addresses(self) -> dict[str, str]:
+        """Every component's address (broker and Redis included), for people and the status file."""
+        return {n: c.address for n, c in self.supervisor.components.items()}
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -195,6 +225,8 @@ class Stack:
     def _start(self) -> Stack:
         try:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            if self.fresh:
+                localstack.wipe_local_state(self.settings)
             self._start_infra()
             created = ensure_topics(self.settings)
             log.info("topics ready (%d created)", len(created))
@@ -205,6 +237,8 @@ class Stack:
                 feast.join()
             self._start_children([s for s in self.specs if s.needs_feast])
             self._wait_ready()
+            self.supervisor.extra = self._status_extra()
+            self.supervisor.report(time.monotonic())
         except BaseException:
             self.stop()
             raise
@@ -212,19 +246,45 @@ class Stack:
 
     def _start_infra(self) -> None:
         s = self.settings
-        updates: dict[str, Any] = {"data_dir": s.data_dir.resolve()}
         kafka, redis = s.kafka, s.redis
         if kafka.bootstrap_servers is None:
-            bootstrap, child = localstack.start_broker(self.log_dir)
-            self.infra.append(child)
-            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+            broker = self._local_broker(self._book.choose("kafka"))
+            kafka = kafka.model_copy(update={"bootstrap_servers": broker.address})
+            self._start_local(broker, 20.0)
         if redis.url is None:
-            url, child = localstack.start_redis(s.data_dir / "redis", self.log_dir)
-            self.infra.append(child)
-            redis = redis.model_copy(update={"url": url})
+            local = self._local_redis(self._book.choose("redis"))
+            redis = redis.model_copy(update={"url": local.address})
+            self._start_local(local, 30.0)
+        self._book.save()
         database = s.database.model_copy(update={"url": s.database_url})
-        self.settings = s.model_copy(update={**updates, "kafka": kafka, "redis": redis, "database": database})
+        self.settings = s.model_copy(update={"data_dir": s.data_dir.resolve(), "kafka": kafka, "redis": redis,
+                                             "database": database})
         check_redis(self.settings)
+
+    def _local_broker(self, port: int) -> Component:
+        return Component("kafka", lambda: localstack.spawn_broker(port, self.log_dir),
+                         lambda: tcp_open(LOOPBACK, port), on_up=self._broker_back,
+                         address=f"{LOOPBACK}:{port}", kind="infra", port=port)
+
+    def _local_redis(self, port: int) -> Component:
+        data, aof = self.settings.data_dir / localstack.REDIS_DIR, self.settings.stack.redis_appendonly
+        return Component("redis", lambda: localstack.spawn_redis(data, port, self.log_dir, aof),
+                         lambda: tcp_open(LOOPBACK, port), address=f"redis://{LOOPBACK}:{port}/0",
+                         kind="infra", port=port)
+
+    def _start_local(self, comp: Component, timeout_s: float) -> None:
+        child = comp.launch()
+        self.supervisor.add(comp, child, up=False)
+        localstack.wait_listening(child, comp.port, timeout_s)
+        self.supervisor.add(comp, child)
+        log.info("started %s (pid %d) on %s", comp.name, child.pid, comp.address)
+
+    def _broker_back(self) -> None:
+        """The local broker restarted: it is memory-only, so create the topics again."""
+        created = ensure_topics(self.settings)
+        log.warning("broker is back: %d topics created again", len(created))
+        for hook in self.broker_restart_hooks:
+            hook(self.settings)
 
     def _feast_apply(self) -> None:
         apply = _find_feast_apply()
@@ -240,22 +300,29 @@ class Stack:
         for spec in self.specs:
             section = getattr(s, spec.section)
             wanted = int(getattr(section, spec.port_field))
-            port = choose_port(wanted)
+            port = self._book.choose(spec.name, configured=wanted)
             if wanted and port != wanted:
-                log.warning("%s.%s %d is busy; %s uses free port %d instead", spec.section, spec.port_field,
+                log.warning("%s.%s %d is busy; %s uses port %d instead", spec.section, spec.port_field,
                             wanted, spec.name, port)
             self.ports[spec.name] = port
             updates[spec.section] = section.model_copy(update={spec.port_field: port})
+        self._book.save()
         return s.model_copy(update=updates)
 
     def _start_children(self, specs: Sequence[ProcessSpec]) -> None:
         env = {**settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
         for spec in specs:
-            argv = [sys.executable, "-m", spec.module, *spec.args]
-            self._argv[spec.name] = (argv, env)
-            self.children[spec.name] = spawn(spec.name, argv, self.log_dir, env)
-            log.info("started %s (pid %d) on port %d", spec.name, self.children[spec.name].pid,
-                     self.ports[spec.name])
+            comp = self._process_component(spec, env)
+            self.supervisor.add(comp, comp.launch(), up=False)
+            log.info("started %s (pid %d) on %s", spec.name, self.children[spec.name].pid, comp.address)
+
+    def _process_component(self, spec: ProcessSpec, env: dict[str, str]) -> Component:
+        argv = [sys.executable, "-m", spec.module, *spec.args]
+        base = self.url(spec.name)
+        return Component(spec.name, lambda: spawn(spec.name, argv, self.log_dir, env),
+                         alive_probe=lambda: http_ok(base + "/healthz", timeout_s=0.5),
+                         ready_probe=lambda: http_ok(base + "/readyz", timeout_s=1.0), address=base,
+                         port=self.ports[spec.name])
 
     def _wait_ready(self) -> None:
         pending = set(self.children)
@@ -265,6 +332,8 @@ class Stack:
                 self._raise_if_dead(name)
                 if http_ok(self.url(name, "/readyz"), timeout_s=0.5):
                     log.info("%s is ready", name)
+                    self.supervisor.add(self.supervisor.components[name], self.children[name])
+                    self.supervisor.components[name].ready = True
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
                 names = ", ".join(f"{n} (log: {self.children[n].log_path})" for n in sorted(pending))
@@ -278,54 +347,42 @@ class Stack:
             raise StartupError(f"{name} exited with code {child.proc.returncode} during start-up; "
                                f"see its log: {child.log_path}\n{log_tail(child.log_path)}")
 
+    def _status_extra(self) -> dict[str, Any]:
+        s = self.settings
+        return {"data_dir": str(s.data_dir), "logs": str(self.log_dir), "started_at": time.time(),
+                "kafka": s.kafka.bootstrap_servers, "redis": s.redis.url, "database": s.database.url,
+                "ports_file": str(self._book.path)}
+
     def dead_children(self) -> list[str]:
         return [name for name, child in self.children.items() if not child.alive()]
-
-    def death_report(self, names: Sequence[str]) -> str:
-        """Which children died, their exit codes, log paths and the last lines of each log."""
-        parts = []
-        for name in names:
-            child = self.children[name]
-            parts.append(f"{name} exited with code {child.proc.returncode}; log: {child.log_path}\n"
-                         f"{log_tail(child.log_path)}")
-        return "\n".join(parts)
 
     def stop(self, grace_s: float = 12.0) -> None:
         """SIGTERM every child at once, wait up to ``grace_s``, then SIGKILL; then Redis and broker.
         A second SIGTERM meanwhile is ignored, so it cannot cut the shutdown short."""
         during = _set_sigterm(signal.SIG_IGN)
         try:
-            _stop_all(list(self.children.values()), grace_s)
-            _stop_all(list(reversed(self.infra)), 5.0)
-            self.children.clear()
-            self.infra.clear()
+            if self.supervisor.components:
+                _stop_all(list(self.children.values()), grace_s)
+                _stop_all(list(reversed(self.infra)), 5.0)
+                self.supervisor.stopped()
+                self.supervisor.components.clear()
         finally:
             previous = self._prev_sigterm if self._prev_sigterm is not None else during
             self._prev_sigterm = None
             _set_sigterm(previous)
 
     def revive(self) -> list[str]:
-        """Restart children that died after start-up (each at most ``restart_limit`` times, logged
-        with the tail of its log). Beyond that, StartupError naming the child and its log."""
-        dead = self.dead_children()
-        for name in dead:
-            report = self.death_report([name])
-            if self.restarts.get(name, 0) >= self.restart_limit:
-                raise StartupError(f"exited unexpectedly (restarted {self.restart_limit}x already): {report}")
-            self.restarts[name] = self.restarts.get(name, 0) + 1
-            log.error("restarting (%d/%d) after a crash: %s", self.restarts[name], self.restart_limit, report)
-            self.children[name].stop(grace_s=0.1)
-            argv, env = self._argv[name]
-            self.children[name] = spawn(name, argv, self.log_dir, env)
-        return dead
+        """One supervision step: restart what died (with backoff), write the status file. Returns the
+        names found dead in this step."""
+        return self.supervisor.tick()
 
-    def run_forever(self) -> None:
-        """Block until SIGINT/SIGTERM (children that crash are restarted, bounded), then stop."""
+    def run_forever(self, interval_s: float = 0.5) -> None:
+        """Supervise until SIGINT/SIGTERM, then stop. One child that keeps dying never ends it."""
         with terminate_as_interrupt():
             try:
                 while True:
                     self.revive()
-                    time.sleep(0.5)
+                    time.sleep(interval_s)
             except KeyboardInterrupt:
                 log.info("stopping")
             finally:

@@ -15,7 +15,7 @@ from services.cli.lazy import LazyGroup
 class _Commands(LazyGroup):
     # command name -> (module with a typer `app`, whether that app is mounted whole under the name)
     lazy = {
-        **{name: ("services.cli.stack", False) for name in ("up", "demo", "produce", "feeds")},
+        **{name: ("services.cli.stack", False) for name in ("up", "status", "demo", "produce", "feeds")},
         **{name: ("services.cli.lifecycle", False) for name in ("train", "index", "drift", "models", "jobs")},
         "eval": ("services.cli.evaluate", False),
         "schemas": ("services.cli.schemas", True),

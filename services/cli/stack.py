@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from services.demo.inputs import InvalidLine, count_lines, read_interactions
 from services.demo.kafka_io import FeedRecord, make_producer, make_reader, read_feeds
 from services.demo.report import write_html, write_json
 from services.demo.runner import Demo, DemoOptions
-from services.stack import Stack
+from services.localstack import FRESH_HELP
+from services.stack import STATUS_FILE, Stack
+from services.stackstatus import StatusReport, read_status
 
 DURATION_HELP = "seconds from the command's start (stack start-up included) to the end of traffic"
 DEFAULT_JSON = Path("var/demo/summary.json")
@@ -60,11 +63,15 @@ def _need_broker(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
+FreshOpt = Annotated[bool, typer.Option("--fresh", help=FRESH_HELP)]
+
+
 @app.command()
-def up(config: ConfigOpt = None) -> None:
+def up(config: ConfigOpt = None, fresh: FreshOpt = False) -> None:
     """Start broker + Redis (unless configured), topics, Feast, worker, API, publisher, scheduler;
-    run in the foreground until Ctrl-C or SIGTERM, then stop everything."""
-    stack = Stack(_settings(config))
+    supervise them (a child that dies is restarted on the same port, with backoff) in the foreground
+    until Ctrl-C or SIGTERM, then stop everything. `streamrec status` reports on it from another shell."""
+    stack = Stack(_settings(config), fresh=fresh)
     try:
         with console.status("starting the stack"):
             stack.start()
@@ -81,13 +88,48 @@ def up(config: ConfigOpt = None) -> None:
 
 def _print_endpoints(stack: Stack) -> None:
     s = stack.settings
-    console.print(f"[green]streamrec is up[/green]\n  kafka  {s.kafka.bootstrap_servers}\n"
-                  f"  redis  {s.redis.url}\n  db     {s.database.url}\n  logs   {stack.log_dir}")
-    for name in stack.ports:
-        console.print(f"  {name:<9} {stack.url(name)}")
-    console.print("Other shells: export STREAMREC_KAFKA__BOOTSTRAP_SERVERS="
-                  f"{s.kafka.bootstrap_servers} STREAMREC_REDIS__URL={s.redis.url}")
+    console.print("[green]streamrec is up[/green]")
+    rows = [("kafka", str(s.kafka.bootstrap_servers)), ("redis", str(s.redis.url)),
+            *((name, stack.url(name)) for name in stack.ports), ("db", str(s.database.url)),
+            ("logs", str(stack.log_dir)), ("status", f"{stack.status_path} (streamrec status)")]
+    for name, where in rows:
+        console.print(f"  {name:<10} {where}", soft_wrap=True, highlight=False)
+    # One unwrapped line, so it pastes whole into another shell.
+    console.print("Other shells: export "
+                  f"STREAMREC_KAFKA__BOOTSTRAP_SERVERS={s.kafka.bootstrap_servers} "
+                  f"STREAMREC_REDIS__URL={s.redis.url} STREAMREC_DATA_DIR={s.data_dir}",
+                  soft_wrap=True, highlight=False, markup=False)
     console.print("Ctrl-C to stop.")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw status file")] = False,
+) -> None:
+    """Report on a running `streamrec up` (same data_dir): each component's state, pid, address and
+    restarts. Exit 0 when ready, 1 when up but not ready, 3 when not running."""
+    settings = _settings(config)
+    report = read_status(settings.data_dir / STATUS_FILE)
+    if as_json:
+        typer.echo(json.dumps(report.raw, indent=2, sort_keys=True))
+    else:
+        _print_status(report)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_status(report: StatusReport) -> None:
+    console.print(report.headline, soft_wrap=True, highlight=False, markup=False)
+    for name, c in report.components.items():
+        state = c.get("state", "?")
+        if state == "running" and not c.get("ready"):
+            state = "running, not ready"
+        restarts = f"{c.get('restarts', 0)} restarts"
+        if c.get("restarts"):
+            restarts += f", last exit {c.get('last_exit')}"
+        pid = str(c.get("pid") or "-")
+        console.print(f"  {name:<10} {state:<20} pid {pid:<8} {c.get('address', ''):<28} {restarts}",
+                      soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
