@@ -77,7 +77,8 @@ def test_rendered_env_loads_into_settings(resources, overlay, monkeypatch, tmp_p
     settings = load_settings()
     assert settings.mode == "production"
     assert settings.kafka.bootstrap_servers and settings.redis.url and settings.database.url
-    assert settings.api.host == "0.0.0.0"
+    # every process defaults to loopback; in a pod it must listen on the pod IP for probes and Services
+    assert settings.api.host == settings.worker.host == settings.publisher.host == "0.0.0.0"
     assert_ports_match(resources[overlay], settings)
 
 
