@@ -219,6 +219,8 @@ class Stack:
     def start(self) -> Stack:
         """Start everything. From here until stop(), SIGTERM raises KeyboardInterrupt in the main
         thread, so a caller's ``with``/``finally`` stops the children instead of orphaning them."""
+        if self.supervisor.components:
+            raise RuntimeError("this Stack is already started")
         self._prev_sigterm = _set_sigterm(_interrupt)
         return self._start()
 
@@ -227,6 +229,8 @@ class Stack:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             if self.fresh:
                 localstack.wipe_local_state(self.settings)
+            self.supervisor.starting = True
+            self.supervisor.report(time.monotonic())
             self._start_infra()
             created = ensure_topics(self.settings)
             log.info("topics ready (%d created)", len(created))
@@ -238,6 +242,7 @@ class Stack:
             self._start_children([s for s in self.specs if s.needs_feast])
             self._wait_ready()
             self.supervisor.extra = self._status_extra()
+            self.supervisor.starting = False
             self.supervisor.report(time.monotonic())
         except BaseException:
             self.stop()

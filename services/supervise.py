@@ -94,12 +94,14 @@ class Supervisor:
         self._last_probe = -1e18
         self._last_nag = -1e18
         self._was_ready: bool | None = None
+        self.starting = False  # set by the owner while it brings the stack up: not ready, not nagging
 
     def add(self, comp: Component, child: ChildProcess, up: bool = True) -> None:
         """Adopt a child started (and, with ``up``, seen listening) by the caller."""
         now = self.clock()
         comp.child, comp.started_at = child, now
         comp.state, comp.up_since = (RUNNING, now) if up else (STARTING, None)
+        comp.ready = up and comp.ready_probe is None  # a process is ready once its /readyz said so
         self.components[comp.name] = comp
 
     # ---- the state machine ---------------------------------------------------------------------
@@ -196,10 +198,12 @@ class Supervisor:
     # ---- status --------------------------------------------------------------------------------
     def not_ready(self) -> list[str]:
         """Why the stack is not ready (empty when it is)."""
-        why = []
+        why = ["the stack is starting"] if self.starting else []
         for c in self.components.values():
             if c.state == FAILED or len(c.recent) > self.policy.max_restarts:
                 why.append(f"{c.name} keeps dying ({len(c.recent)} restarts)")
+            elif c.state == BACKOFF:
+                why.append(f"{c.name} is down (restart in {max(0.0, c.next_start - self.clock()):.1f}s)")
             elif c.state != RUNNING:
                 why.append(f"{c.name} is {c.state}")
             elif not c.ready:
@@ -217,8 +221,12 @@ class Supervisor:
         if self.status_path is not None:
             write_json_atomic(self.status_path, status)
         ready = status["ready"]
+        if self.starting:
+            return
         if ready and self._was_ready is False:
             log.warning("the stack is ready again")
+        elif ready and self._was_ready is None:
+            log.info("the stack is ready")
         elif not ready and (self._was_ready or now - self._last_nag >= self.nag_interval_s):
             self._last_nag = now
             log.error("the stack is NOT READY: %s", "; ".join(status["not_ready"]))

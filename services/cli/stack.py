@@ -120,7 +120,7 @@ def status(
 
 def _print_status(report: StatusReport) -> None:
     console.print(report.headline, soft_wrap=True, highlight=False, markup=False)
-    for name, c in report.components.items():
+    for name, c in sorted(report.components.items(), key=lambda kv: (kv[1].get("kind") != "infra", kv[0])):
         state = c.get("state", "?")
         if state == "running" and not c.get("ready"):
             state = "running, not ready"
