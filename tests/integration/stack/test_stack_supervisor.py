@@ -285,3 +285,28 @@ def test_a_child_that_cannot_come_back_leaves_the_stack_not_ready_loudly(setting
     assert cli.exit_code == 0 and "READY" in cli.output, cli.output
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
+
+
+def test_local_broker_killed_is_restarted_on_its_port_with_its_topics(tmp_path: Path, redis_url: str,
+                                                                      child_module: str, topic_prefix: str):
+    from kafka.admin import KafkaAdminClient
+
+    settings = load_settings(data_dir=str(tmp_path / "data"), kafka={"topic_prefix": topic_prefix},
+                             redis={"url": redis_url}, stack={"restart_backoff_s": 0.2})
+    with Stack(settings, processes=_specs(child_module), ready_timeout_s=30, feast_apply=False) as stack:
+        epochs: list[str] = []
+        stack.broker_restart_hooks.append(lambda s: epochs.append(str(s.kafka.bootstrap_servers)))
+        broker = stack.supervisor.components["kafka"]
+        assert broker.child is not None
+        old = broker.child.pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not epochs and time.monotonic() < deadline:
+            stack.revive()
+            time.sleep(0.2)
+        assert epochs == [stack.settings.kafka.bootstrap_servers] == [f"127.0.0.1:{broker.port}"]
+        assert broker.child is not None and broker.child.pid != old and not psutil.pid_exists(old)
+        admin = KafkaAdminClient(bootstrap_servers=stack.settings.kafka.bootstrap_servers)
+        assert set(Topics(topic_prefix).all()) <= set(admin.list_topics())  # memory-only: made again
+        admin.close()
+        assert stack.restarts == {"kafka": 1} and not stack.dead_children()
