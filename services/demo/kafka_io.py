@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from core.errors import BrokerUnavailable
 from core.events import EventError, Feed, decode_feed
 from core.settings import Settings
-from services.stack import kafka_config
+from services.stack_setup import kafka_config
 
 
 def make_producer(settings: Settings) -> KafkaProducer:

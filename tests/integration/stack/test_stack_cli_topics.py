@@ -16,7 +16,7 @@ from core.settings import Settings
 from core.topics import Topics
 from services.cli.stack import app
 from services.demo.kafka_io import make_reader
-from services.stack import ensure_topics
+from services.stack_setup import ensure_topics
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import load_settings
-from services.stack import ProcessSpec, available_processes, settings_env
+from services.stack import ProcessSpec, available_processes
+from services.stack_setup import settings_env
 
 
 def test_env_round_trips_the_whole_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
