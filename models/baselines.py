@@ -11,9 +11,12 @@
   ``backward`` times that for the reverse direction), rows normalised, scored from the user's last
   ``last_n`` items with recency decay. Also a candidate source for the learned pipeline.
 
-All share ``fit(train_seq, n_items) -> self`` and ``score(histories) -> float32 [len(histories),
-n_items]``. ``score`` is dense per call: score a catalogue in user batches, e.g. through
-``models.metrics.top_n_lists(model.score, histories, n, batch)``, never all users at once.
+All share (``Baseline``) ``fit(train_seq, n_items) -> self``, ``score(histories) -> float32
+[len(histories), n_items]`` (dense: call it on a batch of users, never on all of them) and
+``recommend(histories, n, batch, seed) -> int64 [len(histories), n]``: each user's top ``n`` unseen
+items, best first, ties at random, ``-1`` padded, computed in user batches (``top_n_lists`` over the
+sparse scores ``score_sparse`` for ItemKNN and CoVisit, one global order for Pop). At 50,000 users x
+50,000 items nothing holds a dense users x items matrix.
 
 Example:
     >>> import numpy as np
@@ -32,6 +35,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from models.metrics import flatten, group_rank, top_n_lists
+
 IntArray = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 
@@ -40,6 +45,9 @@ class Baseline(Protocol):
     def fit(self, train_seq: Sequence[IntArray], n_items: int) -> Baseline: ...
 
     def score(self, histories: Sequence[IntArray]) -> F32: ...
+
+    def recommend(self, histories: Sequence[IntArray], n: int, batch: int = 256,
+                  seed: int = 0) -> IntArray: ...
 
 
 class Pop:
@@ -51,18 +59,30 @@ class Pop:
     def score(self, histories: Sequence[IntArray]) -> F32:
         return np.tile(self.counts, (len(histories), 1))
 
+    def recommend(self, histories: Sequence[IntArray], n: int, batch: int = 256, seed: int = 0) -> IntArray:
+        """As ``top_n_lists(self.score, ...)`` without scoring the catalogue per user: one global
+        order (ties at random), each user's seen items skipped."""
+        order = np.lexsort((np.random.default_rng(seed).random(len(self.counts)), -self.counts))
+        return np.concatenate([_first_unseen(order, histories[lo:lo + batch], n)
+                               for lo in range(0, len(histories), batch)] or [np.zeros((0, n), np.int64)])
 
-def _flatten(seqs: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
-    """(row of each element, element) for a ragged list of item sequences."""
-    lengths = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
-    rows = np.repeat(np.arange(len(seqs), dtype=np.int64), lengths)
-    cols = np.concatenate([np.asarray(s, np.int64) for s in seqs]) if len(seqs) else rows
-    return rows, cols
+
+def _first_unseen(order: IntArray, histories: Sequence[IntArray], n: int) -> IntArray:
+    cand = order[:n + max((len(h) for h in histories), default=0)]
+    where = np.full(len(order), -1, np.int64)
+    where[cand] = np.arange(len(cand))
+    seen = np.zeros((len(histories), len(cand)), bool)
+    rows, cols = flatten(histories)
+    hit = where[cols] >= 0
+    seen[rows[hit], where[cols[hit]]] = True
+    picked = np.argsort(seen, axis=1, kind="stable")[:, :n]
+    out = np.where(np.take_along_axis(seen, picked, axis=1), -1, cand[picked])
+    return np.pad(out, ((0, 0), (0, n - out.shape[1])), constant_values=-1)
 
 
 def binary_matrix(seqs: Sequence[IntArray], n_items: int) -> sp.csr_matrix:
     """``[len(seqs), n_items]`` float32, 1 where the sequence holds the item (repeats count once)."""
-    rows, cols = _flatten(seqs)
+    rows, cols = flatten(seqs)
     m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n_items))
     m.sum_duplicates()
     m.data[:] = 1.0
@@ -87,18 +107,17 @@ def _block_top_k(xt: sp.csr_matrix, xc: sp.csc_matrix, lo: int, hi: int, norms: 
     """Top-``k`` (source, target, cosine) triples for each target column in ``[lo, hi)``."""
     co = (xt @ xc[:, lo:hi]).tocoo()
     src, dst = co.row.astype(np.int64), co.col.astype(np.int64) + lo
-    keep = src != dst
-    src, dst = src[keep], dst[keep]
-    sim = co.data[keep] / (norms[src] * norms[dst] + shrink + 1e-6)
-    order = np.lexsort((-sim, dst))
+    sim = co.data / (norms[src] * norms[dst] + shrink + 1e-6)
+    sim[src == dst] = 0.0
+    # one sort: by target, then by descending similarity (cosine of binary columns lies in [0, 1])
+    order = np.argsort(dst + (1.0 - np.clip(sim, 0.0, 1.0)) * 0.5)
     src, dst, sim = src[order], dst[order], sim[order]
-    rank = np.arange(len(dst)) - np.searchsorted(dst, dst, "left")
-    top = (rank < k) & (sim != 0)
+    top = (group_rank(dst) < k) & (sim != 0)
     return src[top], dst[top], sim[top].astype(np.float32)
 
 
 def item_cosine_top_k(x: sp.csr_matrix, k: int, shrink: float = 0.0,
-                      block_nnz: int = 20_000_000) -> sp.csr_matrix:
+                      block_nnz: int = 5_000_000) -> sp.csr_matrix:
     """RecBole's ``ComputeSimilarity.compute_items_similarity``: ``W[i, j]`` = cosine of columns i
     and j of ``x`` (users x items) with shrink, diagonal removed, top-``k`` sources per target ``j``."""
     n = x.shape[1]
@@ -115,7 +134,7 @@ def item_cosine_top_k(x: sp.csr_matrix, k: int, shrink: float = 0.0,
 class ItemKNN:
     k: int = 100
     shrink: float = 0.0
-    block_nnz: int = 20_000_000
+    block_nnz: int = 5_000_000
 
     def fit(self, train_seq: Sequence[IntArray], n_items: int) -> ItemKNN:
         self.sim = item_cosine_top_k(binary_matrix(train_seq, n_items), self.k, self.shrink,
@@ -123,14 +142,20 @@ class ItemKNN:
         self.n_items = n_items
         return self
 
+    def score_sparse(self, histories: Sequence[IntArray]) -> sp.csr_matrix:
+        return (binary_matrix(histories, self.n_items) @ self.sim).tocsr()
+
     def score(self, histories: Sequence[IntArray]) -> F32:
-        return (binary_matrix(histories, self.n_items) @ self.sim).toarray().astype(np.float32, copy=False)
+        return self.score_sparse(histories).toarray().astype(np.float32, copy=False)
+
+    def recommend(self, histories: Sequence[IntArray], n: int, batch: int = 256, seed: int = 0) -> IntArray:
+        return top_n_lists(self.score_sparse, histories, n, batch, seed)
 
 
 def _covisit_pairs(train_seq: Sequence[IntArray], window: int,
                    backward: float) -> tuple[IntArray, IntArray, npt.NDArray[np.float64]]:
     """(from, to, weight) for every ordered pair within ``window`` steps inside one sequence."""
-    users, items = _flatten(train_seq)
+    users, items = flatten(train_seq)
     rows, cols, vals = [], [], []
     for d in range(1, window + 1):
         same = users[:-d] == users[d:]
@@ -159,10 +184,15 @@ class CoVisit:
         self.n_items = n_items
         return self
 
-    def score(self, histories: Sequence[IntArray]) -> F32:
+    def score_sparse(self, histories: Sequence[IntArray]) -> sp.csr_matrix:
         last = [np.asarray(h[-self.last_n:], np.int64)[::-1] for h in histories]
-        rows, cols = _flatten(last)
-        pos = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
-        q = sp.csr_matrix(((self.decay ** pos).astype(np.float32), (rows, cols)),
+        rows, cols = flatten(last)
+        q = sp.csr_matrix(((self.decay ** group_rank(rows)).astype(np.float32), (rows, cols)),
                           shape=(len(histories), self.n_items), dtype=np.float32)
-        return (q @ self.matrix).toarray().astype(np.float32, copy=False)
+        return (q @ self.matrix).tocsr()
+
+    def score(self, histories: Sequence[IntArray]) -> F32:
+        return self.score_sparse(histories).toarray().astype(np.float32, copy=False)
+
+    def recommend(self, histories: Sequence[IntArray], n: int, batch: int = 256, seed: int = 0) -> IntArray:
+        return top_n_lists(self.score_sparse, histories, n, batch, seed)

@@ -23,8 +23,10 @@ Protocols:
   -> test, another -> validation, every other event -> train. Not temporal: the history of a test
   item includes the user's later events, and its time is only the held-out event's timestamp.
 
-Loaders: ``load_movielens(dir)`` (u.data + u.item: title = text, genres = categories) and
-``load_csv(path)`` (``user_id,item_id,timestamp[,weight]``, header optional).
+Loaders: ``load_movielens(dir)`` (u.data + u.item: title = text, genres = categories),
+``load_csv(path)`` (``user_id,item_id,timestamp[,weight]``, header optional) and
+``load_items_csv(path)`` (``item_id,title,categories`` with a header, categories ``|``-separated) for
+``Interactions.attach_items``.
 
 Example:
     >>> log = Interactions.from_arrays(["u", "u", "u"], ["a", "b", "c"], [1.0, 1.0, 2.0])
@@ -127,7 +129,11 @@ class Split:
     def fit_sequences(self, validation: bool = True) -> list[IntArray]:
         """Every user's training items (plus validation when asked), in time order: what baselines
         and models fit on."""
-        return [self.history(u, validation)[0] for u in range(len(self.train_seq))]
+        if not validation:
+            return list(self.train_seq)
+        return [s if v < 0 else np.insert(s, int(np.searchsorted(t, vt, "right")), v)
+                for s, t, v, vt in zip(self.train_seq, self.train_ts, self.valid_item, self.valid_ts,
+                                       strict=True)]
 
     def train_pairs(self) -> tuple[IntArray, IntArray]:
         """All training (user, item) pairs, users grouped, items in time order."""
@@ -243,6 +249,18 @@ def load_csv(path: Path) -> Interactions:
             ts.append(float(row[2]))
             ws.append(float(row[3]) if len(row) > 3 and row[3] else 1.0)
     return Interactions.from_arrays(users, items, ts, ws)
+
+
+def load_items_csv(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """``item_id,title,categories[,...]`` with a header; ``categories`` ``|``-separated. The mapping
+    ``Interactions.attach_items`` takes (as ``models.synthetic_log`` writes it)."""
+    meta: dict[str, tuple[str, list[str]]] = {}
+    with path.open(newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if not row.get("item_id") or row.get("title") is None:
+                raise ValueError(f"{path}:{i + 2}: expected item_id,title,categories")
+            meta[row["item_id"]] = (row["title"], [c for c in (row.get("categories") or "").split("|") if c])
+    return meta
 
 
 def _is_number(s: str) -> bool:

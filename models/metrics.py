@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -118,22 +119,34 @@ def rank_metrics(ranks: Array) -> dict[str, float]:
 def top_n_lists(scores_fn: ScoresFn, histories: Sequence[IntArray], n: int, batch: int = 256,
                 seed: int = 0) -> IntArray:
     """``[users, n]`` item codes, best first, each user's ``histories`` items excluded; ``-1`` pads
-    rows with fewer than ``n`` scorable items. ``scores_fn`` sees at most ``batch`` histories per call;
-    equal scores are ordered by a random permutation of the catalogue drawn from ``seed``."""
+    rows with fewer than ``n`` rankable items. ``scores_fn`` sees at most ``batch`` histories per call
+    and returns ``[batch, items]`` scores: a dense array (``-inf`` = never recommend), or a
+    ``scipy.sparse`` matrix of non-negative scores where every unlisted item scores 0 (much faster
+    when rows are sparse). Equal scores are ordered at random (seeded by ``seed``)."""
     rng = np.random.default_rng(seed)
-    out = [_top_n_batch(scores_fn(histories[lo:lo + batch]), histories[lo:lo + batch], n, rng)
-           for lo in range(0, len(histories), batch)]
+    out = []
+    for lo in range(0, len(histories), batch):
+        chunk = histories[lo:lo + batch]
+        scores = scores_fn(chunk)
+        top = _top_n_sparse if sp.issparse(scores) else _top_n_dense
+        out.append(top(scores, chunk, n, rng))
     return np.concatenate(out) if out else np.zeros((0, n), np.int64)
 
 
-def _top_n_batch(scores: npt.NDArray[np.floating], histories: Sequence[IntArray], n: int,
+def flatten(seqs: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
+    """(row of each element, element) for a ragged list of item sequences."""
+    lengths = np.fromiter((len(x) for x in seqs), np.int64, len(seqs))
+    rows = np.repeat(np.arange(len(seqs), dtype=np.int64), lengths)
+    cols = np.concatenate([np.asarray(x, np.int64) for x in seqs]) if len(seqs) else rows
+    return rows, cols
+
+
+def _top_n_dense(scores: npt.NDArray[np.floating], histories: Sequence[IntArray], n: int,
                  rng: np.random.Generator) -> IntArray:
     s = np.array(scores, dtype=np.float32)
-    lengths = [len(h) for h in histories]
-    s[np.repeat(np.arange(len(histories)), lengths), np.concatenate([np.asarray(h, np.int64)
-                                                                     for h in histories])] = -np.inf
-    perm = rng.permutation(s.shape[1])
-    s = s[:, perm]
+    s[flatten(histories)] = -np.inf
+    perm = rng.permutation(s.shape[1])  # a random column order: ties fall in random item order
+    s = np.take(s, perm, axis=1)
     k = min(n, s.shape[1])
     part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k else np.zeros((len(s), 0), np.int64)
     top = np.take_along_axis(s, part, axis=1)
@@ -141,6 +154,67 @@ def _top_n_batch(scores: npt.NDArray[np.floating], histories: Sequence[IntArray]
     items = perm[np.take_along_axis(part, order, axis=1)]
     items[~np.isfinite(np.take_along_axis(top, order, axis=1))] = -1
     return np.pad(items.astype(np.int64), ((0, 0), (0, n - k)), constant_values=-1)
+
+
+def _top_n_sparse(scores: sp.spmatrix, histories: Sequence[IntArray], n: int,
+                  rng: np.random.Generator) -> IntArray:
+    m = sp.csr_matrix(scores, dtype=np.float32)  # a CSR built by scipy holds no duplicate entries
+    if m.nnz and m.data.min() < 0:
+        raise ValueError("sparse scores must be non-negative (unlisted items score 0)")
+    b, n_items = m.shape
+    perm = rng.permutation(n_items)  # relabel items at random: ties fall in random item order
+    rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(m.indptr))
+    seen = np.zeros((b, n_items), bool)  # one batch only
+    seen[flatten(histories)] = True
+    ok = (m.data > 0) & ~seen[rows, m.indices]
+    rows, cols, vals = rows[ok], np.argsort(perm)[m.indices[ok]], m.data[ok]
+    order = _row_score_label_order(rows, vals, cols, b, n_items)
+    rows, cols = rows[order], cols[order]
+    rank = group_rank(rows)
+    keep = rank < n
+    out = np.full((b, n), -1, np.int64)
+    out[rows[keep], rank[keep]] = perm[cols[keep]]
+    _fill_zero_scored(out, np.bincount(rows[keep], minlength=b), histories, n_items, rng)
+    return out
+
+
+def _row_score_label_order(rows: IntArray, vals: npt.NDArray[np.float32], labels: IntArray, n_rows: int,
+                           n_labels: int) -> IntArray:
+    """Sort order by row, then descending score, then (random) label. Positive float32 bit patterns
+    are monotone in the value, so one packed int64 key does it exactly when it fits."""
+    inv_bits = np.int64(2**31 - 1) - vals.view(np.int32).astype(np.int64)
+    label_bits = max(int(n_labels).bit_length(), 1)
+    if int(n_rows).bit_length() + 31 + label_bits > 63:
+        return np.lexsort((labels, inv_bits, rows))
+    return np.argsort((rows << (31 + label_bits)) | (inv_bits << label_bits) | labels)
+
+
+def group_rank(keys: IntArray) -> IntArray:
+    """0-based position of each element within its run of equal ``keys`` (``keys`` sorted)."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
+    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+
+
+def _fill_zero_scored(out: IntArray, filled: IntArray, histories: Sequence[IntArray], n_items: int,
+                      rng: np.random.Generator) -> None:
+    """Rows with fewer than n positively scored items continue with zero-scored ones, at random."""
+    for r in np.flatnonzero(filled < out.shape[1]):
+        taken = np.unique(np.concatenate([np.asarray(histories[int(r)], np.int64), out[r, :filled[r]]]))
+        need = min(out.shape[1] - filled[r], n_items - len(taken))
+        out[r, filled[r]:filled[r] + need] = _random_excluding(taken, need, n_items, rng)
+
+
+def _random_excluding(taken: IntArray, need: int, n_items: int, rng: np.random.Generator) -> IntArray:
+    """``need`` distinct random item codes outside the sorted ``taken``, in random order."""
+    if len(taken) + need > n_items // 2:
+        return rng.permutation(np.setdiff1d(np.arange(n_items), taken, assume_unique=True))[:need]
+    got = np.zeros(0, np.int64)
+    while len(got) < need:
+        draw = rng.integers(0, n_items, 2 * need + 8)
+        draw = np.concatenate([got, draw[~np.isin(draw, taken)]])
+        _, first = np.unique(draw, return_index=True)
+        got = draw[np.sort(first)]
+    return got[:need]
 
 
 def _padded(lists: Lists) -> IntArray:

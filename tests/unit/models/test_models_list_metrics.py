@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from models.metrics import (
     aggregate_seeds,
@@ -100,3 +101,34 @@ def test_aggregate_seeds():
     assert aggregate_seeds([{"a": 1.0}])[1] == {"a": 0.0}
     with pytest.raises(ValueError):
         aggregate_seeds([])
+
+
+def _sparse_scores(n_rows: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    m = sp.random(n_rows, n_items, density=density, random_state=seed, format="csr", dtype=np.float32)
+    m.data[:] = rng.permutation(len(m.data)) + 1.0  # distinct positive scores
+    return m
+
+
+def test_sparse_scores_rank_like_the_dense_ones_then_fill_with_unscored_items():
+    m = _sparse_scores(30, 400, 0.05, seed=3)  # about 20 scored items per row: some rows fall short
+    hist = [np.flatnonzero(m[r].toarray()[0])[:3] for r in range(30)]  # hide 3 scored items each
+    sparse = top_n_lists(lambda h: m, hist, 25, batch=30)
+    dense = top_n_lists(lambda h: m.toarray(), hist, 25, batch=30)
+    for r in range(30):
+        scored = {int(i) for i in np.flatnonzero(m[r].toarray()[0])} - set(hist[r].tolist())
+        k = min(len(scored), 25)
+        assert sparse[r, :k].tolist() == dense[r, :k].tolist()
+        tail = sparse[r, k:]
+        assert len(set(tail.tolist())) == len(tail)
+        assert not set(tail.tolist()) & (scored | set(hist[r].tolist()))
+    assert any(len(np.flatnonzero(m[r].toarray()[0])) - 3 < 25 for r in range(30))  # the fill was used
+
+
+def test_sparse_ties_are_random_and_negative_scores_refused():
+    m = sp.csr_matrix(np.ones((20, 300), np.float32))
+    a = top_n_lists(lambda h: m[:len(h)], [np.array([], np.int64)] * 20, 5, seed=0)
+    b = top_n_lists(lambda h: m[:len(h)], [np.array([], np.int64)] * 20, 5, seed=1)
+    assert not np.array_equal(a, b) and np.median(a) > 30
+    with pytest.raises(ValueError, match="non-negative"):
+        top_n_lists(lambda h: -m[:len(h)], [np.array([0])], 5)
