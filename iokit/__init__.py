@@ -8,11 +8,11 @@ streamrec above it.
 """
 
 from iokit.backoff import backoff_delay, retry
-from iokit.files import read_json, write_json_atomic
+from iokit.files import FileLock, read_json, write_json_atomic
 from iokit.net import LOOPBACK, choose_port, free_port, http_ok, port_is_free, tcp_open, wait_for_tcp
 from iokit.portbook import PortBook
 from iokit.process import ChildProcess, log_tail, spawn
 
-__all__ = ["LOOPBACK", "ChildProcess", "PortBook", "backoff_delay", "choose_port", "free_port", "http_ok",
-           "log_tail", "port_is_free", "read_json", "retry", "spawn", "tcp_open", "wait_for_tcp",
+__all__ = ["LOOPBACK", "ChildProcess", "FileLock", "PortBook", "backoff_delay", "choose_port", "free_port",
+           "http_ok", "log_tail", "port_is_free", "read_json", "retry", "spawn", "tcp_open", "wait_for_tcp",
            "write_json_atomic"]

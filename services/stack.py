@@ -32,7 +32,7 @@ from typing import Any
 
 from core.errors import StartupError
 from core.settings import Settings
-from iokit import LOOPBACK, ChildProcess, PortBook, http_ok, log_tail, spawn, tcp_open
+from iokit import LOOPBACK, ChildProcess, FileLock, PortBook, http_ok, log_tail, read_json, spawn, tcp_open
 from services import localstack
 from services.stack_setup import check_redis, ensure_topics, settings_env
 from services.supervise import Component, RestartPolicy, Supervisor
@@ -40,6 +40,7 @@ from services.supervise import Component, RestartPolicy, Supervisor
 log = logging.getLogger("streamrec.stack")
 STATUS_FILE = "stack.json"  # under data_dir: what `streamrec status` reads
 PORTS_FILE = "ports.json"  # under data_dir: the ports of the last start, reused when free
+LOCK_FILE = "stack.lock"  # under data_dir: one stack per data_dir (two would share Redis' files)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Stack:
         # once its topics exist again.
         self.broker_restart_hooks: list[Callable[[Settings], None]] = []
         self._book = PortBook(settings.data_dir / PORTS_FILE)
+        self._lock = FileLock(settings.data_dir / LOCK_FILE)
         self._prev_sigterm: Any = None
 
     @property
@@ -145,7 +147,7 @@ class Stack:
 
     def _start(self) -> Stack:
         try:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._take_data_dir()
             if self.fresh:
                 localstack.wipe_local_state(self.settings)
             self.supervisor.starting = True
@@ -167,6 +169,12 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _take_data_dir(self) -> None:
+        if not self._lock.acquire():
+            other = read_json(self.status_path, {}) or {}
+            raise StartupError(f"another streamrec up (pid {other.get('pid', '?')}) is running on data_dir "
+                               f"{self.settings.data_dir.resolve()}: stop it, or use another data_dir")
 
     def _start_infra(self) -> None:
         s = self.settings
@@ -285,11 +293,12 @@ class Stack:
         A second SIGTERM meanwhile is ignored, so it cannot cut the shutdown short."""
         during = _set_sigterm(signal.SIG_IGN)
         try:
-            if self.supervisor.components:
-                _stop_all(list(self.children.values()), grace_s)
-                _stop_all(list(reversed(self.infra)), 5.0)
+            _stop_all(list(self.children.values()), grace_s)
+            _stop_all(list(reversed(self.infra)), 3.0)  # Tansu waits for clients still connected
+            if self._lock.held:  # this stack owned data_dir: say it stopped, and let it go
                 self.supervisor.stopped()
-                self.supervisor.components.clear()
+                self._lock.release()
+            self.supervisor.components.clear()
         finally:
             previous = self._prev_sigterm if self._prev_sigterm is not None else during
             self._prev_sigterm = None

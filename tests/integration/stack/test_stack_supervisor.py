@@ -310,3 +310,14 @@ def test_local_broker_killed_is_restarted_on_its_port_with_its_topics(tmp_path: 
         assert set(Topics(topic_prefix).all()) <= set(admin.list_topics())  # memory-only: made again
         admin.close()
         assert stack.restarts == {"kafka": 1} and not stack.dead_children()
+
+
+def test_a_second_stack_on_the_same_data_dir_is_refused_and_wipes_nothing(settings, child_module: str):
+    with Stack(settings, processes=_specs(child_module), ready_timeout_s=30, feast_apply=False) as first:
+        (settings.data_dir / "archive").mkdir()
+        second = Stack(settings, processes=_specs(child_module), feast_apply=False, fresh=True)
+        with pytest.raises(StartupError, match=rf"another streamrec up \(pid {os.getpid()}\) is running"):
+            second.start()
+        assert (settings.data_dir / "archive").is_dir()  # --fresh never runs under a live stack
+        assert not first.dead_children()
+        assert read_status(settings.data_dir / "stack.json").exit_code == READY

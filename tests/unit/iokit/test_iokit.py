@@ -10,7 +10,7 @@ import pytest
 
 import iokit.backoff as retry_mod
 from core.errors import StartupError
-from iokit import PortBook, backoff_delay, port_is_free, read_json, retry, write_json_atomic
+from iokit import FileLock, PortBook, backoff_delay, port_is_free, read_json, retry, write_json_atomic
 
 
 def test_backoff_doubles_then_caps():
@@ -79,3 +79,16 @@ def test_atomic_json_round_trip_and_lenient_read(tmp_path: Path):
     assert json.loads(path.read_text()) == {"a": 1} == read_json(path)
     assert read_json(tmp_path / "missing.json", default={}) == {}
     assert [p.name for p in path.parent.iterdir()] == ["status.json"]  # no temp file left
+
+
+def test_file_lock_is_exclusive_across_processes_and_released_on_exit(tmp_path: Path):
+    import subprocess
+    import sys
+
+    lock = FileLock(tmp_path / "x.lock")
+    assert lock.acquire() and lock.acquire()  # re-entrant in the holder
+    probe = ("import sys; from pathlib import Path; from iokit import FileLock; "
+             "sys.exit(0 if FileLock(Path(sys.argv[1])).acquire() else 7)")
+    assert subprocess.run([sys.executable, "-c", probe, str(tmp_path / "x.lock")]).returncode == 7
+    lock.release()
+    assert subprocess.run([sys.executable, "-c", probe, str(tmp_path / "x.lock")]).returncode == 0
