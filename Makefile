@@ -31,7 +31,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core iokit streams feature_store models services
+	$(BIN)/mypy core iokit streams funnel feature_store models services
 	$(BIN)/lint-imports
 
 # The Dockerfile's install steps in a clean venv (no Docker engine here).

@@ -87,3 +87,23 @@ class FeedSink(Protocol):
     """Where finished feeds go: the feeds topic, a cache, the impression log."""
 
     def publish(self, feed: Feed) -> None: ...
+
+
+@runtime_checkable
+class FeatureRanker(Protocol):
+    """A ranker over the funnel's named feature matrix: ``dense[n, len(feature_names)]`` (NaN =
+    unknown) -> ``{head: scores [n]}``. The funnel builds the columns the ranker names."""
+
+    version: str
+
+    @property
+    def feature_names(self) -> tuple[str, ...]: ...
+
+    def score_arrays(self, dense: FloatArray) -> dict[str, FloatArray]: ...
+
+
+@runtime_checkable
+class ItemVectorLookup(Protocol):
+    """Stored vectors of known items: ``(vectors [n, d], found [n] bool)`` aligned with ``item_ids``."""
+
+    def vectors(self, item_ids: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]: ...

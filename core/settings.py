@@ -140,6 +140,7 @@ class RetrievalSettings(_Section):
     popular: int = Field(100, ge=0)
     fresh: int = Field(50, ge=0)
     explore: int = Field(50, ge=0)
+    category: int = Field(100, ge=0, description="popular items of the user's favourite categories")
     cold_start_halfway: float = Field(
         5.0, gt=0, le=10_000, description="interactions at which personal and prior candidates weigh equally")
     item_cache_ttl_s: float = Field(

@@ -106,6 +106,11 @@ def _try_load() -> Any | None:
         return None
 
 
+def item_text(title: str, text: str) -> str:
+    """The text an item is embedded from: one definition for the worker, the trainer and eval."""
+    return " ".join(p for p in (title, text) if p)
+
+
 class ContentEncoder:
     """Turns item text + categories into float32 unit vectors ``[n, dim]``."""
 

@@ -52,6 +52,7 @@ class ItemIndex:
         self._pos = {i: p for p, i in enumerate(ids) if i is not None}
         self.version = version
         self.model_version = model_version
+        self._matrix: F32 | None = None
 
     @classmethod
     def build(cls, item_ids: Sequence[str], vectors: F32, model_version: str = "",
@@ -89,9 +90,20 @@ class ItemIndex:
             if item_id in self._pos:
                 self._ids[self._pos[item_id]] = None
         start = len(self._ids)
+        self._matrix = None
         self._index.add(vecs)
         self._ids.extend(item_ids)
         self._pos.update({i: start + n for n, i in enumerate(item_ids)})
+
+    def vectors(self, item_ids: Sequence[str]) -> tuple[F32, npt.NDArray[np.bool_]]:
+        """Stored vectors of ``item_ids`` (zeros where unknown) and which ids were found."""
+        if self._matrix is None:
+            self._matrix = self._index.reconstruct_n(0, self._index.ntotal).astype(np.float32)
+        rows = np.array([self._pos.get(i, -1) for i in item_ids], np.int64)
+        found = rows >= 0
+        out = np.zeros((len(rows), self.dim), np.float32)
+        out[found] = self._matrix[rows[found]]
+        return out, found
 
     def search(self, queries: F32, k: int) -> tuple[list[list[str]], F32]:
         """Top-k ids per query (lists may be shorter than k) and scores ``[Q, k]`` (-inf padded)."""

@@ -78,6 +78,10 @@ class RankerServing:
     def config(self) -> RankerConfig:
         return self.model.cfg
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.model.cfg.dense_features
+
     def score(self, user: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> dict[str, F32]:
         dense, sparse = featurize(user, items, self.config)
         return self.score_arrays(dense, sparse)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.events import ItemUpsert
-from models.content import ContentConfig, ContentEncoder
+from models.content import ContentConfig, ContentEncoder, item_text
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class ItemVectors:
     def encode(self, items: Sequence[ItemUpsert]) -> dict[str, bytes]:
         if not items:
             return {}
-        texts = [" ".join(p for p in (it.title, it.text) if p) for it in items]
+        texts = [item_text(it.title, it.text) for it in items]
         vecs = np.asarray(self._encoder.encode(texts, [list(it.categories) for it in items]), np.float32)
         return {it.item_id: vecs[n].tobytes() for n, it in enumerate(items)}
 

@@ -10,7 +10,7 @@ mkdir -p "$work/src/deploy/docker"
 cp "$root/pyproject.toml" "$root/README.md" "$work/src/"
 cp "$root/deploy/docker/install.sh" "$work/src/deploy/docker/"
 cp "$root/deploy/requirements.lock" "$work/src/deploy/"
-for pkg in core iokit streams feature_store models services; do
+for pkg in core iokit streams funnel feature_store models services; do
   (cd "$root" && tar --exclude=__pycache__ --exclude='*.pyc' --exclude=feature_store/repo/data -cf - "$pkg") \
     | tar -xf - -C "$work/src"
 done

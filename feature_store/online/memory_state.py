@@ -1,0 +1,258 @@
+"""The online state in process: the stream worker's plans applied to dicts, read like Redis.
+
+The training job and ``streamrec eval`` replay an event log into this store, then call the same funnel
+the processes call over Redis. Writes go through the worker's own planning (``batch``: effects and
+FEATURES' transforms); a plan is applied exactly as the worker's Lua script and pipeline apply it.
+Reads return what :class:`feature_store.online.redis_state.RedisOnlineState` returns for the same key
+space (``views`` holds the shared logic), and the feature rows the worker pushes to Feast (a contract
+test holds all of this equal to the Redis side on the same events).
+
+Expiry (TTL) is not modelled: a replay runs at event time, where wall-clock expiry means nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from core import features as names
+from core.events import Interaction, ItemUpsert, UserUpsert
+from core.online import F32, ItemInfo, Scored, UserState
+from core.protocols import Features
+from core.settings import Settings
+from feature_store import transforms as tf
+from feature_store.online import views
+from feature_store.online.batch import (
+    Snapshot,
+    SnapshotRequest,
+    effect_params,
+    plan_interaction_batch,
+    plan_item_batch,
+    plan_users,
+)
+from feature_store.online.effects import POP, TREND, decode_history
+from feature_store.online.effects import UserState as EffectUserState
+from feature_store.online.keys import Keys
+from feature_store.online.plan import Plan
+
+USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
+ITEM_FIELDS = names.ITEM_REALTIME.fields
+
+
+def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
+    """Redis ZREVRANGE 0 k-1 WITHSCORES: score descending, ties in reverse lexicographic order."""
+    if not zset or k <= 0:
+        return []
+    return heapq.nlargest(k, zset.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+class KeySpace:
+    """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them."""
+
+    def __init__(self) -> None:
+        self.z: dict[str, dict[str, float]] = {}
+        self.h: dict[str, dict[str, str]] = {}
+        self.l: dict[str, list[str]] = {}
+        self.s: dict[str, set[str]] = {}
+        self.v: dict[str, str | bytes] = {}
+
+    def apply(self, plan: Plan, marks: Sequence[str] = ()) -> None:
+        """Same order as ``OnlineWriter._queue``: the script, then the pipelined commands."""
+        for key, members in plan.zincr.items():
+            zs = self.z.setdefault(key, {})
+            for m, inc in members.items():
+                zs[m] = zs.get(m, 0.0) + float(repr(inc))
+        for key, fields in plan.hincr.items():
+            hs = self.h.setdefault(key, {})
+            for f, inc in fields.items():
+                hs[f] = _float_text(float(hs.get(f, "0")) + inc)
+        for key, cap in plan.zcap.items():
+            self._zcap(key, cap)
+        for key, mapping in plan.hset.items():
+            self.h.setdefault(key, {}).update(mapping)
+        for key, values in plan.lpush.items():
+            self.l[key] = list(reversed(values)) + self.l.get(key, [])
+        for key, n in plan.ltrim.items():
+            self.l[key] = self.l.get(key, [])[:n]
+        for key, added in plan.sadd.items():
+            self.s.setdefault(key, set()).update(added)
+        for key in marks:
+            self.v[key] = "1"
+        self._pipelined(plan)
+
+    def _pipelined(self, plan: Plan) -> None:
+        for key, values in plan.lists.items():
+            self.l[key] = list(values)
+        for key, rem in plan.srem.items():
+            self.s.get(key, set()).difference_update(rem)
+        for key, zmap in plan.zadd.items():
+            self.z.setdefault(key, {}).update({m: float(s) for m, s in zmap.items()})
+        for key, zmembers in plan.zrem.items():
+            for m in zmembers:
+                self.z.get(key, {}).pop(m, None)
+        for key, (value, _ttl) in plan.setex.items():
+            self.v[key] = value
+
+    def _zcap(self, key: str, cap: int) -> None:
+        zs = self.z.get(key)
+        if zs is not None and len(zs) > cap:
+            keep = heapq.nlargest(cap, zs.items(), key=lambda kv: (kv[1], kv[0]))
+            self.z[key] = dict(keep)
+
+
+def _float_text(x: float) -> str:
+    """HINCRBYFLOAT's reply format for the values the worker writes (integer-valued counts)."""
+    return str(int(x)) if x == int(x) else repr(x)
+
+
+class MemoryOnline:
+    """Implements ``core.online.OnlineState`` and ``core.protocols.FeatureReader`` in process, and
+    ingests events with the worker's plans (``apply_items``, ``apply_users``, ``apply_interactions``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis.key_prefix)
+        self.params = effect_params(settings)
+        self.tparams = tf.TransformParams.from_settings(settings)
+        self.pop_hl = settings.worker.popularity_half_life_s
+        self.trend_hl = settings.worker.trending_half_life_s
+        self.kv = KeySpace()
+        self.dedupe: set[str] = set()
+
+    # ---- writes --------------------------------------------------------------------------------
+    def apply_interactions(self, events: Sequence[Interaction]) -> int:
+        """Dedupe by event id, plan with the worker's code, apply. Returns the number applied."""
+        fresh: list[Interaction] = []
+        for ev in events:
+            if ev.event_id not in self.dedupe:
+                self.dedupe.add(ev.event_id)
+                fresh.append(ev)
+        if fresh:
+            snap = self._snapshot(SnapshotRequest.for_events(fresh, self.params))
+            plan = plan_interaction_batch(fresh, snap, self.params, self.tparams, self.keys)
+            self.kv.apply(plan)
+        return len(fresh)
+
+    def apply_items(self, items: Sequence[ItemUpsert], vectors: Mapping[str, bytes]) -> None:
+        states = {it.item_id: tf.loads_item(self.kv.v.get(self.keys.item_features(it.item_id)), it.item_id)
+                  for it in items}
+        self.kv.apply(plan_item_batch(items, vectors, states, self.keys))
+
+    def apply_users(self, users: Sequence[UserUpsert]) -> None:
+        self.kv.apply(plan_users(users, self.keys))
+
+    def _snapshot(self, req: SnapshotRequest) -> Snapshot:
+        kv, keys, snap = self.kv, self.keys, Snapshot()
+        for u in req.users:
+            hist = kv.l.get(keys.history(u), [])[: req.history_n] if u in req.hist_users else []
+            imp = kv.h.get(keys.impressions(u), {})
+            rec = {f: imp[f] for f in req.impression_fields.get(u, []) if f in imp}
+            snap.users[u] = EffectUserState(decode_history(hist), rec)
+            snap.user_features[u] = tf.loads_user(kv.v.get(keys.user_features(u)), u)
+        for i in req.items:
+            snap.categories[i] = self._categories(i)
+            snap.item_features[i] = tf.loads_item(kv.v.get(keys.item_features(i)), i)
+        return snap
+
+    def _categories(self, item_id: str) -> list[str]:
+        info = views.item_info(item_id, self.kv.h.get(self.keys.item(item_id), {}).get("categories"),
+                               None, None, None, None)
+        return info.categories if info is not None else []
+
+    # ---- OnlineState ---------------------------------------------------------------------------
+    def ping(self) -> bool:
+        return True
+
+    def segment_key(self, segment: str | None) -> str:
+        return views.segment_key(segment, self.settings.bandit.segment_key)
+
+    def user(self, user_id: str) -> UserState:
+        k = self.settings.retrieval.covisit
+        hist = self.kv.l.get(self.keys.history(user_id), [])
+        per = min(k, views.COVISIT_PER_ITEM)
+        neighbours = [zrevrange(self.kv.z.get(self.keys.covisit(i)), per)
+                      for i in views.history_items(hist, views.COVISIT_RECENT)]
+        return views.user_state(user_id, hist, neighbours, set(self.kv.s.get(self.keys.seen(user_id), ())),
+                                dict(self.kv.h.get(self.keys.user(user_id), {})), k)
+
+    def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
+        if k <= 0:
+            return []
+        seg = self.segment_key(segment)
+        for s in [seg] if seg == "all" else [seg, "all"]:
+            rows = [(e, zrevrange(self.kv.z.get(self.keys.popularity(kind, e, s)), k))
+                    for e in views.epochs(now, half_life)]
+            top = views.decayed_top(rows, now, half_life, k)
+            if top:
+                return top
+        return []
+
+    def popular(self, segment: str | None, k: int, now: float) -> Scored:
+        return self._segmented(POP, self.pop_hl, segment, k, now)
+
+    def trending(self, segment: str | None, k: int, now: float) -> Scored:
+        return self._segmented(TREND, self.trend_hl, segment, k, now)
+
+    def covisit(self, item_ids: Sequence[str], k: int) -> Scored:
+        if not item_ids or k <= 0:
+            return []
+        return views.sum_neighbours([zrevrange(self.kv.z.get(self.keys.covisit(i)), k) for i in item_ids], k)
+
+    def fresh(self, k: int) -> Scored:
+        return zrevrange(self.kv.z.get(self.keys.fresh), k)
+
+    def items(self, item_ids: Sequence[str]) -> list[ItemInfo | None]:
+        out = []
+        for iid in item_ids:
+            rec = self.kv.h.get(self.keys.item(iid), {})
+            vec = self.kv.v.get(self.keys.vector(iid))
+            out.append(views.item_info(iid, rec.get("categories"), rec.get("attributes"),
+                                       rec.get("created_at"), rec.get("active"),
+                                       vec if isinstance(vec, bytes) else None))
+        return out
+
+    def item_popularity(self, item_ids: Sequence[str], now: float) -> F32:
+        rows = []
+        for e in views.epochs(now, self.pop_hl):
+            zs = self.kv.z.get(self.keys.popularity(POP, e, "all"), {})
+            rows.append((e, [zs.get(i) for i in item_ids]))
+        return views.decayed_scores(rows, now, self.pop_hl, len(item_ids))
+
+    def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
+        table = self.kv.h.get(self.keys.bandit(self.segment_key(segment)), {})
+        counts = [(float(table.get(f"{i}:i", 0.0)), float(table.get(f"{i}:c", 0.0))) for i in item_ids]
+        b = self.settings.bandit
+        return views.posterior_arrays(counts, b.prior_alpha, b.prior_beta)
+
+    # ---- FeatureReader: the rows the worker pushes to Feast's stream views ----------------------
+    def user_features(self, user_id: str) -> Features:
+        raw = self.kv.v.get(self.keys.user_features(user_id))
+        row: dict[str, Any] = {names.USER_KEY: user_id, **dict.fromkeys(USER_FIELDS)}
+        if raw:
+            st = tf.loads_user(raw, user_id)
+            row.update(_fields(tf.project_user_realtime(st)))
+            row.update(_fields(tf.project_user_affinity(st, params=self.tparams)))
+        return row
+
+    def item_features(self, item_ids: Sequence[str]) -> list[Features]:
+        out = []
+        for iid in item_ids:
+            raw = self.kv.v.get(self.keys.item_features(iid))
+            row: dict[str, Any] = {names.ITEM_KEY: iid, **dict.fromkeys(ITEM_FIELDS)}
+            if raw:
+                row.update(_fields(tf.project_item_realtime(tf.loads_item(raw, iid))))
+            out.append(row)
+        return out
+
+
+def _fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in (names.USER_KEY, names.ITEM_KEY, names.EVENT_TIMESTAMP)}
+
+
+def vectors_as_bytes(item_ids: Sequence[str], vectors: F32) -> dict[str, bytes]:
+    """Content vectors as the worker stores them (float32 bytes per item)."""
+    vecs = np.asarray(vectors, np.float32)
+    return {iid: vecs[n].tobytes() for n, iid in enumerate(item_ids)}

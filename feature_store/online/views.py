@@ -1,0 +1,106 @@
+"""Pure functions that turn raw reads of the online key space into ``core.online`` answers.
+
+The Redis store and the in-process store fetch the same raw values (ZREVRANGE rows, history entries,
+hash fields) each in their own way, then call these, so both answer every read identically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from core.online import F32, ItemInfo, Scored, UserState
+from feature_store.online import decay
+from feature_store.online.effects import decode_history
+
+COVISIT_RECENT = 10  # recent history entries whose co-visitation neighbours are read with the user
+COVISIT_PER_ITEM = 50
+Rows = list[tuple[str, float]]
+
+
+def segment_key(segment: str | None, bandit_segment_key: str) -> str:
+    """``None``/``"all"`` -> ``"all"``; ``"mobile"`` -> ``"device:mobile"``; ``"cat:x"`` unchanged."""
+    if not segment or segment == "all":
+        return "all"
+    return segment if ":" in segment else f"{bandit_segment_key}:{segment}"
+
+
+def epochs(now: float, half_life_s: float) -> list[int]:
+    """The two epochs a decayed read combines: the current one and the one before."""
+    cur = decay.epoch_of(now, half_life_s)
+    return [cur, cur - 1]
+
+
+def by_score(scores: dict[str, float], k: int) -> Scored:
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life_s: float, k: int) -> Scored:
+    """Top-k of the decayed sums over epochs (each epoch's rows: its own top-k by stored score)."""
+    acc: dict[str, float] = {}
+    for epoch, rows in rows_by_epoch:
+        w = decay.epoch_weight(epoch, now, half_life_s)
+        for member, score in rows:
+            acc[member] = acc.get(member, 0.0) + score * w
+    return by_score(acc, k)
+
+
+def decayed_scores(scores_by_epoch: Sequence[tuple[int, Sequence[float | None]]], now: float,
+                   half_life_s: float, n: int) -> F32:
+    """Per-member decayed sums (ZMSCORE rows: None where the member has no score)."""
+    out = np.zeros(n, np.float64)
+    for epoch, scores in scores_by_epoch:
+        w = decay.epoch_weight(epoch, now, half_life_s)
+        out += w * np.array([s if s is not None else 0.0 for s in scores], np.float64)
+    return out.astype(np.float32)
+
+
+def sum_neighbours(lists: Sequence[Rows], k: int) -> Scored:
+    """Co-visit counts summed over recent items; the more recent the item, the more it weighs."""
+    acc: dict[str, float] = {}
+    for rank, rows in enumerate(lists):
+        w = 1.0 / (1.0 + 0.2 * rank)
+        for member, score in rows:
+            acc[member] = acc.get(member, 0.0) + score * w
+    return by_score(acc, k)
+
+
+def user_state(user_id: str, history: Sequence[str], neighbours: Sequence[Rows], seen: set[str],
+               record: dict[str, str], covisit_k: int) -> UserState:
+    """``history``: raw history entries (newest first); ``record``: the user hash (upsert)."""
+    recent = [item for item, _ in decode_history(history)]
+    attrs = json.loads(record.get("attributes") or "{}")
+    user = UserState(user_id, recent, seen, max(len(seen), len(recent)), record.get("segment") or None, attrs)
+    user.covisit = sum_neighbours(neighbours, covisit_k)
+    return user
+
+
+def history_items(history: Sequence[str], n: int) -> list[str]:
+    """The item of each of the newest ``n`` raw history entries (duplicates kept)."""
+    return [item for item, _ in decode_history(list(history[:n]))]
+
+
+def item_info(item_id: str, categories: str | None, attributes: str | None, created_at: str | None,
+              active: str | None, vector: bytes | None) -> ItemInfo | None:
+    if categories is None and created_at is None and vector is None:
+        return None
+    vec = np.frombuffer(vector, dtype=np.float32).copy() if vector else None
+    return ItemInfo(item_id, json.loads(categories) if categories else [],
+                    float(created_at) if created_at else 0.0, active != "0" if active is not None else True,
+                    json.loads(attributes) if attributes else {}, vec)
+
+
+def posterior_arrays(counts: Sequence[tuple[float, float]], prior_alpha: float,
+                     prior_beta: float) -> tuple[F32, F32]:
+    """Beta(prior + clicks, prior + impressions - clicks) from (impressions, clicks) per item."""
+    c = np.array(counts, np.float32).reshape(-1, 2)
+    alpha = (prior_alpha + c[:, 1]).astype(np.float32)
+    beta = (prior_beta + np.maximum(c[:, 0] - c[:, 1], 0.0)).astype(np.float32)
+    return alpha, beta
+
+
+def text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,145 @@
+"""The ranker's one feature set: what the funnel can compute at request time, nothing else.
+
+Serving computes it over the Redis state and Feast's online rows; the training job and ``streamrec
+eval`` compute it with the very same function over the in-process store they replay the event log
+into, at each label's time (point in time by construction). A test compares the two sides on the same
+events.
+
+Columns (:data:`FEATURES`), per candidate:
+- each retrieval source's normalised score and log rank (a missing source: score 0, rank ``MISSING``);
+- ``tt_score``: two-tower user . item (every candidate, not only the ANN ones; NaN without a model);
+- ``content_sim``: cosine of the item's content vector with the mean of the user's recent items';
+- item statistics: decayed popularity, 24 h impressions and CTR, 1 h clicks (Feast ``item_realtime``),
+  age at request time, bandit posterior mean for the request's segment;
+- user x item: the user's category affinity for the item (Feast ``user_category_affinity``), whether a
+  declared interest names one of its categories;
+- user: history length, interaction count, hours since the last event, the personal weight.
+NaN means unknown: the ranker replaces it with the training mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.online import F32, ItemInfo, OnlineState, UserState
+from core.protocols import Features, ItemVectorLookup, VectorIndex
+from funnel.retrieval import CandidateSet
+
+SOURCE_COLUMNS = ("ann", "covisit", "category", "popular", "trending", "fresh")
+FEATURES: tuple[str, ...] = (
+    *(f"{s}_score" for s in SOURCE_COLUMNS), *(f"{s}_rank" for s in SOURCE_COLUMNS),
+    "tt_score", "content_sim", "item_pop", "item_impressions_24h", "item_ctr_24h", "item_clicks_1h",
+    "item_age_days", "bandit_mean", "affinity", "declared_interest",
+    "user_history_len", "user_interactions", "user_idle_hours", "personal_weight",
+)
+INDEX = {name: j for j, name in enumerate(FEATURES)}
+MISSING_RANK = math.log1p(1000.0)
+CTR_PRIOR_IMPRESSIONS = 20.0
+DAY, HOUR = 86400.0, 3600.0
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """Per request: the user, Feast's user row, the clock, the segment and the candidates."""
+
+    user: UserState
+    user_row: Features
+    now: float
+    segment: str | None
+    cands: CandidateSet
+
+
+def declared_interests(user: UserState) -> set[str]:
+    """Declared attribute values (strings, or comma-separated lists) that may name categories."""
+    out: set[str] = set()
+    for value in user.attributes.values():
+        if isinstance(value, str):
+            out.update(v.strip().lower() for v in value.split(",") if v.strip())
+    return out
+
+
+def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, item_rows: Sequence[Features],
+          index: VectorIndex | None) -> F32:
+    """The ``[len(item_ids), len(FEATURES)]`` matrix. ``item_rows`` are Feast's rows of the items."""
+    out = np.full((len(item_ids), len(FEATURES)), np.nan, np.float32)
+    infos = [inputs.cands.infos.get(i) or ItemInfo(i) for i in item_ids]
+    _sources(out, inputs.cands, item_ids)
+    out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
+    out[:, INDEX["content_sim"]] = _content_sim(inputs.user, infos, state)
+    out[:, INDEX["item_pop"]] = np.log1p(state.item_popularity(item_ids, inputs.now))
+    _item_stats(out, item_rows)
+    created = np.array([info.created_at if info.created_at > 0 else np.nan for info in infos], np.float64)
+    out[:, INDEX["item_age_days"]] = np.log1p(np.maximum(inputs.now - created, 0.0) / DAY)
+    alpha, beta = state.posteriors(inputs.segment, item_ids)
+    out[:, INDEX["bandit_mean"]] = alpha / np.maximum(alpha + beta, 1e-9)
+    _affinity(out, inputs, infos)
+    _user_columns(out, inputs)
+    return out
+
+
+def _sources(out: F32, cands: CandidateSet, item_ids: Sequence[str]) -> None:
+    for src in SOURCE_COLUMNS:
+        signals, ranks = cands.signals.get(src, {}), cands.ranks.get(src, {})
+        out[:, INDEX[f"{src}_score"]] = [signals.get(i, 0.0) for i in item_ids]
+        out[:, INDEX[f"{src}_rank"]] = [math.log1p(ranks[i]) if i in ranks else MISSING_RANK
+                                        for i in item_ids]
+
+
+def _tt_scores(user_vector: F32 | None, index: VectorIndex | None, item_ids: Sequence[str]) -> F32:
+    if user_vector is None or not isinstance(index, ItemVectorLookup):
+        return np.full(len(item_ids), np.nan, np.float32)
+    vecs, found = index.vectors(item_ids)
+    scores = (vecs @ user_vector.astype(np.float32)).astype(np.float32) if len(item_ids) else vecs[:, 0]
+    return np.where(found, scores, np.nan).astype(np.float32)
+
+
+def _unit(x: F32) -> F32:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _content_sim(user: UserState, infos: Sequence[ItemInfo], state: OnlineState) -> F32:
+    recent = [it.vector for it in state.items(user.recent[:10]) if it is not None and it.vector is not None]
+    sims = np.full(len(infos), np.nan, np.float32)
+    if not recent:
+        return sims
+    profile = _unit(np.mean(np.stack(recent), axis=0))
+    dim = profile.shape[0]
+    rows = [j for j, info in enumerate(infos) if info.vector is not None and len(info.vector) == dim]
+    if rows:
+        sims[rows] = _unit(np.stack([infos[j].vector for j in rows])) @ profile  # type: ignore[misc]
+    return sims
+
+
+def _item_stats(out: F32, rows: Sequence[Features]) -> None:
+    def col(name: str) -> F32:
+        return np.array([r.get(name) if r.get(name) is not None else np.nan for r in rows], np.float64)
+
+    imps, clicks = col("impressions_24h"), col("clicks_24h")
+    out[:, INDEX["item_impressions_24h"]] = np.log1p(imps)
+    out[:, INDEX["item_ctr_24h"]] = (clicks + 1.0) / (imps + CTR_PRIOR_IMPRESSIONS)
+    out[:, INDEX["item_clicks_1h"]] = np.log1p(col("clicks_1h"))
+
+
+def _affinity(out: F32, inputs: FeatureInputs, infos: Sequence[ItemInfo]) -> None:
+    row = inputs.user_row
+    scores = dict(zip(row.get("affinity_categories") or [], row.get("affinity_scores") or [], strict=False))
+    top = max(scores.values(), default=0.0)
+    interests = declared_interests(inputs.user)
+    out[:, INDEX["affinity"]] = [max((scores.get(c, 0.0) for c in info.categories), default=0.0) / top
+                                 if top > 0 else 0.0 for info in infos]
+    out[:, INDEX["declared_interest"]] = [float(bool(interests & {c.lower() for c in info.categories}))
+                                          for info in infos]
+
+
+def _user_columns(out: F32, inputs: FeatureInputs) -> None:
+    row, user = inputs.user_row, inputs.user
+    history = row.get("history_len")
+    last = row.get("last_event_ts")
+    out[:, INDEX["user_history_len"]] = math.log1p(history) if history is not None else np.nan
+    out[:, INDEX["user_interactions"]] = math.log1p(user.n_interactions)
+    out[:, INDEX["user_idle_hours"]] = math.log1p(max(inputs.now - last, 0.0) / HOUR) if last else np.nan
+    out[:, INDEX["personal_weight"]] = inputs.cands.personal_weight

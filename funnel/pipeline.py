@@ -1,0 +1,257 @@
+"""The transport-free funnel: retrieve -> features -> rank -> re-rank -> explore, one call per feed.
+
+The feed API and the publisher call it over Redis and Feast; the training job and ``streamrec eval``
+call it over the in-process store they replay the event log into. The clock is injected (``now``):
+event time in a replay, wall time live. The only randomness (Thompson sampling) is seeded from the
+user id and the user's state, so the same state gives the same feed.
+
+Example:
+    >>> from core.settings import Settings
+    >>> from feature_store.online.memory_state import MemoryOnline
+    >>> Pipeline(Settings(), MemoryOnline(Settings())).feed("u1", n=2, now=1.7e9).feed.items
+    []
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.errors import StoreUnavailable
+from core.events import Feed, FeedItem
+from core.online import F32, Clock, OnlineState, UserState
+from core.protocols import FeatureReader, Features
+from core.settings import Settings
+from funnel import features as feats
+from funnel import vectors
+from funnel.explore import slot_positions, thompson_slots
+from funnel.fallback import FeedCache, PopularitySnapshot, degraded_feed
+from funnel.modelset import ModelSet, ModelSlot
+from funnel.retrieval import SOURCES, CandidateSet, Request, describe, gather
+from funnel.scoring import HEURISTIC, combine, model_heads
+from models.rerank import Candidates, rerank
+
+log = logging.getLogger(__name__)
+STAGES = ("retrieval", "features", "ranking", "reranking")
+
+
+@dataclass
+class FeedResult:
+    feed: Feed
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    candidates: int = 0
+
+
+@dataclass
+class RankInputs:
+    """What the ranker sees for one request: the candidates and their feature matrix."""
+
+    cands: CandidateSet
+    item_ids: list[str]
+    matrix: F32
+    features_ok: bool = True
+
+
+@dataclass
+class _Request:
+    user: UserState
+    segment: str | None
+    n: int
+    now: float
+    models: ModelSet
+    rng: np.random.Generator
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    degraded: bool = False
+
+
+def _seed(user_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=4).digest(), "little")
+
+
+def _unique(items: Iterator[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            yield item
+
+
+def _explore_pool(cands: CandidateSet, taken: set[str], limit: int) -> list[str]:
+    """Fresh items (newest first) interleaved with popular/trending ones, none already in the feed."""
+    fresh = [i for i, _ in cands.raw.get("fresh", []) if i in cands.infos and i not in taken]
+    skip = taken | set(fresh)
+    ranked = itertools.chain(cands.raw.get("popular", []), cands.raw.get("trending", []))
+    other = list(itertools.islice(_unique(i for i, _ in ranked if i in cands.infos and i not in skip), limit))
+    mixed = [i for pair in itertools.zip_longest(fresh, other) for i in pair if i is not None]
+    return mixed[:limit]
+
+
+class Pipeline:
+    """One instance per process; thread-safe for concurrent requests."""
+
+    def __init__(self, settings: Settings, state: OnlineState, models: ModelSlot | None = None,
+                 reader: FeatureReader | None = None, clock: Clock = time.time) -> None:
+        self.settings, self.state, self.reader, self.clock = settings, state, reader, clock
+        self.models = models or ModelSlot()
+        self.cache = FeedCache()
+        self.snapshot = PopularitySnapshot()
+        self.sources: Sequence[str] = SOURCES
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.state.ping())
+        except Exception:  # noqa: BLE001 - readiness is a yes/no answer
+            return False
+
+    def feed(self, user_id: str, n: int | None = None, context: dict[str, str] | None = None,
+             trigger: str = "request", trigger_event_ts: float | None = None, salt: int = 0,
+             now: float | None = None) -> FeedResult:
+        """Always returns a valid feed; store or model failures give ``degraded=True``, never raise."""
+        n = n or self.settings.publisher.feed_size
+        now = self.clock() if now is None else now
+        segment = (context or {}).get(self.settings.bandit.segment_key)
+        try:
+            result = self._compute(user_id, n, segment, salt, now)
+        except StoreUnavailable as exc:
+            log.warning("online store unavailable, serving fallback for %s: %s", user_id, exc)
+            return FeedResult(degraded_feed(user_id, n, self.cache, self.snapshot, segment, "store", now))
+        except Exception:
+            log.exception("pipeline failed for %s, serving fallback", user_id)
+            return FeedResult(degraded_feed(user_id, n, self.cache, self.snapshot, segment, "error", now))
+        feed = result.feed.model_copy(update={"trigger": trigger, "trigger_event_ts": trigger_event_ts})
+        if not feed.degraded:
+            self.cache.put(feed)
+        return FeedResult(feed, result.stages_ms, result.candidates)
+
+    def rank_inputs(self, user_id: str, now: float, item_ids: Sequence[str] | None = None,
+                    segment: str | None = None) -> RankInputs:
+        """Candidates and features as a feed request at ``now`` would see them; with ``item_ids`` (a
+        logged feed's items) the features of those items instead of the retrieved ones."""
+        user = self.state.user(user_id)
+        return self._inputs(user, segment or user.segment, now, self.models.current, item_ids)
+
+    def _inputs(self, user: UserState, segment: str | None, now: float, models: ModelSet,
+                item_ids: Sequence[str] | None = None) -> RankInputs:
+        user_row, ok = self._user_row(user.user_id)
+        req = Request(user, user_row, segment, now, self._blocked())
+        cands = gather(self.state, models, req, self.settings.retrieval,
+                       self.settings.retrieval.cold_start_halfway, self.sources)
+        ids = list(cands.item_ids if item_ids is None else item_ids)
+        if item_ids is not None:
+            describe(cands, ids, self.state)
+        rows, ok_items = self._item_rows(ids)
+        inputs = feats.FeatureInputs(user, user_row, now, segment, cands)
+        matrix = feats.build(inputs, ids, self.state, rows, models.index)
+        return RankInputs(cands, ids, matrix, ok and ok_items)
+
+    def _user_row(self, user_id: str) -> tuple[Features, bool]:
+        if self.reader is None:
+            return {}, True
+        try:
+            return dict(self.reader.user_features(user_id)), True
+        except StoreUnavailable as exc:
+            log.warning("user features unavailable: %s", exc)
+            return {}, False
+
+    def _item_rows(self, item_ids: Sequence[str]) -> tuple[list[Features], bool]:
+        if self.reader is None or not item_ids:
+            return [{} for _ in item_ids], True
+        try:
+            return list(self.reader.item_features(item_ids)), True
+        except StoreUnavailable as exc:
+            log.warning("item features unavailable: %s", exc)
+            return [{} for _ in item_ids], False
+
+    def _compute(self, user_id: str, n: int, segment: str | None, salt: int, now: float) -> FeedResult:
+        t0 = time.perf_counter()
+        user = self.state.user(user_id)
+        segment = segment or user.segment
+        rng = np.random.default_rng([self.settings.bandit.seed, _seed(user_id), user.n_interactions,
+                                     len(user.recent), salt])
+        req = _Request(user, segment, n, now, self.models.current, rng)
+        inputs = self._inputs(user, segment, now, req.models)
+        self.snapshot.update(segment, inputs.cands.raw.get("popular", []))
+        req.degraded = not inputs.features_ok and req.models.ranker is not None
+        t1 = time.perf_counter()
+        req.stages_ms["retrieval"] = (t1 - t0) * 1e3
+        heads = self._rank(req, inputs)
+        req.stages_ms["ranking"] = (time.perf_counter() - t1) * 1e3
+        return self._finish(req, inputs.cands, heads)
+
+    def _rank(self, req: _Request, inputs: RankInputs) -> dict[str, F32]:
+        if not inputs.item_ids:
+            return {}
+        ranker = req.models.ranker if inputs.features_ok else None
+        return model_heads(ranker or HEURISTIC, inputs.matrix)
+
+    def _blocked(self) -> frozenset[str]:
+        return frozenset(i for r in self.settings.rerank.rules if r.kind == "block" for i in r.item_ids)
+
+    def _finish(self, req: _Request, cands: CandidateSet, heads: dict[str, F32]) -> FeedResult:
+        t0 = time.perf_counter()
+        ids = cands.item_ids
+        total = combine(heads, self.settings.ranking.head_weights, len(ids))
+        slots, feed_size = self.settings.rerank.explore_slots, self.settings.publisher.feed_size
+        positions = slot_positions(req.n, slots, feed_size)
+        chosen, rules = self._rerank(cands, total, req.n, req.now)
+        explore = self._explore(req, cands, set(chosen[: req.n - len(positions)]), len(positions))
+        picked = {iid for iid, _ in explore}
+        exploit = [i for i in chosen if i not in picked][: req.n - len(explore)]
+        items = self._items(cands, heads, total, exploit, rules, explore, positions, req.n)
+        req.stages_ms["reranking"] = (time.perf_counter() - t0) * 1e3
+        models = req.models
+        model_version = models.model_version if models.ranker is not None and not req.degraded else "none"
+        feed = Feed(feed_id=uuid.uuid4().hex, user_id=req.user.user_id, version=int(req.now * 1000),
+                    generated_at=req.now, model_version=model_version,
+                    index_version=models.index_version, items=items, degraded=models.degraded or req.degraded)
+        return FeedResult(feed, req.stages_ms, len(ids))
+
+    def _rerank(self, cands: CandidateSet, total: F32, k: int,
+                now: float) -> tuple[list[str], dict[str, list[str]]]:
+        if not cands.item_ids or k <= 0:
+            return [], {}
+        infos = [cands.infos[i] for i in cands.item_ids]
+        c = Candidates(cands.item_ids, total.astype(np.float32), vectors.diversity_vectors(infos),
+                       [it.categories for it in infos], np.array([it.created_at for it in infos]),
+                       [it.attributes for it in infos])
+        out = rerank(c, k, self.settings.rerank, now=now)
+        return [cands.item_ids[i] for i in out.order], {cands.item_ids[i]: r for i, r in out.rules.items()}
+
+    def _explore(self, req: _Request, cands: CandidateSet, taken: set[str],
+                 slots: int) -> list[tuple[str, float]]:
+        if slots <= 0:
+            return []
+        pool = _explore_pool(cands, taken, max(self.settings.retrieval.explore, slots))
+        if not pool:
+            return []
+        alpha, beta = self.state.posteriors(req.segment, pool)
+        return thompson_slots(pool, alpha, beta, slots, req.rng)
+
+    def _items(self, cands: CandidateSet, heads: dict[str, F32], total: F32, chosen: list[str],
+               rules: dict[str, list[str]], explore: list[tuple[str, float]], positions: list[int],
+               n: int) -> list[FeedItem]:
+        pos_of = {iid: j for j, iid in enumerate(cands.item_ids)}
+        slots = dict(zip(positions, explore, strict=False))
+        exploit = iter(chosen)
+        out: list[FeedItem] = []
+        for rank in range(n):
+            pick = slots.get(rank)
+            iid, prop = pick if pick else (next(exploit, None), 1.0)
+            if iid is None:
+                continue
+            j = pos_of[iid]
+            scores = {h: round(float(v[j]), 6) for h, v in heads.items()}
+            scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals_of(iid).items()})
+            # model_construct: every field is built right here from typed values (no re-validation)
+            out.append(FeedItem.model_construct(
+                item_id=iid, rank=len(out), score=round(float(total[j]), 6),
+                source="explore" if pick else cands.source[iid], explore=pick is not None,
+                propensity=prop, scores=scores, rules=rules.get(iid, [])))
+        return out

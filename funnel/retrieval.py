@@ -1,0 +1,217 @@
+"""Stage 1: candidates from several sources, merged, deduplicated and filtered.
+
+Sources: the two-tower ANN (``ann``), co-visitation of the user's recent items (``covisit``), popular
+items of the user's favourite categories (``category``), segment popularity (``popular``), trending
+(``trending``) and the newest items (``fresh``). Personal sources get a share of the budget that grows
+with the user's interaction count, ``w = n / (n + halfway)`` (the category source, which needs only a
+few events, ``n / (n + 1)``); the prior sources take the rest. There is no hard cold/warm switch.
+
+Every source's score and rank of every candidate stay on the :class:`CandidateSet`: they are ranking
+features (``funnel.features``) and the per-source ablations of ``streamrec eval``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.online import F32, ItemInfo, OnlineState, Scored, UserState
+from core.protocols import Features, VectorIndex
+from core.settings import RetrievalSettings
+from funnel.modelset import ModelSet, UserTower
+
+# Source precedence when an item comes from several: the first listed names it.
+SOURCES = ("ann", "covisit", "category", "popular", "trending", "fresh")
+PERSONAL = ("ann", "covisit", "category")
+TOP_CATEGORIES = 3
+
+
+@dataclass
+class CandidateSet:
+    """Candidates in a stable order, each with its first source, and per source each member's
+    normalised score (0..1, ``signals``) and 0-based rank (``ranks``), source-major."""
+
+    item_ids: list[str] = field(default_factory=list)
+    source: dict[str, str] = field(default_factory=dict)
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    ranks: dict[str, dict[str, int]] = field(default_factory=dict)
+    infos: dict[str, ItemInfo] = field(default_factory=dict)
+    personal_weight: float = 0.0
+    raw: dict[str, Scored] = field(default_factory=dict)
+    user_vector: F32 | None = None
+
+    def add(self, name: str, scored: Scored, by_rank: bool = False) -> None:
+        """Signals are score / best score (``by_rank``: 1 - rank / n, for timestamps)."""
+        self.raw[name] = scored
+        if not scored:
+            return
+        top = max(s for _, s in scored)
+        n = len(scored)
+        if by_rank or top <= 0:
+            norms = [1.0 - r / n for r in range(n)]
+        else:
+            norms = [max(s, 0.0) / top for _, s in scored]
+        column, ranks = self.signals.setdefault(name, {}), self.ranks.setdefault(name, {})
+        source, ids = self.source, self.item_ids
+        for rank, ((iid, _), norm) in enumerate(zip(scored, norms, strict=True)):
+            if iid not in source:
+                source[iid] = name
+                ids.append(iid)
+            if norm > column.get(iid, -1.0):
+                column[iid] = norm
+            ranks.setdefault(iid, rank)
+
+    def signals_of(self, item_id: str) -> dict[str, float]:
+        return {src: col[item_id] for src, col in self.signals.items() if item_id in col}
+
+
+def personal_weight(user: UserState, halfway: float) -> float:
+    n = max(user.n_interactions, len(user.recent))
+    return n / (n + halfway) if n > 0 else 0.0
+
+
+def top_categories(user_row: Features, k: int = TOP_CATEGORIES) -> list[tuple[str, float]]:
+    """The user's strongest category affinities (Feast ``user_category_affinity`` row)."""
+    cats = user_row.get("affinity_categories") or []
+    scores = user_row.get("affinity_scores") or []
+    return [(c, float(s)) for c, s in zip(cats, scores, strict=False) if s and s > 0][:k]
+
+
+def _quotas(cfg: RetrievalSettings, user: UserState, halfway: float) -> dict[str, int]:
+    w = personal_weight(user, halfway)
+    n = max(user.n_interactions, len(user.recent))
+    personal = {"ann": round(cfg.ann * w), "covisit": round(cfg.covisit * w),
+                "category": round(cfg.category * n / (n + 1.0))}
+    spare = cfg.ann + cfg.covisit - personal["ann"] - personal["covisit"]
+    popular = max(cfg.popular, cfg.candidates - cfg.fresh - sum(personal.values()))
+    return {**personal, "popular": popular, "trending": cfg.popular // 2 + spare // 4, "fresh": cfg.fresh}
+
+
+def _tower_matches_index(tower: UserTower, index: VectorIndex) -> bool:
+    """A user tower only queries the index built from its own item tower: between a promotion and
+    the rebuild that follows it, the pair can come from different models, whose spaces differ."""
+    built_from = getattr(index, "model_version", "")
+    return not built_from or built_from == tower.version
+
+
+def user_query(models: ModelSet, state: OnlineState, user: UserState) -> F32 | None:
+    """The two-tower user vector; without a tower, the mean content vector of the recent items."""
+    index, tower = models.index, models.user_tower
+    if index is None or len(index) == 0:
+        return None
+    query = None
+    if tower is not None and _tower_matches_index(tower, index):
+        query = tower.user_vector({"user_id": user.user_id, "recent_items": user.recent})
+    if query is None:
+        vecs = [it.vector for it in state.items(user.recent[:10]) if it is not None and it.vector is not None]
+        if not vecs:
+            return None
+        query = np.mean(np.stack(vecs), axis=0)
+    q = np.asarray(query, np.float32).reshape(-1)
+    return q if q.shape[0] == getattr(index, "dim", q.shape[0]) else None  # content vs tower space
+
+
+def ann_candidates(models: ModelSet, query: F32 | None, k: int) -> Scored:
+    if models.index is None or query is None or k <= 0:
+        return []
+    ids, scores = models.index.search(query.reshape(1, -1), k)
+    return [(i, float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i]
+
+
+def category_candidates(state: OnlineState, user_row: Features, k: int, now: float) -> Scored:
+    """Popular items of the user's top categories, weighted by the affinity (share of the quota too)."""
+    cats = top_categories(user_row)
+    total = sum(s for _, s in cats)
+    if k <= 0 or total <= 0:
+        return []
+    acc: dict[str, float] = {}
+    for cat, affinity in cats:
+        share = affinity / total
+        rows = state.popular(f"cat:{cat}", max(1, round(k * share)), now)
+        top = rows[0][1] if rows and rows[0][1] > 0 else 1.0
+        for item, score in rows:
+            acc[item] = max(acc.get(item, 0.0), share * score / top)
+    return sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything retrieval needs about one request."""
+
+    user: UserState
+    user_row: Features
+    segment: str | None
+    now: float
+    blocked: frozenset[str] = frozenset()
+
+
+def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSettings,
+           halfway: float, sources: Sequence[str] = SOURCES) -> CandidateSet:
+    """Runs the sources, merges in :data:`SOURCES` order, drops seen/blocked/inactive items."""
+    q = _quotas(cfg, req.user, halfway)
+    cands = CandidateSet(personal_weight=personal_weight(req.user, halfway))
+    cands.user_vector = user_query(models, state, req.user) if "ann" in sources else None
+    lists: dict[str, Any] = {
+        "ann": lambda: ann_candidates(models, cands.user_vector, q["ann"]),
+        "covisit": lambda: _covisit(state, req.user, q["covisit"]),
+        "category": lambda: category_candidates(state, req.user_row, q["category"], req.now)}
+    for name in PERSONAL:
+        if name in sources:
+            cands.add(name, lists[name]())
+    unused = sum(q[s] for s in PERSONAL) - len(cands.item_ids)  # e.g. no index yet: popular fills in
+    if "popular" in sources:
+        cands.add("popular", state.popular(req.segment, q["popular"] + max(unused, 0), req.now))
+    if "trending" in sources:
+        cands.add("trending", state.trending(req.segment, q["trending"], req.now))
+    if "fresh" in sources:
+        cands.add("fresh", state.fresh(q["fresh"]), by_rank=True)
+    return _filter(cands, state, req.user, req.blocked, cfg.candidates)
+
+
+def _covisit(state: OnlineState, user: UserState, k: int) -> Scored:
+    if k <= 0 or not user.recent:
+        return []
+    near = user.covisit if user.covisit is not None else state.covisit(user.recent[:10], k)
+    return near[:k]
+
+
+def _filter(cands: CandidateSet, state: OnlineState, user: UserState, blocked: frozenset[str],
+            limit: int) -> CandidateSet:
+    keep = [i for i in cands.item_ids if i not in user.seen and i not in blocked]
+    infos = state.items(keep)
+    out: list[str] = []
+    for iid, info in zip(keep, infos, strict=True):
+        if info is not None and not info.active:
+            continue
+        cands.infos[iid] = info or ItemInfo(iid)
+        out.append(iid)
+    cands.item_ids = _round_robin(out, cands.source, limit) if len(out) > limit else out
+    return cands
+
+
+def describe(cands: CandidateSet, item_ids: Sequence[str], state: OnlineState) -> None:
+    """Make sure ``item_ids`` (e.g. the items a logged feed showed) have catalog infos on ``cands``."""
+    missing = [i for i in item_ids if i not in cands.infos]
+    for iid, info in zip(missing, state.items(missing), strict=True):
+        cands.infos[iid] = info or ItemInfo(iid)
+
+
+def _round_robin(item_ids: list[str], source: dict[str, str], limit: int) -> list[str]:
+    """Truncate fairly: take from each source in turn, so no source is starved by the budget."""
+    by_src: dict[str, list[str]] = {}
+    for iid in item_ids:
+        by_src.setdefault(source[iid], []).append(iid)
+    queues = [by_src[s][::-1] for s in SOURCES if s in by_src]
+    out: list[str] = []
+    while len(out) < limit and queues:
+        for q in list(queues):
+            if q:
+                out.append(q.pop())
+            else:
+                queues.remove(q)
+            if len(out) >= limit:
+                break
+    return out
