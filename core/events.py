@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from enum import StrEnum
@@ -153,16 +154,43 @@ class FeedTrigger(_Record):
     reason: str = "interaction"
 
 
-class DeadLetter(BaseModel):
-    """What a dead-letter topic carries: the reason and the original bytes (latin-1 safe text)."""
+class RecordBytes(BaseModel):
+    """Bytes of a dead-lettered record's key or value, possibly cut to fit the dead letter.
+
+    ``data`` is UTF-8 text when the bytes are valid UTF-8 and JSON-escaping does not make them longer
+    than base64 would; otherwise base64. ``size`` is the original length; when ``truncated`` is true,
+    ``data`` holds only the first bytes, and the whole record is still in the source topic at the
+    dead letter's partition and offset (for as long as that topic retains it).
+    """
 
     model_config = ConfigDict(extra="forbid")
+    encoding: Literal["utf-8", "base64"]
+    data: str
+    size: int = Field(ge=0)
+    truncated: bool = False
+
+    def raw(self) -> bytes:
+        """The bytes carried (all of them, or the first ones when ``truncated``)."""
+        return self.data.encode() if self.encoding == "utf-8" else base64.b64decode(self.data)
+
+
+class DeadLetter(BaseModel):
+    """What a dead-letter topic carries: why, where the record is, and its key and value bytes.
+
+    It is published with the original record's key (when that key fits) and always fits the
+    producer's request limit: a large original is cut and marked ``truncated``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[2] = 2
     source_topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    timestamp: float | None = Field(None, description="the source record's timestamp (unix seconds)")
     reason: str
     detail: str
-    original: str
-    partition: int | None = None
-    offset: int | None = None
+    key: RecordBytes | None = Field(None, description="None: the record had no key")
+    original: RecordBytes | None = Field(None, description="None: the record had no value (tombstone)")
     failed_at: float = Field(default_factory=time.time)
 
 

@@ -20,19 +20,15 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import BrokerUnavailable, StoreUnavailable
 from core.settings import Settings
 from core.topics import INPUT_TOPICS, Topics
 from streams.decode import RawRecord
+from streams.kafka_errors import describe, is_retryable
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
 
 log = logging.getLogger(__name__)
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
-             StoreUnavailable, BrokerUnavailable)
 EXIT_UNAPPLIED = 70
 
 
@@ -96,6 +92,8 @@ def register(app: faust.App, settings: Settings, state: WorkerState) -> None:
         app.topic(topics.dlq(base), value_type=bytes, partitions=settings.kafka.partitions)
     app.topic(topics.feed_triggers, value_type=bytes, partitions=settings.kafka.partitions)
     _pages(app, state)
+    if state.processor is not None:  # dead letters are cut to what this app's producer accepts
+        state.processor.dlq_max_bytes = int(app.conf.producer_max_request_size)
 
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         state.assigned = True
@@ -144,9 +142,11 @@ async def _with_retries(state: WorkerState, base: str, records: list[RawRecord])
         try:
             await state.processor.process(base, records)
             return
-        except RETRYABLE as exc:
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
             state.metrics.retries.labels(base).inc()
-            log.warning("store/broker unavailable (%s); retrying batch in %.1fs", exc, delay)
+            log.warning("store/broker unavailable (%s); retrying batch in %.1fs", describe(exc), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -154,7 +154,8 @@ async def _with_retries(state: WorkerState, base: str, records: list[RawRecord])
 def _raw(ev: EventT) -> RawRecord:
     m = ev.message
     value = m.value if isinstance(m.value, bytes | None) else bytes(m.value)
-    return RawRecord(m.topic, m.partition, m.offset, value, float(m.timestamp or 0.0))
+    key = m.key if isinstance(m.key, bytes | None) else bytes(m.key)
+    return RawRecord(m.topic, m.partition, m.offset, value, float(m.timestamp or 0.0), key)
 
 
 def _update_lag(state: WorkerState, stream: Any, events: Sequence[EventT]) -> None:

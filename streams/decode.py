@@ -1,4 +1,5 @@
-"""Pure validation of raw input records: decode + skew check, or a DeadLetter saying why."""
+"""Pure validation of raw input records: decode + skew check, or an EventError saying why (the
+dead letter is built by :mod:`streams.dead_letters`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.events import (
-    DeadLetter,
     EventError,
     Interaction,
     ItemUpsert,
@@ -33,6 +33,7 @@ class RawRecord:
     offset: int
     value: bytes | None
     timestamp: float = 0.0
+    key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,3 @@ def validate(base: str, raw: bytes | None, now: float, skew: Skew) -> Interactio
     record = DECODERS[base](raw)
     check_times(record, now, skew.max_future_s, skew.max_past_s)
     return record  # type: ignore[no-any-return]
-
-
-def dead_letter(rec: RawRecord, err: EventError) -> DeadLetter:
-    original = (rec.value or b"").decode("latin-1")
-    return DeadLetter(source_topic=rec.topic, reason=err.reason, detail=err.detail[:2000],
-                      original=original, partition=rec.partition, offset=rec.offset)

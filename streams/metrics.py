@@ -19,6 +19,9 @@ class WorkerMetrics:
                               ["agent", "outcome"], registry=r)
         self.dlq = Counter("streamrec_worker_dead_lettered", "records sent to the DLQ",
                            ["agent", "reason"], registry=r)
+        self.dlq_failed = Counter("streamrec_worker_dead_letter_failed",
+                                  "invalid records the broker refused to dead-letter for good: logged "
+                                  "with their coordinates and skipped", ["agent", "error"], registry=r)
         self.batch_seconds = Histogram("streamrec_worker_batch_seconds", "batch processing time",
                                        ["agent"], buckets=LATENCY_BUCKETS, registry=r)
         self.effect_latency = Histogram("streamrec_worker_effect_latency_seconds",

@@ -1,7 +1,9 @@
 """One batch of one input topic, end to end, in the order that makes it effectively once:
 
 1. skip records at or below the partition's applied watermark (a replay after a crash);
-2. validate; invalid records go to ``<topic>.dlq`` (delivery awaited);
+2. validate; invalid records go to ``<topic>.dlq`` (delivery awaited). A record whose dead letter the
+   broker refuses for good is logged with its coordinates, counted and skipped; a broker that is
+   down is retried;
 3. dedupe by event_id, plan and apply effects + dedupe markers + stats + watermarks in ONE Redis
    transaction (the archive is written just before EXEC, idempotently named by offsets);
 4. push ABSOLUTE feature rows of every entity the batch touched (replayed ones too) and flush;
@@ -19,8 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import BrokerUnavailable
 from core.events import (
-    DeadLetter,
     EventError,
     FeedTrigger,
     Interaction,
@@ -30,7 +32,9 @@ from core.events import (
 from core.topics import INTERACTIONS, ITEMS, Topics
 from feature_store.online.writer import OnlineWriter, StatsDelta, plan_users
 from streams.content import ItemVectors
-from streams.decode import RawRecord, Skew, dead_letter, validate
+from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
+from streams.decode import RawRecord, Skew, validate
+from streams.kafka_errors import describe, is_retryable, root
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ TP = tuple[str, int]
 class Parsed:
     new: list[tuple[RawRecord, Any]]
     replayed: list[Any]
-    dead: list[DeadLetter]
+    dead: list[Outgoing]
     offsets: dict[TP, int]
     replayed_records: list[tuple[RawRecord, Any]] = field(default_factory=list)
 
@@ -57,15 +61,16 @@ class BatchProcessor:
                  push: FeaturePush | None = None, clock: Callable[[], float] = time.time) -> None:
         self.topics, self.writer, self.send, self.metrics = topics, writer, send, metrics
         self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
+        self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
 
     async def process(self, base: str, records: Sequence[RawRecord]) -> None:
         started = time.monotonic()
         clock = _PhaseClock(self.metrics, base)
         parsed = await self._parse(base, records)
-        await self._dead_letter(base, parsed.dead)
+        sent = await self._dead_letter(base, parsed.dead)
         clock.lap("parse_dlq")
-        stats = StatsDelta(base, len(parsed.new), len(parsed.dead),
-                           dict(Counter(d.reason for d in parsed.dead)))
+        stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
+                           skipped=len(parsed.dead) - len(sent))
         events = [ev for _, ev in parsed.new]
         if base == INTERACTIONS:
             await self._interactions(parsed, stats)
@@ -83,7 +88,7 @@ class BatchProcessor:
         if base == INTERACTIONS:
             await self._trigger(everything)
         clock.lap("triggers")
-        self._observe(base, parsed, records, started)
+        self._observe(base, parsed, stats, records, started)
 
     async def _parse(self, base: str, records: Sequence[RawRecord]) -> Parsed:
         marks = await self.writer.watermarks(sorted({(r.topic, r.partition) for r in records}))
@@ -96,7 +101,7 @@ class BatchProcessor:
                 ev = validate(base, rec.value, now, self.skew)
             except EventError as err:
                 if not replay:
-                    out.dead.append(dead_letter(rec, err))
+                    out.dead.append(build(rec, err, self.dlq_max_bytes))
                     out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
                 continue
             if replay:
@@ -141,14 +146,33 @@ class BatchProcessor:
             rows.append((rec, row))
         await self.archive(base, rows)
 
-    async def _dead_letter(self, base: str, dead: Sequence[DeadLetter]) -> None:
+    async def _dead_letter(self, base: str, dead: Sequence[Outgoing]) -> list[Outgoing]:
+        """Publish the dead letters (keyed by the original key) and return those delivered. A broker
+        that is unreachable raises (the batch is retried); a letter refused for good is skipped."""
         if not dead:
-            return
+            return []
         topic = self.topics.dlq(base)
-        futs = [await self.send(topic, None, encode(d)) for d in dead]
-        await asyncio.gather(*futs)
-        for d in dead:
+        outcomes = await asyncio.gather(*(self._send_letter(topic, d) for d in dead), return_exceptions=True)
+        failed = [(d, exc) for d, exc in zip(dead, outcomes, strict=True) if isinstance(exc, BaseException)]
+        retry = next((exc for _, exc in failed if is_retryable(exc)), None)
+        if retry is not None:
+            raise BrokerUnavailable(f"dead-letter topic {topic}: {describe(retry)}") from retry
+        for d, exc in failed:
+            self._skip(base, d, exc)
+        sent = [d for d, exc in zip(dead, outcomes, strict=True) if not isinstance(exc, BaseException)]
+        for d in sent:
             self.metrics.dlq.labels(base, d.reason).inc()
+        return sent
+
+    async def _send_letter(self, topic: str, d: Outgoing) -> None:
+        await (await self.send(topic, d.key, d.value))
+
+    def _skip(self, base: str, d: Outgoing, exc: BaseException) -> None:
+        rec = d.record
+        log.error("record %s[%d]@%d (key %r, %d bytes, %s) could not be dead-lettered: %s; skipped",
+                  rec.topic, rec.partition, rec.offset, (rec.key or b"")[:64], len(rec.value or b""),
+                  d.reason, describe(exc))
+        self.metrics.dlq_failed.labels(base, type(root(exc)).__name__).inc()
 
     async def _push_features(self, base: str, events: Sequence[Any]) -> None:
         if self.push is None or base == "users" or not events:
@@ -166,11 +190,13 @@ class BatchProcessor:
                 for u, ts in latest.items()]
         await asyncio.gather(*futs)
 
-    def _observe(self, base: str, parsed: Parsed, records: Sequence[RawRecord], started: float) -> None:
+    def _observe(self, base: str, parsed: Parsed, stats: StatsDelta, records: Sequence[RawRecord],
+                 started: float) -> None:
         m = self.metrics
         m.events.labels(base, "applied").inc(len(parsed.new))
         m.events.labels(base, "replayed").inc(len(parsed.replayed))
-        m.events.labels(base, "dead_lettered").inc(len(parsed.dead))
+        m.events.labels(base, "dead_lettered").inc(stats.dead_lettered)
+        m.events.labels(base, "skipped").inc(stats.skipped)
         m.batch_seconds.labels(base).observe(time.monotonic() - started)
         now = self.clock()
         for rec in records:

@@ -63,6 +63,7 @@ class StatsDelta:
     processed: int = 0
     dead_lettered: int = 0
     dead_by_reason: dict[str, int] | None = None
+    skipped: int = 0  # invalid records whose dead letter the broker refused for good
 
 
 class OnlineWriter:
@@ -216,7 +217,8 @@ class OnlineWriter:
         base = stats.base
         incr = {f"{base}:processed": stats.processed, f"{base}:dead_lettered": stats.dead_lettered,
                 f"{base}:duplicates": duplicates, "events_processed": stats.processed,
-                "events_dead_lettered": stats.dead_lettered}
+                "events_dead_lettered": stats.dead_lettered, f"{base}:skipped": stats.skipped,
+                "events_skipped": stats.skipped}
         for reason, n in (stats.dead_by_reason or {}).items():
             incr[f"{stats.base}:dlq:{reason}"] = n
         for name, n in incr.items():

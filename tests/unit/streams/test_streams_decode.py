@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core.events import MAX_EVENT_BYTES, DeadLetter, EventError
-from streams.decode import RawRecord, Skew, dead_letter, validate
+from streams.dead_letters import build
+from streams.decode import RawRecord, Skew, validate
 
 NOW = 1_700_000_000.0
 SKEW = Skew(max_future_s=60.0, max_past_s=3600.0)
@@ -37,6 +38,8 @@ def test_bad_records_raise_with_reason(raw: bytes | None, reason: str) -> None:
 def test_valid_record_passes_and_dead_letter_keeps_original_bytes() -> None:
     assert validate("interactions", good(), NOW, SKEW).item_id == "i"
     raw = b"\xff\x00binary"
-    dl = dead_letter(RawRecord("t.interactions", 2, 41, raw), EventError("unparseable", "x"))
-    back = DeadLetter.model_validate_json(dl.model_dump_json())
-    assert back.original.encode("latin-1") == raw and (back.partition, back.offset) == (2, 41)
+    out = build(RawRecord("t.interactions", 2, 41, raw, key=b"u7"), EventError("unparseable", "x"))
+    back = DeadLetter.model_validate_json(out.value)
+    assert back.original is not None and back.original.raw() == raw and not back.original.truncated
+    assert (back.source_topic, back.partition, back.offset) == ("t.interactions", 2, 41)
+    assert out.key == b"u7" and back.key is not None and back.key.raw() == b"u7"
