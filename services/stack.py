@@ -35,7 +35,7 @@ from core.settings import Settings
 from iokit import LOOPBACK, ChildProcess, FileLock, PortBook, http_ok, log_tail, read_json, spawn, tcp_open
 from services import localstack
 from services.stack_setup import check_redis, ensure_topics, settings_env
-from services.supervise import Component, RestartPolicy, Supervisor
+from services.supervise import Component, RestartPolicy, Supervisor, reap_orphans
 
 log = logging.getLogger("streamrec.stack")
 STATUS_FILE = "stack.json"  # under data_dir: what `streamrec status` reads
@@ -175,6 +175,7 @@ class Stack:
             other = read_json(self.status_path, {}) or {}
             raise StartupError(f"another streamrec up (pid {other.get('pid', '?')}) is running on data_dir "
                                f"{self.settings.data_dir.resolve()}: stop it, or use another data_dir")
+        reap_orphans(read_json(self.status_path, {}) or {})
 
     def _start_infra(self) -> None:
         s = self.settings

@@ -14,13 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from core.settings import StackSettings
 from iokit import ChildProcess, backoff_delay, log_tail, write_json_atomic
@@ -74,6 +78,7 @@ class Component:
     next_start: float = 0.0
     last_exit: int | None = None
     on_up_pending: bool = False
+    created: float | None = None  # the child's process start time: tells it from a reused pid
 
     @property
     def restarts(self) -> int:
@@ -99,7 +104,7 @@ class Supervisor:
     def add(self, comp: Component, child: ChildProcess, up: bool = True) -> None:
         """Adopt a child started (and, with ``up``, seen listening) by the caller."""
         now = self.clock()
-        comp.child, comp.started_at = child, now
+        comp.child, comp.started_at, comp.created = child, now, _create_time(child.pid)
         comp.state, comp.up_since = (RUNNING, now) if up else (STARTING, None)
         comp.ready = up and comp.ready_probe is None  # a process is ready once its /readyz said so
         self.components[comp.name] = comp
@@ -192,7 +197,7 @@ class Supervisor:
             c.child = None
             self._exited(c, now)
             return
-        c.state, c.started_at = STARTING, now
+        c.state, c.started_at, c.created = STARTING, now, _create_time(c.child.pid)
         log.error("restarted %s (pid %d, restart %d in a row)", c.name, c.child.pid, c.in_a_row)
 
     # ---- status --------------------------------------------------------------------------------
@@ -242,7 +247,40 @@ class Supervisor:
 def _describe(c: Component) -> dict[str, Any]:
     alive = c.child is not None and c.child.alive() if c.state in (STARTING, RUNNING) else False
     return {"kind": c.kind, "state": c.state, "ready": c.ready, "address": c.address, "port": c.port,
-            "pid": c.child.pid if alive and c.child else None, "restarts": c.restarts,
+            "pid": c.child.pid if alive and c.child else None, "created": c.created if alive else None,
+            "restarts": c.restarts,
             "restarts_in_a_row": c.in_a_row, "last_exit": c.last_exit,
             "log": str(c.child.log_path) if c.child and c.child.log_path else None,
             "history": c.history[-20:]}
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def reap_orphans(status: dict[str, Any], grace_s: float = 5.0) -> list[str]:
+    """Stop the children that a supervisor which died without stopping them left running (they are in
+    its last status with their pid and start time; a reused pid has another start time and is left
+    alone). Returns their names. Without this, a second redis-server would share the first one's
+    append-only file."""
+    comps = status.get("components") if not status.get("stopped_at") else None
+    found = []
+    for name, c in (comps or {}).items():
+        pid, created = c.get("pid"), c.get("created")
+        if pid and created and _create_time(int(pid)) == created:
+            log.warning("stopping %s (pid %d), left running by a supervisor that died", name, pid)
+            _stop_group(int(pid), grace_s)
+            found.append(name)
+    return found
+
+
+def _stop_group(pid: int, grace_s: float) -> None:
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(wait_s)
+            return

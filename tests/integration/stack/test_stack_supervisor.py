@@ -181,7 +181,7 @@ FOREGROUND = textwrap.dedent('''
 ''')
 
 
-def _foreground(settings, tmp_path: Path, extra_env: dict[str, str] | None = None
+def _foreground(settings, tmp_path: Path, extra_env: dict[str, str | None] | None = None
                 ) -> tuple[subprocess.Popen[str], int]:
     """The stack in its own process, run as `streamrec up` runs it; stderr (its log) to fg.err."""
     script = tmp_path / "fg.py"
@@ -189,7 +189,12 @@ def _foreground(settings, tmp_path: Path, extra_env: dict[str, str] | None = Non
     env = {**os.environ, "STREAMREC_DATA_DIR": str(settings.data_dir),
            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
            "STREAMREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-           "STREAMREC_REDIS__URL": settings.redis.url, **(extra_env or {})}
+           "STREAMREC_REDIS__URL": settings.redis.url}
+    for key, value in (extra_env or {}).items():  # None: unset (e.g. the stack starts its own Redis)
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     with (tmp_path / "fg.err").open("w") as err:
         proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=err,
                                 text=True)
@@ -321,3 +326,22 @@ def test_a_second_stack_on_the_same_data_dir_is_refused_and_wipes_nothing(settin
         assert (settings.data_dir / "archive").is_dir()  # --fresh never runs under a live stack
         assert not first.dead_children()
         assert read_status(settings.data_dir / "stack.json").exit_code == READY
+
+
+def test_children_orphaned_by_a_killed_supervisor_are_stopped_by_the_next_start(settings, child_module: str,
+                                                                                tmp_path: Path):
+    """`streamrec up` SIGKILLed leaves its children running (own sessions); the next start on that
+    data_dir stops them first (else two redis-servers would share one append-only file), then
+    starts on the same ports."""
+    proc, api = _foreground(settings, tmp_path, {"STREAMREC_REDIS__URL": None})
+    status = json.loads((settings.data_dir / "stack.json").read_text())
+    orphans = {name: c["pid"] for name, c in status["components"].items()}
+    assert set(orphans) == {"redis", "api", "worker"} and orphans["api"] == api
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert all(psutil.pid_exists(pid) for pid in orphans.values())  # left running
+    fresh = settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": None})})
+    with Stack(fresh, processes=_specs(child_module), ready_timeout_s=30, feast_apply=False) as stack:
+        assert not [p for p in orphans.values() if psutil.pid_exists(p)]
+        assert {n: c.port for n, c in stack.supervisor.components.items()} == {
+            n: c["port"] for n, c in status["components"].items()}
