@@ -23,6 +23,7 @@ is a catalogue-level figure and has no per-user standard error.
 
 - ``top_n_lists(scores_fn, histories, n, batch)``: a baseline's ranked lists, scored in user batches,
   each user's history masked, ties broken by a seeded random order; never ``[users, items]`` at once.
+  ``scores_fn`` may return dense scores or sparse non-negative ones (unlisted = 0, far faster).
 - ``paired_difference(ours, theirs)``: mean and standard error of the per-user difference (users
   aligned; ``[seeds, users]`` arrays are averaged over seeds first). "Ahead by at least 2 standard
   errors" means ``mean >= 2 * se``.
@@ -48,9 +49,8 @@ import scipy.sparse as sp
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-ScoresFn = Callable[[Sequence[IntArray]], npt.NDArray[np.floating]]
+ScoresFn = Callable[[Sequence[IntArray]], npt.NDArray[np.floating] | sp.spmatrix]
 Lists = IntArray | Sequence[IntArray]
-RANK_METRICS = ("ndcg@10", "hr@10", "recall@50", "mrr")
 
 
 def target_ranks(scores: npt.NDArray[np.floating], targets: npt.NDArray[np.int64]) -> Array:

@@ -62,10 +62,10 @@ class LogConfig:
     start_ts: float = 1_704_067_200.0  # 2024-01-01 UTC
     zipf: float = 0.9
     explore: float = 0.1
-    popular_share: float = 0.5
-    taste_width: float = 0.03
+    popular_share: float = 0.3
+    taste_width: float = 0.005
     session_continue: float = 0.8
-    step_prob: float = 0.5
+    step_prob: float = 0.4
     gap_s: float = 90.0
     new_item_share: float = 0.1
     min_events: int = 3

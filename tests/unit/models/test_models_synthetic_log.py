@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.baselines import CoVisit, ItemKNN, Pop
-from models.data import leave_one_out, load_csv, load_items_csv, random_split
+from models.data import Interactions, leave_one_out, load_csv, load_items_csv, random_split
 from models.metrics import evaluate_lists
 from models.synthetic_log import LogConfig, generate_log, items_path, write_synthetic_log
 
@@ -41,8 +41,6 @@ def _ndcg(model: object, split: object, n_items: int) -> float:
 
 
 def test_recommenders_can_learn_order_taste_and_popularity():
-    from models.data import Interactions
-
     g = generate_log(SMALL)
     log = Interactions.from_arrays(g.users.astype(str), g.items.astype(str), g.timestamps, g.weights)
     loo, rnd = leave_one_out(log), random_split(log, 0)
