@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 
 from core.settings import Settings
 from core.topics import Topics
+from funnel.pipeline import Pipeline
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
 from services.api.routes import router
-from services.pipeline import Pipeline
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
 

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 
 from core.settings import Settings
 from core.topics import Topics
+from funnel.pipeline import Pipeline
 from services.api.metrics import ApiMetrics
-from services.pipeline import Pipeline
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
 

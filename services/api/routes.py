@@ -1,4 +1,4 @@
-"""Handlers: short, transport only. The funnel lives in services.pipeline."""
+"""Handlers: short, transport only. The funnel lives in ``funnel`` (wired by services.pipeline.build)."""
 
 from __future__ import annotations
 

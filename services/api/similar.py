@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from core.errors import StoreUnavailable
-from services.pipeline import Pipeline
+from funnel.pipeline import Pipeline
 
 
 class SimilarItem(BaseModel):
@@ -40,7 +40,7 @@ def _covisit(pipeline: Pipeline, item_id: str, n: int) -> list[SimilarItem]:
 def _same_category(pipeline: Pipeline, item_id: str, n: int) -> list[SimilarItem]:
     info = pipeline.state.items([item_id])[0]
     cats = set(info.categories) if info else set()
-    pop = pipeline.state.popular(None, 20 * n)
+    pop = pipeline.state.popular(None, 20 * n, pipeline.clock())
     infos = pipeline.state.items([i for i, _ in pop])
     return [SimilarItem(item_id=i, score=s, source="category")
             for (i, s), it in zip(pop, infos, strict=True)

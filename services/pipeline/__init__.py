@@ -1,8 +1,2 @@
-"""Transport-free retrieve -> rank -> re-rank funnel shared by the feed API and the publisher."""
-
-from services.pipeline.modelset import ModelSet, ModelSlot
-from services.pipeline.pipeline import STAGES, FeedResult, Pipeline
-from services.pipeline.state import InMemoryState, ItemInfo, OnlineState, UserState
-
-__all__ = ["STAGES", "FeedResult", "InMemoryState", "ItemInfo", "ModelSet", "ModelSlot", "OnlineState",
-           "Pipeline", "UserState"]
+"""Transport wiring of the funnel for the serving processes: Redis state, the Feast reader, hot-swapped
+models (``build``), artifact loaders and the impression record. The funnel itself is ``funnel``."""

@@ -1,4 +1,5 @@
-"""Builds the real pipeline of a process: Redis state, the fast feature reader, hot-swapped models."""
+"""Builds the real pipeline of a process: ``funnel.pipeline.Pipeline`` over the Redis state, the fast
+feature reader and hot-swapped models, on the wall clock."""
 
 from __future__ import annotations
 
@@ -8,26 +9,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
 from core.errors import StoreUnavailable
 from core.protocols import FeatureReader, Features
 from core.settings import Settings
+from feature_store.online.redis_state import RedisOnlineState, redis_client
+from funnel.modelset import ModelSlot
+from funnel.pipeline import Pipeline
 from services.pipeline.hotswap import HotSwapper
-from services.pipeline.modelset import ModelSlot
-from services.pipeline.pipeline import Pipeline
-from services.pipeline.redis_state import RedisState
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 10.0
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """Sync client with bounded timeouts: a dead Redis costs at most ``socket_timeout_s`` per call."""
-    url = settings.redis.url or "redis://127.0.0.1:6379/0"
-    return redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout_s,
-                                socket_connect_timeout=settings.redis.connect_timeout_s,
-                                decode_responses=False, health_check_interval=0)
 
 
 class LazyReader:
@@ -76,7 +67,7 @@ def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None
                    hot_swap: bool = True) -> tuple[Pipeline, Callable[[], None]]:
     """Returns the pipeline and a ``close`` that stops polling and closes connections."""
     client = redis_client(settings)
-    state = RedisState(client, settings)
+    state = RedisOnlineState(client, settings)
     slot = ModelSlot()
     swapper = HotSwapper(slot, _loaders(settings) if hot_swap else {}, on_swap)
     if swapper.loaders:

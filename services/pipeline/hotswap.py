@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from services.pipeline.modelset import ModelSlot
+from funnel.modelset import ModelSlot
 
 log = logging.getLogger(__name__)
 FIELD = {"ranker": "ranker", "index": "index", "two_tower": "user_tower"}

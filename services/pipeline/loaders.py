@@ -1,7 +1,8 @@
 """Artifact kind -> serving object, for the LIFECYCLE ``Loader`` (``load(path, manifest)``).
 
-The objects come from MODELS' serving wrappers; the two-tower one is adapted to the pipeline's
-``UserTower`` seam (one query vector from the user's recent items).
+The objects come from MODELS' serving wrappers: the ranker (``RankerServing``, a
+``core.protocols.FeatureRanker`` over the funnel's named feature columns), the ANN index, and the
+two-tower adapted to the funnel's ``UserTower`` seam (``funnel.modelset.TwoTowerQuery``).
 """
 
 from __future__ import annotations
@@ -10,26 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from core.protocols import Features
 from core.settings import Settings
-from services.pipeline.modelset import F32
-
-
-class TwoTowerQuery:
-    """``UserTower`` over ``models.two_tower_serving.TwoTowerServing``."""
-
-    def __init__(self, serving: Any) -> None:
-        self.serving = serving
-        self.version: str = serving.version
-
-    def user_vector(self, user: Features) -> F32 | None:
-        recent = [i for i in user.get("recent_items") or [] if i in self.serving.codes]
-        if not recent:
-            return None
-        vec = self.serving.user_vectors([list(reversed(recent))])[0]
-        return np.asarray(vec, np.float32)
+from funnel.modelset import TwoTowerQuery
 
 
 def load_functions(settings: Settings) -> dict[str, Callable[[Path, Any], Any]]:

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from core.events import EventError, decode_trigger, encode
 from core.settings import Settings
 from core.topics import Topics
+from funnel.pipeline import Pipeline
 from services.artifacts.loader import register_loader_metrics
-from services.pipeline import Pipeline
 from services.publisher.debounce import Debouncer, Pending
 from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_security
 
