@@ -95,7 +95,8 @@ class WorkerSettings(_Section):
     max_past_skew_s: float = Field(30 * 86400.0, ge=0)
     dedupe_ttl_s: int = Field(7 * 86400, ge=60)
     history_len: int = Field(50, ge=1)
-    popularity_half_life_s: float = Field(6 * 3600.0, gt=0)
+    popularity_half_life_s: float = Field(
+        7 * 86400.0, gt=0, description="popular = engagement decayed over about a week; trending is the fast one")
     affinity_half_life_s: float = Field(7 * 86400.0, gt=0)
     covisit_window_s: float = Field(1800.0, gt=0)
     covisit_cap: int = Field(200, ge=1)

@@ -5,11 +5,13 @@ For one split (``models.data``: leave-one-out, strict global time split, seeded 
    vectors from the worker's encoder;
 2. :func:`funnel.training.train` trains the two-tower, the index and the ranker: the same job as
    ``streamrec train``;
-3. the log is replayed into the in-process store (the worker's transforms) and every test user gets the
-   feed the API would serve them (``Pipeline.feed``) at their test time: 50 items, re-ranking and
-   exploration slots included. Leave-one-out and random: the state holds every training event (later
-   events of other users too: the protocol's leak). Global split: only events before the cut; item
-   upserts arrive at their creation time, up to each test user's time;
+3. the log is replayed into the in-process store (the worker's transforms), and when the replay
+   reaches a test user's test time, that user gets the feed the API would serve them then
+   (``Pipeline.feed`` at that clock): 50 items, re-ranking and exploration slots included. The state
+   holds exactly the training events before that time (no held-out event of anyone, nothing later), as
+   a live state would; items exist from their first interaction in the dataset. What differs between
+   the protocols is what the models were trained on: leave-one-out and random let the two-tower and the
+   ranker learn from other users' later events, the global split does not (its log ends at the cut);
 4. the baselines (Pop, ItemKNN, co-visitation) fit on the same train + validation interactions and
    rank every item, seen items excluded; each candidate source alone is scored as an ablation.
 Metrics are computed over the ranked lists (``models.metrics.evaluate_lists``).
@@ -37,7 +39,7 @@ from funnel.scoring import HEURISTIC, model_heads
 from funnel.training import StoreFactory, TrainConfig, Trained, train
 from models.baselines import CoVisit, ItemKNN, Pop
 from models.data import Interactions, Split
-from models.metrics import evaluate_lists, top_n_lists
+from models.metrics import evaluate_lists
 
 log = logging.getLogger(__name__)
 LIST_N = 50
@@ -85,24 +87,17 @@ def catalog(data: Interactions, content: F32 | None) -> Catalog:
     return Catalog(items, content)
 
 
-def _state_store(run_log: EventLog, cat: Catalog, split: Split, new_store: StoreFactory) -> Replay:
-    replay = Replay(run_log, cat, new_store())
-    cut = split.cut_time
-    replay.advance(len(run_log), until_ts=float(cut) if cut is not None else float("inf"))
-    return replay
-
-
 def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline,
            users: IntArray) -> tuple[IntArray, dict[str, IntArray]]:
     """The served feed of every test user at their test time, and each source's own list."""
     code = {iid: j for j, iid in enumerate(data.item_ids)}
     lists = np.full((len(users), LIST_N), -1, np.int64)
     sources = {s: np.full((len(users), LIST_N), -1, np.int64) for s in (*SOURCES, "ranker", "heuristic")}
-    for row in np.argsort(split.test_ts[users], kind="stable"):
-        u = int(users[row])
+    order = np.argsort(split.test_ts[users], kind="stable")
+    for row, u in enumerate(users[order]):
         ts = float(split.test_ts[u])
-        replay.advance(len(replay.log), until_ts=ts if split.cut_time is not None else float("inf"))
-        user = data.user_ids[u]
+        replay.advance(int(np.searchsorted(replay.log.ts, ts, "right")), until_ts=ts)
+        user = data.user_ids[int(u)]
         feed = pipeline.feed(user, n=LIST_N, now=ts)
         ids = [code[it.item_id] for it in feed.feed.items if it.item_id in code][:LIST_N]
         lists[row, :len(ids)] = ids
@@ -135,7 +130,7 @@ def _baselines(data: Interactions, split: Split, users: IntArray, item_pop: npt.
     means, per_user = {}, {}
     for name, model in (("pop", Pop()), ("itemknn", ItemKNN()), ("covisit", CoVisit())):
         model.fit(fit, data.n_items)
-        lists = top_n_lists(model.score, [histories[i] for i in order], LIST_N, seed=seed)
+        lists = model.recommend([histories[i] for i in order], LIST_N, seed=seed)
         ev = evaluate_lists(lists, targets, item_pop, data.n_users)
         means[name], per_user[name] = ev.means(), ev.per_user["ndcg@10"]
     return means, per_user
@@ -147,7 +142,7 @@ def run_once(data: Interactions, split: Split, content: F32 | None, settings: Se
     started = time.monotonic()
     run_log, cat = training_log(data, split, like_threshold), catalog(data, content)
     trained = train(run_log, cat, settings, cfg.seeded(seed), new_store)
-    replay = _state_store(run_log, cat, split, new_store)
+    replay = Replay(run_log, cat, new_store())
     pipeline = Pipeline(settings, replay.store, ModelSlot(trained.models()), reader=replay.store)  # type: ignore[arg-type]
     users = split.eval_users()
     lists, sources = _serve(data, split, replay, pipeline, users)

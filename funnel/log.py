@@ -76,7 +76,8 @@ class EventLog:
     def from_frame(cls, df: Any) -> EventLog:
         """The archive's frame (``event_id, user_id, item_id, type, value, timestamp, device, feed_id,
         position``)."""
-        pos = df["position"].fillna(-1).astype(np.int64).to_numpy() if "position" in df else None
+        pos = df["position"].astype(float).fillna(-1).astype(np.int64).to_numpy() if "position" in df \
+            else None
         feeds = [None if f is None or f != f else str(f) for f in df["feed_id"]] if "feed_id" in df else None
         cols: dict[str, Any] = {
             "event_id": df["event_id"].astype(str).to_numpy(), "user": df["user_id"].astype(str).to_numpy(),

@@ -54,8 +54,11 @@ def _sequences(log: EventLog, vocab: dict[str, int], keep: npt.NDArray[np.bool_]
     return {str(users[a]): codes[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a}
 
 
-def _validation(log: EventLog, labels: Labels, vocab: dict[str, int], seed: int
-                ) -> tuple[list[Ints], Ints]:
+def validation_points(log: EventLog, catalog: Catalog, labels: Labels, seed: int) -> Validation:
+    return _validation(log, labels, {iid: j for j, iid in enumerate(catalog.item_ids)}, seed)
+
+
+def _validation(log: EventLog, labels: Labels, vocab: dict[str, int], seed: int) -> Validation:
     """Histories (every positive before the point) and targets of a sample of organic label points."""
     points = labels.organic
     if len(points) > VALIDATION_POINTS:
@@ -69,7 +72,7 @@ def _validation(log: EventLog, labels: Labels, vocab: dict[str, int], seed: int
         if target >= 0 and len(before):
             hist.append(before)
             targets.append(target)
-    return hist, np.array(targets, np.int64)
+    return Validation(hist, np.array(targets, np.int64))
 
 
 def _positions(log: EventLog, vocab: dict[str, int]) -> dict[str, tuple[Ints, Ints]]:
@@ -83,47 +86,76 @@ def _positions(log: EventLog, vocab: dict[str, int]) -> dict[str, tuple[Ints, In
     return {u: (np.array(r, np.int64), np.array(c, np.int64)) for u, (r, c) in out.items()}
 
 
-def ndcg_at_10(model: TwoTowerModel, histories: Sequence[Ints], targets: Ints) -> float:
+@dataclass
+class Validation:
+    """Organic label points: each one's earlier positives (codes into the catalog) and its item."""
+
+    histories: list[Ints]
+    targets: Ints
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _ndcg_rows(scores: npt.NDArray[np.float32], histories: Sequence[Ints], targets: Ints) -> list[float]:
+    for r, hist in enumerate(histories):
+        scores[r, hist] = -np.inf
+    rank = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
+    return list(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0))
+
+
+def ndcg_at_10(model: TwoTowerModel, val: Validation) -> float:
     """Mean NDCG@10 of each target among all items, the history masked, in user batches."""
-    if not len(targets):
+    if not len(val):
         return 0.0
-    gains = []
+    gains: list[float] = []
     with torch.inference_mode():
         items = model.item_vectors(torch.arange(1, model.cfg.n_items + 1))
-        for s in range(0, len(targets), SCORE_BATCH):
-            h = list(histories[s:s + SCORE_BATCH])
+        for s in range(0, len(val), SCORE_BATCH):
+            h = val.histories[s:s + SCORE_BATCH]
             scores = (model.user_vectors(pad_histories(h, model.cfg.max_len)) @ items.T).numpy()
-            for r, hist in enumerate(h):
-                scores[r, hist] = -np.inf
-            t = targets[s:s + SCORE_BATCH]
-            rank = (scores > scores[np.arange(len(t)), t][:, None]).sum(1)
-            gains.append(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0))
-    return float(np.concatenate(gains).mean())
+            gains += _ndcg_rows(scores, h, val.targets[s:s + SCORE_BATCH])
+    return float(np.mean(gains))
+
+
+def serving_ndcg(serving: TwoTowerServing, val: Validation, catalog: Catalog) -> float:
+    """The same figure for any two-tower artifact (e.g. the active one: items it never saw are placed
+    by their content vectors), over the catalog's items: the promotion gate compares like with like."""
+    if not len(val):
+        return 0.0
+    ids = catalog.item_ids
+    items = serving.item_vectors(ids, catalog.vectors)
+    gains: list[float] = []
+    for s in range(0, len(val), SCORE_BATCH):
+        h = val.histories[s:s + SCORE_BATCH]
+        users = serving.user_vectors([[ids[c] for c in hist] for hist in h])
+        gains += _ndcg_rows(users @ items.T, h, val.targets[s:s + SCORE_BATCH])
+    return float(np.mean(gains))
 
 
 def fit_two_tower(log: EventLog, catalog: Catalog, labels: Labels, opts: TwoTowerOptions,
-                  seed: int) -> tuple[TwoTowerServing | None, float]:
-    """The fitted two-tower (None when there are too few sequences) and its validation NDCG@10."""
+                  seed: int) -> tuple[TwoTowerServing | None, Validation]:
+    """The fitted two-tower (None when there are too few sequences) and its validation points."""
     vocab = {iid: j for j, iid in enumerate(catalog.item_ids)}
     keep = log.positive()
     keep[list(labels.excluded)] = False
     seqs = [s for s in _sequences(log, vocab, keep).values() if len(s) >= 2]
+    val = _validation(log, labels, vocab, seed)
     if len(seqs) < opts.min_sequences:
-        return None, 0.0
+        return None, val
     content = catalog.vectors
     cfg = TwoTowerConfig(n_items=len(vocab), content_dim=0 if content is None else int(content.shape[1]),
                          dim=opts.dim, max_len=opts.max_len, n_layers=opts.n_layers, n_heads=opts.n_heads,
                          dropout=opts.dropout)
     train_cfg = TwoTowerTrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, eval_every=1,
                                     patience=opts.patience, seed=seed, max_seconds=opts.max_seconds)
-    hist, targets = _validation(log, labels, vocab, seed)
     best = [0.0]
 
     def validate(model: TwoTowerModel) -> float:
-        score = ndcg_at_10(model, hist, targets)
+        score = ndcg_at_10(model, val)
         best[0] = max(best[0], score)
         return score
 
-    model = train_two_tower(seqs, len(vocab), content, cfg, train_cfg, validate if len(targets) else None)
+    model = train_two_tower(seqs, len(vocab), content, cfg, train_cfg, validate if len(val) else None)
     logger.info("two-tower: %d sequences, %d items, validation ndcg@10 %.4f", len(seqs), len(vocab), best[0])
-    return TwoTowerServing(model, catalog.item_ids, meta={"validation_ndcg@10": best[0]}), best[0]
+    return TwoTowerServing(model, catalog.item_ids, meta={"validation_ndcg@10": best[0]}), val

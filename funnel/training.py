@@ -29,7 +29,7 @@ from funnel.log import Catalog, EventLog
 from funnel.modelset import ModelSet, TwoTowerQuery
 from funnel.replay import Store
 from funnel.train_ranker import Group, GroupCollector, Groups, fit_ranker, holdout_ndcg
-from funnel.train_two_tower import TwoTowerOptions, fit_two_tower
+from funnel.train_two_tower import TwoTowerOptions, Validation, fit_two_tower, serving_ndcg, validation_points
 from models.index import ItemIndex
 from models.ranker_serving import RankerServing
 from models.ranker_train import RankerTrainConfig
@@ -70,6 +70,7 @@ class Trained:
     ranker: RankerServing | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     holdout: list[Group] = field(default_factory=list)
+    validation: Validation | None = None
     skipped: str = ""
 
     def models(self) -> ModelSet:
@@ -88,6 +89,12 @@ class _Clock:
         self.t = now
 
 
+def validation(log_: EventLog, catalog: Catalog, cfg: TrainConfig) -> Validation:
+    """The two-tower's validation points as the job picks them (for gating any artifact on them)."""
+    labels = select_labels(log_, cfg.last_n, cfg.selection, cfg.max_groups, cfg.seed)
+    return validation_points(log_, catalog, labels, cfg.seed)
+
+
 def build_index(two_tower: TwoTowerServing, catalog: Catalog) -> ItemIndex:
     """Every catalog item, placed by the item tower (content alone for items it never saw)."""
     vectors = two_tower.item_vectors(catalog.item_ids, catalog.vectors)
@@ -103,9 +110,10 @@ def train(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConfig
     if len(labels) < cfg.min_groups:
         out.skipped = f"not enough label points ({len(labels)} < {cfg.min_groups})"
         return out
-    out.two_tower, out.metrics["two_tower_validation_ndcg@10"] = fit_two_tower(
-        log_, catalog, labels, cfg.two_tower, cfg.seed)
-    out.index = build_index(out.two_tower, catalog) if out.two_tower is not None else None
+    out.two_tower, out.validation = fit_two_tower(log_, catalog, labels, cfg.two_tower, cfg.seed)
+    if out.two_tower is not None:
+        out.metrics["two_tower_validation_ndcg@10"] = serving_ndcg(out.two_tower, out.validation, catalog)
+        out.index = build_index(out.two_tower, catalog)
     clock.lap("two_tower")
     groups = _groups(log_, catalog, settings, cfg, new_store, labels, out.models())
     clock.lap("groups")

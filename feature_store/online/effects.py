@@ -30,7 +30,7 @@ SEP = "\t"
 @dataclass(frozen=True)
 class EffectParams:
     history_len: int = 50
-    popularity_half_life_s: float = 6 * 3600.0
+    popularity_half_life_s: float = 7 * 86400.0
     trending_half_life_s: float = 3600.0
     affinity_half_life_s: float = 7 * 86400.0
     covisit_window_s: float = 1800.0

@@ -13,7 +13,8 @@ Expiry (TTL) is not modelled: a replay runs at event time, where wall-clock expi
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,8 @@ def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
 
 
 class KeySpace:
-    """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them."""
+    """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them.
+    ``ztop`` answers ZREVRANGE from a cache that a write to the key invalidates."""
 
     def __init__(self) -> None:
         self.z: dict[str, dict[str, float]] = {}
@@ -58,9 +60,21 @@ class KeySpace:
         self.l: dict[str, list[str]] = {}
         self.s: dict[str, set[str]] = {}
         self.v: dict[str, str | bytes] = {}
+        self._top: dict[str, views.Rows] = {}
+
+    def ztop(self, key: str, k: int) -> views.Rows:
+        hit = self._top.get(key)
+        if hit is None or (len(hit) < k and len(hit) < len(self.z.get(key, ()))):
+            hit = self._top[key] = zrevrange(self.z.get(key), max(k, 64))
+        return hit[:k]
+
+    def _touched(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._top.pop(key, None)
 
     def apply(self, plan: Plan, marks: Sequence[str] = ()) -> None:
         """Same order as ``OnlineWriter._queue``: the script, then the pipelined commands."""
+        self._touched(itertools.chain(plan.zincr, plan.zcap, plan.zadd, plan.zrem))
         for key, members in plan.zincr.items():
             zs = self.z.setdefault(key, {})
             for m, inc in members.items():
@@ -121,6 +135,8 @@ class MemoryOnline:
         self.trend_hl = settings.worker.trending_half_life_s
         self.kv = KeySpace()
         self.dedupe: set[str] = set()
+        self._infos: dict[str, ItemInfo | None] = {}
+        self._rows: dict[str, tuple[str | bytes, dict[str, Any]]] = {}
 
     # ---- writes --------------------------------------------------------------------------------
     def apply_interactions(self, events: Sequence[Interaction]) -> int:
@@ -137,6 +153,8 @@ class MemoryOnline:
         return len(fresh)
 
     def apply_items(self, items: Sequence[ItemUpsert], vectors: Mapping[str, bytes]) -> None:
+        for it in items:
+            self._infos.pop(it.item_id, None)
         states = {it.item_id: tf.loads_item(self.kv.v.get(self.keys.item_features(it.item_id)), it.item_id)
                   for it in items}
         self.kv.apply(plan_item_batch(items, vectors, states, self.keys))
@@ -173,7 +191,7 @@ class MemoryOnline:
         k = self.settings.retrieval.covisit
         hist = self.kv.l.get(self.keys.history(user_id), [])
         per = min(k, views.COVISIT_PER_ITEM)
-        neighbours = [zrevrange(self.kv.z.get(self.keys.covisit(i)), per)
+        neighbours = [self.kv.ztop(self.keys.covisit(i), per)
                       for i in views.history_items(hist, views.COVISIT_RECENT)]
         return views.user_state(user_id, hist, neighbours, set(self.kv.s.get(self.keys.seen(user_id), ())),
                                 dict(self.kv.h.get(self.keys.user(user_id), {})), k)
@@ -183,7 +201,7 @@ class MemoryOnline:
             return []
         seg = self.segment_key(segment)
         for s in [seg] if seg == "all" else [seg, "all"]:
-            rows = [(e, zrevrange(self.kv.z.get(self.keys.popularity(kind, e, s)), k))
+            rows = [(e, self.kv.ztop(self.keys.popularity(kind, e, s), k))
                     for e in views.epochs(now, half_life)]
             top = views.decayed_top(rows, now, half_life, k)
             if top:
@@ -199,19 +217,22 @@ class MemoryOnline:
     def covisit(self, item_ids: Sequence[str], k: int) -> Scored:
         if not item_ids or k <= 0:
             return []
-        return views.sum_neighbours([zrevrange(self.kv.z.get(self.keys.covisit(i)), k) for i in item_ids], k)
+        return views.sum_neighbours([self.kv.ztop(self.keys.covisit(i), k) for i in item_ids], k)
 
     def fresh(self, k: int) -> Scored:
-        return zrevrange(self.kv.z.get(self.keys.fresh), k)
+        return self.kv.ztop(self.keys.fresh, k)
 
     def items(self, item_ids: Sequence[str]) -> list[ItemInfo | None]:
+        """Decoded once per upsert (only ``apply_items`` changes an item's record or vector)."""
         out = []
         for iid in item_ids:
-            rec = self.kv.h.get(self.keys.item(iid), {})
-            vec = self.kv.v.get(self.keys.vector(iid))
-            out.append(views.item_info(iid, rec.get("categories"), rec.get("attributes"),
-                                       rec.get("created_at"), rec.get("active"),
-                                       vec if isinstance(vec, bytes) else None))
+            if iid not in self._infos:
+                rec = self.kv.h.get(self.keys.item(iid), {})
+                vec = self.kv.v.get(self.keys.vector(iid))
+                self._infos[iid] = views.item_info(iid, rec.get("categories"), rec.get("attributes"),
+                                                   rec.get("created_at"), rec.get("active"),
+                                                   vec if isinstance(vec, bytes) else None)
+            out.append(self._infos[iid])
         return out
 
     def item_popularity(self, item_ids: Sequence[str], now: float) -> F32:
@@ -238,13 +259,18 @@ class MemoryOnline:
         return row
 
     def item_features(self, item_ids: Sequence[str]) -> list[Features]:
+        """Projected once per stored state (the state string changes whenever the worker's plan
+        rewrites it; the row is a pure function of it)."""
         out = []
         for iid in item_ids:
             raw = self.kv.v.get(self.keys.item_features(iid))
-            row: dict[str, Any] = {names.ITEM_KEY: iid, **dict.fromkeys(ITEM_FIELDS)}
-            if raw:
-                row.update(_fields(tf.project_item_realtime(tf.loads_item(raw, iid))))
-            out.append(row)
+            hit = self._rows.get(iid)
+            if hit is None or hit[0] is not raw:
+                row: dict[str, Any] = {names.ITEM_KEY: iid, **dict.fromkeys(ITEM_FIELDS)}
+                if raw:
+                    row.update(_fields(tf.project_item_realtime(tf.loads_item(raw, iid))))
+                hit = self._rows[iid] = (raw or "", row)
+            out.append(dict(hit[1]))
         return out
 
 

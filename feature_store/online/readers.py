@@ -44,7 +44,7 @@ def _guarded(fn: F) -> F:
 
 @dataclass(frozen=True)
 class ReadParams:
-    popularity_half_life_s: float = 6 * 3600.0
+    popularity_half_life_s: float = 7 * 86400.0
     trending_half_life_s: float = 3600.0
     affinity_half_life_s: float = 7 * 86400.0
     prior_alpha: float = 1.0

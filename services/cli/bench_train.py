@@ -22,7 +22,7 @@ from feature_store.archive import ParquetArchive
 from models.simulator import World, WorldConfig
 from services.artifacts import open_store
 from services.metadata import MetadataStore
-from services.trainer.job import options_from_settings, ranker_options, run_training
+from services.trainer.job import run_training
 
 app = typer.Typer(help="Retrain benchmark.")
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def run_train_bench(settings: Settings, events: int, seed: int = 0) -> dict[str,
     generate_s = time.perf_counter() - t0
     meta, store = MetadataStore(settings.database_url), open_store(settings.artifacts_url)
     t1 = time.perf_counter()
-    out = run_training(settings, meta, store, archive, options_from_settings(settings), "bench", now + 1,
-                       ranker_options(settings))
+    out = run_training(settings, meta, store, archive, "bench", now + 1)
     train_s = time.perf_counter() - t1
     run = meta.jobs("train", 1)[0]
     return {"train_seconds": round(train_s, 3), "events": events, "users": len(world.user_ids),

@@ -20,15 +20,15 @@ import numpy.typing as npt
 
 from core.settings import Settings
 from feature_store.archive import ParquetArchive
+from funnel.training import TrainConfig
 from services.artifacts import VersionedArtifactStore, open_store
 from services.drift import DriftContext, DriftOutcome, run_drift
 from services.indexer import IndexOutcome, run_index
 from services.metadata import MetadataStore
 from services.trainer.data import Catalogue, load_catalogue, load_events
-from services.trainer.job import TrainOutcome, options_from_settings, ranker_options, run_training
+from services.trainer.job import TrainOutcome, run_training
 from services.trainer.two_tower import (
     TwoTowerBundle,
-    TwoTowerOptions,
     content_config,
     encode_content,
     load_bundle,
@@ -44,14 +44,12 @@ class Lifecycle:
 
     def __init__(self, settings: Settings, meta: MetadataStore | None = None,
                  store: VersionedArtifactStore | None = None, archive: ParquetArchive | None = None,
-                 opts: TwoTowerOptions | None = None, clock: Callable[[], float] = time.time,
-                 train_ranker: bool = True) -> None:
+                 cfg: TrainConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.meta = meta or MetadataStore(settings.database_url)
         self.store = store or open_store(settings.artifacts_url)
         self.archive = archive or ParquetArchive.from_settings(settings)
-        self.opts = opts or options_from_settings(settings)
-        self.ranker = ranker_options(settings) if train_ranker else None
+        self.cfg = cfg or TrainConfig.from_settings(settings)
         self.clock = clock
         self._locks = {name: threading.Lock() for name in JOB_NAMES}
 
@@ -77,8 +75,8 @@ class Lifecycle:
             if not got:
                 log.warning("train requested (%s) while a training run is in progress: skipped", trigger)
                 return None
-            out = run_training(self.settings, self.meta, self.store, self.archive, self.opts, trigger,
-                               self.clock(), self.ranker)
+            out = run_training(self.settings, self.meta, self.store, self.archive, trigger, self.clock(),
+                               self.cfg)
         decision = out.decision("two_tower")
         if decision is not None and decision.promoted:
             self.index(f"promoted two_tower {decision.version}")

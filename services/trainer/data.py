@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.events import POSITIVE_TYPES
-from core.topics import IMPRESSIONS, INTERACTIONS, ITEMS
+from core.events import POSITIVE_TYPES, ItemUpsert, UserUpsert
+from core.topics import IMPRESSIONS, INTERACTIONS, ITEMS, USERS
 from feature_store.archive import ParquetArchive
+from funnel.log import Catalog
+from models.content import ContentConfig, ContentEncoder, item_text
 
 EVENT_COLUMNS = ["event_id", "user_id", "item_id", "type", "value", "timestamp", "device",
                  "feed_id", "position"]
@@ -81,7 +83,7 @@ def load_catalogue(archive: ParquetArchive, end: float | None = None, active_onl
     recs = [r for r in latest.values() if r.get("active", True) or not active_only]
     recs.sort(key=lambda r: r["item_id"])
     return Catalogue([r["item_id"] for r in recs],
-                     [f"{r.get('title', '')}. {r.get('text', '')}".strip(". ") for r in recs],
+                     [item_text(r.get("title", ""), r.get("text", "")) for r in recs],
                      [list(r.get("categories") or []) for r in recs],
                      [float(r.get("created_at", 0.0)) for r in recs],
                      [bool(r.get("active", True)) for r in recs])
@@ -99,3 +101,22 @@ def ctr(df: pd.DataFrame) -> float:
     impressions = int((df["type"] == "impression").sum())
     clicks = int((df["type"] == "click").sum())
     return clicks / impressions if impressions else 0.0
+
+
+def training_catalog(archive: ParquetArchive, end: float, use_model: bool) -> Catalog:
+    """The items (latest upsert of each, as of ``end``) and users for the training job, with the
+    content vectors the worker's encoder gives them (``models.content.item_text`` + categories)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in archive.iter_events(ITEMS, None, end):
+        latest[rec["item_id"]] = rec
+    items = [ItemUpsert.model_validate(r) for r in latest.values() if r.get("active", True)]
+    users_latest: dict[str, dict[str, Any]] = {}
+    for rec in archive.iter_events(USERS, None, end):
+        users_latest[rec["user_id"]] = rec
+    users = [UserUpsert.model_validate(r) for r in users_latest.values()]
+    if not items:
+        return Catalog([], None, users)
+    encoder = ContentEncoder(ContentConfig(use_model=use_model))
+    vectors = encoder.encode([item_text(it.title, it.text) for it in items],
+                             [list(it.categories) for it in items])
+    return Catalog(items, vectors, users)

@@ -1,32 +1,34 @@
-"""The training job: point-in-time data from the archive, fit, evaluate on a recent time holdout
-against the active model, publish, and promote through the gate. Every step lands in the registry."""
+"""The training job of the lifecycle: the archive's window in, the funnel's training job, the gates.
+
+Reads the last ``trainer.window_s`` of events (nothing after ``now``) and the catalog as of ``now``
+(content vectors from the worker's encoder), then runs :func:`funnel.training.train`, the same code
+``streamrec eval`` scores. Two gates, each against the active model on the same data:
+- two-tower: validation NDCG@10 of the users' latest organic positives (left out of its training);
+- ranker: NDCG@10 on the label groups after the job's time cut; with no active ranker, the heuristic
+  ranking that serves meanwhile is the baseline, so a ranker worse than it is never promoted.
+Every step lands in the registry (job runs, model versions, decisions).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import pandas as pd
-
-from core.features import EVENT_TIMESTAMP
 from core.settings import Settings
 from feature_store.archive import ParquetArchive
+from feature_store.online.memory_state import MemoryOnline
+from funnel.log import Catalog, EventLog
+from funnel.train_ranker import Group, holdout_ndcg
+from funnel.train_two_tower import Validation, serving_ndcg
+from funnel.training import TrainConfig, Trained, train
 from models.ranker_serving import RankerServing
+from models.two_tower_serving import TwoTowerServing
 from services.artifacts import VersionedArtifactStore
 from services.metadata import MetadataStore
-from services.trainer.data import Catalogue, load_catalogue, load_events, time_split
+from services.trainer.data import load_events, training_catalog
 from services.trainer.promotion import Decision, GateInput, gate_and_publish, load_active
-from services.trainer.ranker import RankerOptions, fit_ranker, holdout_auc, impression_labels, point_in_time
-from services.trainer.two_tower import (
-    F32,
-    TwoTowerBundle,
-    TwoTowerOptions,
-    encode_content,
-    fit_two_tower,
-    holdout_recall,
-    load_bundle,
-)
+from services.trainer.two_tower import load_bundle
 
 log = logging.getLogger(__name__)
 MIN_TRAIN_EVENTS = 50
@@ -42,120 +44,69 @@ class TrainOutcome:
         return next((d for d in self.decisions if d.kind == kind), None)
 
 
-def options_from_settings(settings: Settings, base: TwoTowerOptions | None = None) -> TwoTowerOptions:
-    t = settings.trainer
-    return replace(base or TwoTowerOptions(), epochs=t.epochs, seed=t.seed, max_seconds=t.max_train_seconds)
+Window = tuple[float, float]
 
 
-def ranker_options(settings: Settings) -> RankerOptions:
-    return RankerOptions(epochs=max(settings.trainer.epochs, 3), seed=settings.trainer.seed)
-
-
-@dataclass
-class TrainingData:
-    train: pd.DataFrame
-    holdout: pd.DataFrame
-    catalogue: Catalogue
-    content: F32
-    window: tuple[float, float]
-
-
-def build_training_data(settings: Settings, archive: ParquetArchive, opts: TwoTowerOptions,
-                        now: float) -> TrainingData:
-    """Events of the last ``trainer.window_s`` (nothing after ``now``: point in time) + the catalogue
-    as of ``now`` (new items included) + content vectors, split by time into train and holdout."""
-    start = now - settings.trainer.window_s
-    events = load_events(archive, start, now)
-    catalogue = load_catalogue(archive, now)
-    train, holdout, _cut = time_split(events, settings.trainer.holdout_fraction)
-    return TrainingData(train, holdout, catalogue, encode_content(catalogue, opts.content), (start, now))
-
-
-def two_tower_gate(settings: Settings, store: VersionedArtifactStore, data: TrainingData,
-                   candidate: TwoTowerBundle) -> GateInput:
-    k = settings.trainer.eval_k
-    metrics = holdout_recall(candidate, data.train, data.holdout, data.catalogue, data.content, k)
+def two_tower_gate(settings: Settings, store: VersionedArtifactStore, candidate: TwoTowerServing,
+                   val: Validation, catalog: Catalog, window: Window, n_events: int) -> GateInput:
+    """Candidate and active two-tower, NDCG@10 on the same validation points and catalog."""
     active = load_active(store, "two_tower", load_bundle)
-    baseline = None if active is None else holdout_recall(active, data.train, data.holdout, data.catalogue,
-                                                          data.content, k)
-    return GateInput("two_tower", candidate, f"recall@{k}", metrics, baseline, data.window,
-                     n_train=len(data.train), extra_meta={"items": len(data.catalogue)})
+    base = None if active is None else {"ndcg@10": serving_ndcg(active, val, catalog)}
+    metrics = {"ndcg@10": serving_ndcg(candidate, val, catalog), "validation_points": len(val)}
+    return GateInput("two_tower", candidate, "ndcg@10", metrics, base, window, n_train=n_events,
+                     extra_meta={"items": len(catalog.items),
+                                 "content": {"use_model": settings.worker.content_model}})
 
 
-def ranker_gate(settings: Settings, store: VersionedArtifactStore, archive: ParquetArchive,
-                data: TrainingData, opts: RankerOptions) -> GateInput | str:
-    """Fit the ranker on point-in-time features of the training impressions; the gate input, or why
-    there is nothing to train."""
-    events = pd.concat([data.train, data.holdout])
-    cut_s = float(data.holdout["timestamp"].min())
-    # Sample each side of the cut: the newest max_rows alone can all fall in the holdout.
-    n_holdout = max(1, round(opts.max_rows * settings.trainer.holdout_fraction))
-    labels = pd.concat([impression_labels(events, opts.max_rows - n_holdout, before=cut_s),
-                        impression_labels(events, n_holdout, since=cut_s)], ignore_index=True)
-    if len(labels) < MIN_TRAIN_EVENTS or labels["click"].sum() == 0:
-        return f"not enough labelled impressions ({len(labels)})"
-    rows = point_in_time(settings, archive, labels)
-    cut = pd.Timestamp(cut_s, unit="s", tz="UTC")
-    train, holdout = rows[rows[EVENT_TIMESTAMP] < cut], rows[rows[EVENT_TIMESTAMP] >= cut]
-    if train.empty or holdout.empty:
-        return "no impressions on one side of the holdout cut"
-    candidate = fit_ranker(train, opts)
+def ranker_gate(store: VersionedArtifactStore, candidate: RankerServing, holdout: list[Group],
+                window: tuple[float, float], n_groups: int) -> GateInput:
+    """Candidate and active ranker (or, with none active, the heuristic that serves meanwhile) on the
+    same held-out label groups."""
     active = load_active(store, "ranker", RankerServing.load)
-    baseline = None if active is None else holdout_auc(active, holdout)
-    return GateInput("ranker", candidate, "auc.click", holdout_auc(candidate, holdout), baseline, data.window,
-                     n_train=len(train))
+    base = {"ndcg@10": holdout_ndcg(active, holdout)}  # holdout_ndcg(None, ...) scores the heuristic
+    metrics = {"ndcg@10": holdout_ndcg(candidate, holdout), "holdout_groups": len(holdout),
+               "baseline": "active" if active is not None else "heuristic"}
+    return GateInput("ranker", candidate, "ndcg@10", metrics, base, window, n_train=n_groups)
 
 
-class _Phases:
-    """Wall-clock seconds per phase, stored in the job run's details (``phase_seconds``)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._t = time.monotonic()
-
-    def mark(self, name: str) -> None:
-        now = time.monotonic()
-        self.seconds[name] = round(now - self._t, 3)
-        self._t = now
-
-
-def _train_ranker(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
-                  archive: ParquetArchive, data: TrainingData, opts: RankerOptions, run_id: int,
-                  details: dict[str, object]) -> Decision | None:
-    ranked = ranker_gate(settings, store, archive, data, opts)
-    if isinstance(ranked, str):
-        details["ranker"] = ranked
-        return None
-    return gate_and_publish(store, meta, ranked, settings.trainer.promotion_margin, run_id)
+def _gates(settings: Settings, store: VersionedArtifactStore, trained: Trained, catalog: Catalog,
+           window: tuple[float, float], n_events: int) -> list[GateInput]:
+    gates = []
+    if trained.two_tower is not None and trained.validation is not None:
+        gates.append(two_tower_gate(settings, store, trained.two_tower, trained.validation, catalog, window,
+                                    n_events))
+    if trained.ranker is not None and trained.holdout:
+        gates.append(ranker_gate(store, trained.ranker, trained.holdout, window,
+                                 int(trained.metrics.get("groups", 0))))
+    return gates
 
 
 def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
-                 archive: ParquetArchive, opts: TwoTowerOptions | None = None, trigger: str = "schedule",
-                 now: float | None = None, ranker: RankerOptions | None = None) -> TrainOutcome:
-    """Train the two-tower, and the ranker when ``ranker`` options are given, each through the gate."""
+                 archive: ParquetArchive, trigger: str = "schedule", now: float | None = None,
+                 cfg: TrainConfig | None = None) -> TrainOutcome:
+    """Train the two-tower and the ranker on the window, each through its gate."""
     now = time.time() if now is None else now
-    opts = opts or options_from_settings(settings)
+    cfg = cfg or TrainConfig.from_settings(settings)
+    window = (now - settings.trainer.window_s, now)
     with meta.job("train", trigger) as run:
-        outcome, phases = TrainOutcome(run.id), _Phases()
-        data = build_training_data(settings, archive, opts, now)
-        phases.mark("data")
-        run.details.update(train_events=len(data.train), holdout_events=len(data.holdout),
-                           items=len(data.catalogue), window=list(data.window), phase_seconds=phases.seconds)
-        if len(data.train) < MIN_TRAIN_EVENTS or len(data.catalogue) == 0:
+        outcome = TrainOutcome(run.id)
+        started = time.monotonic()
+        events = EventLog.from_frame(load_events(archive, *window))
+        catalog = training_catalog(archive, now, settings.worker.content_model)
+        run.details.update(train_events=len(events), items=len(catalog.items), window=list(window),
+                           data_seconds=round(time.monotonic() - started, 2))
+        if len(events) < MIN_TRAIN_EVENTS or not catalog.items:
             run.outcome = outcome.skipped = "skipped"
-            run.details["reason"] = f"not enough data: {len(data.train)} events, {len(data.catalogue)} items"
+            run.details["reason"] = f"not enough data: {len(events)} events, {len(catalog.items)} items"
             return outcome
-        candidate = fit_two_tower(data.train, data.catalogue, data.content, opts)
-        phases.mark("two_tower_fit")
-        run.details["fit_seconds"] = phases.seconds["two_tower_fit"]
-        gate = two_tower_gate(settings, store, data, candidate)
-        margin = settings.trainer.promotion_margin
-        outcome.decisions.append(gate_and_publish(store, meta, gate, margin, run.id))
-        phases.mark("two_tower_gate")
-        if ranker is not None:
-            decision = _train_ranker(settings, meta, store, archive, data, ranker, run.id, run.details)
-            outcome.decisions += [decision] if decision else []
-            phases.mark("ranker")
+        trained = train(events, catalog, settings, cfg, lambda: MemoryOnline(settings))
+        run.details.update(training=trained.metrics, skipped=trained.skipped)
+        for gate in _gates(settings, store, trained, catalog, window, len(events)):
+            outcome.decisions.append(gate_and_publish(store, meta, gate, settings.trainer.promotion_margin,
+                                                      run.id))
         run.details["decisions"] = {d.kind: {"version": d.version, "promoted": d.promoted,
                                              "reason": d.reason} for d in outcome.decisions}
+        if trained.skipped and not outcome.decisions:
+            run.outcome = outcome.skipped = "skipped"
+            run.details["reason"] = trained.skipped
     return outcome

@@ -13,6 +13,9 @@ import torch
 
 from core.settings import Settings, load_settings
 from feature_store.archive import ParquetArchive
+from funnel.log import EventLog
+from funnel.train_two_tower import TwoTowerOptions
+from funnel.training import TrainConfig, validation
 from models.index import ItemIndex
 from models.simulator import World, WorldConfig
 from models.two_tower import TwoTowerModel
@@ -21,17 +24,18 @@ from services.artifacts import Loader
 from services.artifacts.wiring import loader_from_settings
 from services.metadata import MetadataStore
 from services.scheduler.jobs import Lifecycle
-from services.trainer.job import build_training_data, two_tower_gate
+from services.trainer.data import load_events, training_catalog
+from services.trainer.job import two_tower_gate
 from services.trainer.promotion import gate_and_publish
-from services.trainer.two_tower import TwoTowerOptions
 from tests.integration.lifecycle.lifecycle_sim import HOUR, archive_catalogue, organic
 
 pytestmark = pytest.mark.integration
-OPTS = TwoTowerOptions(dim=16, max_len=20, n_layers=1, epochs=3, batch_size=64, content={"use_model": False})
+CFG = TrainConfig(two_tower=TwoTowerOptions(dim=16, max_len=20, epochs=15, batch_size=64), min_groups=10)
 
 
 def _settings(data_dir: Path) -> Settings:
-    return load_settings(data_dir=str(data_dir), trainer={"window_s": 10 * HOUR, "holdout_fraction": 0.2})
+    return load_settings(data_dir=str(data_dir), worker={"content_model": False},
+                         trainer={"window_s": 10 * HOUR, "holdout_fraction": 0.2})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     archive = ParquetArchive(settings.archive_dir)
     archive_catalogue(world, archive, world.config.epoch)
     now = organic(world, archive, 4000, world.config.epoch, 2 * HOUR)
-    lc = Lifecycle(settings, archive=archive, opts=OPTS, clock=lambda: now, train_ranker=False)
+    lc = Lifecycle(settings, archive=archive, cfg=CFG, clock=lambda: now)
     assert lc.train("schedule").decision("two_tower").promoted
     lc.meta.close()
     return root, now
@@ -54,7 +58,7 @@ def env(trained: tuple[Path, float], tmp_path: Path) -> Iterator[tuple[Lifecycle
     root, now = trained
     shutil.copytree(root, tmp_path / "data")
     settings = _settings(tmp_path / "data")
-    lc = Lifecycle(settings, opts=OPTS, clock=lambda: now, train_ranker=False)
+    lc = Lifecycle(settings, cfg=CFG, clock=lambda: now)
     yield lc, now
     lc.meta.close()
 
@@ -80,11 +84,15 @@ def test_worse_model_is_not_promoted_and_active_keeps_serving(env: tuple[Lifecyc
     loader: Loader[TwoTowerServing] = Loader(lc.store, "two_tower", _load_tower, tmp_path / "cache")
     assert loader.poll()
     serving = loader.version
-    data = build_training_data(lc.settings, lc.archive, OPTS, now)
-    gate = two_tower_gate(lc.settings, lc.store, data, _worse_model(loader.value))
+    window = (now - lc.settings.trainer.window_s, now)
+    events = EventLog.from_frame(load_events(lc.archive, *window))
+    catalog = training_catalog(lc.archive, now, use_model=False)
+    val = validation(events, catalog, CFG)
+    worse = _worse_model(loader.value)
+    gate = two_tower_gate(lc.settings, lc.store, worse, val, catalog, window, len(events))
     decision = gate_and_publish(lc.store, lc.meta, gate, lc.settings.trainer.promotion_margin)
     assert not decision.promoted and "not promoted" in decision.reason
-    assert decision.metrics["recall@20"] < decision.baseline["recall@20"]
+    assert decision.metrics["ndcg@10"] < decision.baseline["ndcg@10"]
     row = lc.meta.get_model("two_tower", decision.version)
     assert row is not None and row.status == "rejected" and row.reason == decision.reason
     assert lc.meta.active_model("two_tower").version == serving == lc.store.active_version("two_tower")
