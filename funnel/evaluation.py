@@ -31,7 +31,7 @@ from core.events import ItemUpsert
 from core.online import F32
 from core.settings import Settings
 from funnel.log import Catalog, EventLog
-from funnel.modelset import ModelSlot
+from funnel.modelset import ModelSlot, one_thread
 from funnel.pipeline import Pipeline
 from funnel.replay import Replay
 from funnel.retrieval import SOURCES
@@ -145,7 +145,8 @@ def run_once(data: Interactions, split: Split, content: F32 | None, settings: Se
     replay = Replay(run_log, cat, new_store())
     pipeline = Pipeline(settings, replay.store, ModelSlot(trained.models()), reader=replay.store)  # type: ignore[arg-type]
     users = split.eval_users()
-    lists, sources = _serve(data, split, replay, pipeline, users)
+    with one_thread():
+        lists, sources = _serve(data, split, replay, pipeline, users)
     targets = split.test_item[users][np.argsort(split.test_ts[users], kind="stable")]
     item_pop = _item_pop(split, data.n_items)
     ev = evaluate_lists(lists, targets, item_pop, data.n_users)

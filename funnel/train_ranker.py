@@ -18,7 +18,7 @@ from core.settings import Settings
 from funnel.features import FEATURES
 from funnel.labels import FeedGroup, Labels
 from funnel.log import Catalog, EventLog
-from funnel.modelset import ModelSet, ModelSlot
+from funnel.modelset import ModelSet, ModelSlot, one_thread
 from funnel.pipeline import Pipeline
 from funnel.replay import Replay, Store
 from funnel.scoring import HEURISTIC, select
@@ -84,7 +84,8 @@ class GroupCollector:
             for g in feeds.get(j, []):
                 self._feed(g, float(self.log.ts[j]), out)
 
-        self.replay.run(sorted(organic | set(feeds)), on_stop)
+        with one_thread():
+            self.replay.run(sorted(organic | set(feeds)), on_stop)
         return out
 
     def _organic(self, j: int, out: Groups) -> None:

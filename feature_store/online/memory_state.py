@@ -113,8 +113,7 @@ class KeySpace:
     def _zcap(self, key: str, cap: int) -> None:
         zs = self.z.get(key)
         if zs is not None and len(zs) > cap:
-            keep = heapq.nlargest(cap, zs.items(), key=lambda kv: (kv[1], kv[0]))
-            self.z[key] = dict(keep)
+            self.z[key] = dict(sorted(zs.items(), key=lambda kv: (kv[1], kv[0]))[-cap:])
 
 
 def _float_text(x: float) -> str:

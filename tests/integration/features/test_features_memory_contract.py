@@ -99,6 +99,8 @@ def _memory_keyspace(mem: MemoryOnline) -> dict[str, object]:
 
 @pytest.fixture
 def stores(settings: Settings) -> tuple[RedisOnlineState, MemoryOnline, World, list[Interaction]]:
+    # A small co-visitation cap, so the order-dependent trimming is exercised on both sides.
+    settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"covisit_cap": 4})})
     world, items, users, events = _world()
     vectors = _vectors(items)
     _seed_redis(settings, items, users, events, vectors)
@@ -112,6 +114,8 @@ def test_key_spaces_are_equal(stores, settings: Settings):
     theirs = {k: v for k, v in _redis_keyspace(real.r, prefix).items()
               if not k.startswith((f"{prefix}dd:", f"{prefix}off:", f"{prefix}stats"))}
     mine = _memory_keyspace(mem)
+    covisit = [v for k, v in mine.items() if k.startswith(f"{prefix}cv:")]
+    assert covisit and max(len(v) for v in covisit) == 4  # type: ignore[arg-type]  # trimmed at the cap
     assert sorted(theirs) == sorted(mine)
     for key in theirs:
         assert theirs[key] == mine[key], key
