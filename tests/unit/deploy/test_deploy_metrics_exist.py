@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from core.errors import StoreUnavailable
+from core.online import ItemInfo, UserState
 from core.settings import Settings
+from feature_store.online.memory_state import MemoryOnline
+from funnel.pipeline import Pipeline
 from services.api.app import create_app
-from services.pipeline import InMemoryState, ItemInfo, Pipeline, UserState
 
 METRIC = re.compile(r"\bstreamrec_[a-z0-9_]*[a-z0-9]")
 SCANNED = ("*.json", "*.yaml", "*.yml", "*.md")
@@ -79,7 +81,9 @@ def test_an_unknown_or_unsuffixed_metric_is_caught() -> None:
                                          "streamrec_api_feed_seconds_total"}
 
 
-class _StoreDown(InMemoryState):
+class _StoreDown(MemoryOnline):
+    """The in-process store with its reads failing like a dead Redis."""
+
     def user(self, user_id: str) -> UserState:
         raise StoreUnavailable("redis down (test)")
 
@@ -94,7 +98,7 @@ def _sample(text: str, name: str) -> float:
 
 def test_api_exposes_the_alerted_store_and_artifact_metrics() -> None:
     settings = Settings()
-    client = TestClient(create_app(settings, Pipeline(settings, _StoreDown())))
+    client = TestClient(create_app(settings, Pipeline(settings, _StoreDown(settings))))
     assert client.get("/v1/feed/u1").json()["degraded"] is True
     assert client.get("/v1/items/a/similar").json()["degraded"] is True
     text = client.get("/metrics").text

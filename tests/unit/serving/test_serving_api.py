@@ -6,20 +6,23 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from serving_events import click, memory_state
 
 from core.settings import Settings
+from funnel.pipeline import Pipeline
 from services.api.app import create_app
-from services.pipeline import InMemoryState, ItemInfo, Pipeline, UserState
 
 
 @pytest.fixture
 def client() -> TestClient:
-    state = InMemoryState(
-        users={"u1": UserState("u1", recent=["a"], seen={"a"}, n_interactions=1)},
-        popularity={"all": {"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}},
-        covis={"a": {"c": 2.0, "d": 1.0}},
-        catalog={i: ItemInfo(i, [f"cat{j % 2}"], created_at=1.0) for j, i in enumerate("abcde")})
+    """u1 has clicked ``a``; three users clicked ``a`` and then ``c`` (two) or ``d`` (one); every item
+    has clicks of its own."""
+    covisits = [e for k, other in enumerate("ccd")
+                for e in (click(f"co{k}", "a", 120), click(f"co{k}", other))]
+    crowd = [click(f"crowd-{i}-{k}", i) for n, i in enumerate("abcde") for k in range(5 - n)]
     settings = Settings()
+    state = memory_state(settings, {i: [f"cat{j % 2}"] for j, i in enumerate("abcde")},
+                         [click("u1", "a"), *covisits, *crowd])
     return TestClient(create_app(settings, Pipeline(settings, state)))
 
 
@@ -61,6 +64,8 @@ def test_valid_event_without_kafka_is_503_not_500(client: TestClient):
 def test_similar_openapi_metrics(client: TestClient):
     sim = client.get("/v1/items/a/similar", params={"n": 2}).json()
     assert [it["item_id"] for it in sim["items"]] == ["c", "d"] and sim["items"][0]["source"] == "covisit"
+    lone = client.get("/v1/items/e/similar", params={"n": 5}).json()  # no co-visits: its category's popular
+    assert [(it["item_id"], it["source"]) for it in lone["items"]] == [("a", "category"), ("c", "category")]
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/feed/{user_id}", "/v1/events", "/v1/items/{item_id}/similar"} <= paths.keys()
     assert client.get("/docs").status_code == 200

@@ -13,9 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from feature_store.online.memory_state import MemoryOnline
+from funnel.pipeline import Pipeline
 from services.api.app import create_app
 from services.api.limits import BodySizeLimit
-from services.pipeline import InMemoryState, Pipeline
 
 LIMIT = 64 * 1024
 
@@ -23,7 +24,7 @@ LIMIT = 64 * 1024
 @pytest.fixture
 def client() -> TestClient:
     settings = Settings(api={"max_body_bytes": LIMIT, "max_batch_events": 50})
-    app = create_app(settings, Pipeline(settings, InMemoryState()))
+    app = create_app(settings, Pipeline(settings, MemoryOnline(settings)))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -77,7 +78,7 @@ def test_overlong_batch_is_422_naming_the_limit(client: TestClient):
 
 def test_an_event_over_the_record_limit_is_422(client: TestClient):
     settings = Settings(api={"max_body_bytes": 1024 * 1024})
-    big = TestClient(create_app(settings, Pipeline(settings, InMemoryState())))
+    big = TestClient(create_app(settings, Pipeline(settings, MemoryOnline(settings))))
     resp = big.post("/v1/events", json=[_event(), _event(context={"note": "x" * 70_000})])
     assert resp.status_code == 422 and resp.json()["detail"]["index"] == 1
     assert resp.json()["detail"]["reason"] == "oversized"

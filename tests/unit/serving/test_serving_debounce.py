@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from serving_events import click, memory_state
+
+from core.errors import StoreUnavailable
+from core.online import UserState
+from core.settings import Settings
+from feature_store.online.memory_state import MemoryOnline
+from funnel.pipeline import Pipeline
 from services.publisher.debounce import Debouncer
+from services.publisher.kafka_io import LazyProducer
+from services.publisher.service import Publisher
 
 
 def test_debounce_merges_and_tracks_offsets():
@@ -38,19 +47,20 @@ class _FakeProducer:
         self.sent.append((topic, key))
 
 
-def test_publisher_never_publishes_a_degraded_feed_and_retries():
-    from core.settings import Settings
-    from services.pipeline import InMemoryState, Pipeline
-    from services.publisher.kafka_io import LazyProducer
-    from services.publisher.service import Publisher
+class DownState(MemoryOnline):
+    """The in-process store with its user reads failing like a dead Redis until ``down`` is cleared."""
 
-    class DownState(InMemoryState):
-        def user(self, user_id):  # type: ignore[override]
-            from core.errors import StoreUnavailable
+    down = True
+
+    def user(self, user_id: str) -> UserState:
+        if self.down:
             raise StoreUnavailable("redis down")
+        return super().user(user_id)
 
+
+def test_publisher_never_publishes_a_degraded_feed_and_retries():
     settings = Settings(publisher={"debounce_ms": 0})
-    state = DownState(popularity={"all": {"a": 1.0}})
+    state = memory_state(settings, {"a": []}, [click("x", "a")], state=DownState(settings))
     lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
     lazy._producer = fake  # type: ignore[assignment]
@@ -58,7 +68,7 @@ def test_publisher_never_publishes_a_degraded_feed_and_retries():
     pub.debouncer.add("u1", 1.0, now=0.0)
     pub.publish_due(now=0.0)
     assert fake.sent == [] and len(pub.debouncer) == 1  # queued again, with backoff
-    state.__class__ = InMemoryState  # the store is back
+    state.down = False  # the store is back
     pub.publish_due(now=10.0)
     topics = [t for t, _ in fake.sent]
     assert topics == [pub.topics.feeds, pub.topics.impressions] and len(pub.debouncer) == 0
@@ -76,16 +86,11 @@ def test_users_who_just_acted_go_before_a_bulk_refresh():
 
 
 def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
-    from core.settings import Settings
-    from services.pipeline import InMemoryState, Pipeline
-    from services.publisher.kafka_io import LazyProducer
-    from services.publisher.service import Publisher
-
     settings = Settings(publisher={"debounce_ms": 0})
     lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
     lazy._producer = fake  # type: ignore[assignment]
-    pub = Publisher(settings, Pipeline(settings, InMemoryState(popularity={"all": {"a": 1.0}})), lazy)
+    pub = Publisher(settings, Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")])), lazy)
     for i in range(5000):
         pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
     pub.publish_due(now=0.0)
