@@ -10,15 +10,18 @@ import redis.asyncio as aredis
 
 from core.events import Interaction, ItemUpsert
 from core.settings import Settings
-from feature_store.online.effects import EffectParams
+from feature_store import transforms as tf
+from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
 
 
 def seed_state(settings: Settings, items: Sequence[ItemUpsert], events: Sequence[Interaction]) -> None:
+    """Writes as the stream worker does with these settings (its writer, effect and transform params)."""
     async def run() -> None:
         r = aredis.Redis.from_url(settings.redis.url or "", decode_responses=True)
-        w = OnlineWriter(r, Keys(settings.redis.key_prefix), EffectParams(), 3600)
+        w = OnlineWriter(r, Keys(settings.redis.key_prefix), effect_params(settings), 3600,
+                         tf.TransformParams.from_settings(settings))
         if items:
             await w.apply_items(list(items), {}, {}, StatsDelta("items"))
         if events:

@@ -25,7 +25,7 @@ from streams_harness import (
 from core.events import MAX_EVENT_BYTES, DeadLetter, ItemUpsert, encode
 from core.topics import Topics
 from feature_store.online.keys import Keys
-from feature_store.online.readers import OnlineReader
+from feature_store.online.redis_state import RedisOnlineState, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -85,17 +85,17 @@ def test_bad_events_go_to_dlq_and_state_is_as_if_never_sent(stream_settings) -> 
 
 
 def _new_item_is_a_candidate_within_a_second(s, topics: Topics) -> None:
-    reader = OnlineReader.from_settings(s)
+    state = RedisOnlineState(redis_client(s), s)
     up = ItemUpsert(item_id="late", title="brand new jazz", categories=["jazz"], created_at=time.time())
     prod = producer(s)
     prod.send(topics.items, key=b"late", value=encode(up)).get(timeout=10)
     sent = time.monotonic()
-    while time.monotonic() - sent < 1.0 and "late" not in dict(reader.fresh(k=10)):
+    while time.monotonic() - sent < 1.0 and b"late" not in state.r.zrevrange(state.keys.fresh, 0, 9):
         time.sleep(0.01)
-    assert "late" in dict(reader.fresh(k=10)), "new item not in the fresh pool within 1 s"
-    record = reader.items(["late"])[0]
-    assert record is not None and record["active"] and record["categories"] == ["jazz"]
-    assert reader.vectors(["late"])["late"].shape[0] > 0
+    assert b"late" in state.r.zrevrange(state.keys.fresh, 0, 9), "new item not in the fresh pool within 1 s"
+    record = state.items(["late"])[0]
+    assert record is not None and record.active and record.categories == ["jazz"]
+    assert record.vector is not None and record.vector.shape[0] > 0
     assert Keys(s.redis.key_prefix).item("late")
 
 

@@ -22,7 +22,7 @@ from streams_harness import (
 from core.events import UserUpsert, encode
 from core.settings import Settings
 from core.topics import Topics
-from feature_store.online.readers import OnlineReader
+from feature_store.online.redis_state import RedisOnlineState, redis_client
 
 pytestmark = pytest.mark.integration
 TEN_YEARS = 10 * 365 * 86400.0
@@ -77,10 +77,10 @@ def test_future_created_at_and_non_finite_numbers_are_dead_lettered(stream_setti
     assert st["interactions:dlq:non_finite"] == 1 and st["interactions:dlq:invalid_field"] == 1
     assert st.get("interactions:processed", 0) == 0
 
-    reader = OnlineReader.from_settings(s)
-    fresh = dict(reader.fresh(k=50))
-    assert "from-the-future" not in fresh and {it.item_id for it in good_items} <= fresh.keys()
-    assert reader.items(["from-the-future", "nan-price"]) == [None, None]
+    state = RedisOnlineState(redis_client(s), s)
+    fresh = {m.decode() for m in state.r.zrevrange(state.keys.fresh, 0, 49)}
+    assert "from-the-future" not in fresh and {it.item_id for it in good_items} <= fresh
+    assert state.items(["from-the-future", "nan-price"]) == [None, None]
     letters = _dlq(s, topics.dlq("items"), 2)
     assert sorted(d["reason"] for d in letters) == ["future_created_at", "non_finite"]
     future = next(d for d in letters if d["reason"] == "future_created_at")
