@@ -185,11 +185,11 @@ class BanditSettings(_Section):
 class TrainerSettings(_Section):
     promotion_margin: float = Field(0.0, ge=0)
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
-    epochs: int = Field(3, ge=1)
     seed: int = 0
     window_s: float = Field(14 * 86400.0, gt=0, description="training data: the last window_s of events")
     max_train_seconds: float = Field(300.0, gt=0, description="time cap per model fit")
-    eval_k: int = Field(20, ge=1, le=1000, description="recall@k of the holdout evaluation")
+    min_new_events: int = Field(
+        2000, ge=1, description="the scheduler trains once this many interactions arrived since the last run")
     index_recall_gate: float = Field(0.95, gt=0, le=1, description="ANN vs exact recall to publish")
     index_recall_sample: int = Field(200, ge=10, le=100_000)
 
@@ -204,6 +204,8 @@ class DriftSettings(_Section):
 
 class SchedulerSettings(_Section):
     train_interval_s: float = Field(6 * 3600.0, gt=0)
+    train_check_interval_s: float = Field(
+        30.0, gt=0, description="how often the scheduler looks for trainer.min_new_events new interactions")
     index_interval_s: float = Field(3600.0, gt=0)
     drift_interval_s: float = Field(900.0, gt=0)
     publish_active_interval_s: float = Field(300.0, gt=0)

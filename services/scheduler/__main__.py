@@ -10,7 +10,7 @@ import threading
 from types import FrameType
 
 from core.settings import ConfigError, load_settings
-from services.scheduler.jobs import Lifecycle
+from services.scheduler.jobs import Lifecycle, interactions_applied
 from services.scheduler.service import SchedulerService
 
 log = logging.getLogger("services.scheduler")
@@ -23,7 +23,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    lifecycle = Lifecycle(settings)
+    lifecycle = Lifecycle(settings, events=interactions_applied(settings))
     service = SchedulerService(settings, lifecycle.run, ready_check=lifecycle.meta.ping)
     stop = threading.Event()
 

@@ -36,7 +36,8 @@ from services.trainer.two_tower import (
 )
 
 log = logging.getLogger(__name__)
-JOB_NAMES = ("train", "index", "drift", "publish_active")
+JOB_NAMES = ("train", "train_check", "index", "drift", "publish_active")
+EventCount = Callable[[], int | None]
 
 
 class Lifecycle:
@@ -44,12 +45,14 @@ class Lifecycle:
 
     def __init__(self, settings: Settings, meta: MetadataStore | None = None,
                  store: VersionedArtifactStore | None = None, archive: ParquetArchive | None = None,
-                 cfg: TrainConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+                 cfg: TrainConfig | None = None, clock: Callable[[], float] = time.time,
+                 events: EventCount | None = None) -> None:
         self.settings = settings
         self.meta = meta or MetadataStore(settings.database_url)
         self.store = store or open_store(settings.artifacts_url)
         self.archive = archive or ParquetArchive.from_settings(settings)
         self.cfg = cfg or TrainConfig.from_settings(settings)
+        self.events = events  # interactions the worker has applied so far (None: unknown)
         self.clock = clock
         self._locks = {name: threading.Lock() for name in JOB_NAMES}
 
@@ -64,19 +67,35 @@ class Lifecycle:
                 lock.release()
 
     def run(self, name: str, trigger: str = "schedule") -> Any:
-        jobs: dict[str, Callable[[str], Any]] = {"train": self.train, "index": self.index,
+        jobs: dict[str, Callable[[str], Any]] = {"train": self.train, "train_check": self.train_if_due,
+                                                  "index": self.index,
                                                   "drift": self.drift, "publish_active": self.publish_active}
         if name not in jobs:
             raise KeyError(f"unknown job {name!r}; known: {', '.join(JOB_NAMES)}")
         return jobs[name](trigger)
 
-    def train(self, trigger: str = "schedule") -> TrainOutcome | None:
+    def train_if_due(self, trigger: str = "events") -> TrainOutcome | None:
+        """Train when ``trainer.min_new_events`` interactions arrived since the last training run: the
+        platform learns from what it ingests without anyone running a command."""
+        seen = self.events() if self.events is not None else None
+        if seen is None:
+            return None
+        last = self.meta.jobs("train", 1)
+        before = int(last[0].details.get("events_seen", 0)) if last else 0
+        if seen - before < self.settings.trainer.min_new_events:
+            return None
+        log.info("%d new interactions since the last training: training", seen - before)
+        return self.train(trigger, events_seen=seen)
+
+    def train(self, trigger: str = "schedule", events_seen: int | None = None) -> TrainOutcome | None:
         with self._exclusive("train") as got:
             if not got:
                 log.warning("train requested (%s) while a training run is in progress: skipped", trigger)
                 return None
+            if events_seen is None and self.events is not None:
+                events_seen = self.events()
             out = run_training(self.settings, self.meta, self.store, self.archive, trigger, self.clock(),
-                               self.cfg)
+                               self.cfg, {"events_seen": events_seen or 0})
         decision = out.decision("two_tower")
         if decision is not None and decision.promoted:
             self.index(f"promoted two_tower {decision.version}")
@@ -155,3 +174,27 @@ def _scorer(bundle: TwoTowerBundle, histories: dict[str, list[str]]
         return np.einsum("nd,nd->n", uvec[[row[u] for u in users]], ivec).astype(np.float32)
 
     return score
+
+
+def interactions_applied(settings: Settings) -> EventCount:
+    """The worker's durable count of applied interactions (its stats hash in Redis); None while Redis
+    is unreachable or unset."""
+    import redis
+
+    from feature_store.online.keys import Keys
+
+    if not settings.redis.url:
+        return lambda: None
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=settings.redis.socket_timeout_s,
+                                  socket_connect_timeout=settings.redis.connect_timeout_s)
+    key = Keys(settings.redis.key_prefix).stats
+
+    def count() -> int | None:
+        try:
+            raw = client.hget(key, "interactions:processed")
+        except redis.RedisError as exc:
+            log.warning("cannot read the interaction count: %s", exc)
+            return None
+        return int(raw) if raw is not None else 0
+
+    return count

@@ -37,7 +37,8 @@ ADMIN_HOST = "127.0.0.1"  # the run-now routes' only interface until admin authe
 
 def intervals(settings: Settings) -> dict[str, float]:
     s = settings.scheduler
-    return {"train": s.train_interval_s, "index": s.index_interval_s, "drift": s.drift_interval_s,
+    return {"train": s.train_interval_s, "train_check": s.train_check_interval_s,
+            "index": s.index_interval_s, "drift": s.drift_interval_s,
             "publish_active": s.publish_active_interval_s}
 
 

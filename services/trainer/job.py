@@ -83,13 +83,15 @@ def _gates(settings: Settings, store: VersionedArtifactStore, trained: Trained, 
 
 def run_training(settings: Settings, meta: MetadataStore, store: VersionedArtifactStore,
                  archive: ParquetArchive, trigger: str = "schedule", now: float | None = None,
-                 cfg: TrainConfig | None = None) -> TrainOutcome:
-    """Train the two-tower and the ranker on the window, each through its gate."""
+                 cfg: TrainConfig | None = None, details: dict[str, object] | None = None) -> TrainOutcome:
+    """Train the two-tower and the ranker on the window, each through its gate. ``details`` go into
+    the job run's record (the scheduler's event count)."""
     now = time.time() if now is None else now
     cfg = cfg or TrainConfig.from_settings(settings)
     window = (now - settings.trainer.window_s, now)
     with meta.job("train", trigger) as run:
         outcome = TrainOutcome(run.id)
+        run.details.update(details or {})
         started = time.monotonic()
         events = EventLog.from_frame(load_events(archive, *window))
         catalog = training_catalog(archive, now, settings.worker.content_model)
