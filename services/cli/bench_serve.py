@@ -74,7 +74,8 @@ def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: i
     the interactions and the items (the models are trained on them)."""
     import redis
 
-    from feature_store.online.effects import EffectParams, plan_interactions
+    from feature_store.online.batch import effect_params
+    from feature_store.online.effects import plan_interactions
     from feature_store.online.keys import Keys
     from feature_store.online.writer import plan_items
 
@@ -92,7 +93,7 @@ def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: i
     cats = {it.item_id: it.categories for it in items}
     client = redis.Redis.from_url(settings.redis.url or "")
     _apply_plan(client, plan_items(items, {}, keys))
-    _apply_plan(client, plan_interactions(events, {}, cats, EffectParams(), keys))
+    _apply_plan(client, plan_interactions(events, {}, cats, effect_params(settings), keys))
     client.close()
     return users, events, items
 
@@ -266,7 +267,7 @@ def _load_with_swaps(live: Settings, api_url: str, seeded: Seeded,
     from services.cli.serve_models import IndexSwaps, publish_models
 
     user_ids, events, items = seeded
-    published = publish_models(live, events, [it.item_id for it in items], [it.categories for it in items])
+    published = publish_models(live, events, items)
     wait_for_models(api_url, user_ids[0], published.versions)
     e2f = EventToFeed(live, user_ids, opts["events_rate"])
     e2f.start()

@@ -1,11 +1,12 @@
 """Real artifacts for ``streamrec bench serve``, so the ranking, feature and ANN code paths are measured.
 
-Before the load, :func:`publish_models` quick-trains (seconds, on the seeded interactions) a two-tower
-model, builds the FAISS index over the whole catalogue from its item tower, and fits a multi-task
-ranker on simulator-style rows; each is published to ``settings.artifacts_url`` and promoted exactly as
-``streamrec models promote`` / the indexer do (registry row first, then the store's ACTIVE pointer),
-so the API's hot-swap loaders pick them up. During the load, :class:`IndexSwaps` promotes a fresh
-index version (same vectors, new version id) every ``every_s`` seconds.
+Before the load, :func:`publish_models` quick-trains (seconds, on the seeded interactions) the funnel's
+two-tower model, builds the FAISS index over the whole catalogue from its item tower, and fits a
+multi-task ranker over the funnel's feature columns on simulated rows; each is published to
+``settings.artifacts_url`` and promoted exactly as ``streamrec models promote`` / the indexer do
+(registry row first, then the store's ACTIVE pointer), so the API's hot-swap loaders pick them up.
+During the load, :class:`IndexSwaps` promotes a fresh index version (same vectors, new version id)
+every ``every_s`` seconds.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
+import numpy.typing as npt
 
-from core.events import Interaction
+from core.errors import StartupError
+from core.events import Interaction, ItemUpsert
 from core.settings import Settings
 from models.index import ItemIndex
 from models.ranker_serving import RankerServing
@@ -32,6 +34,7 @@ from services.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 RECALL_QUERIES = 200
+F32 = npt.NDArray[np.float32]
 
 
 class _Saveable(Protocol):
@@ -76,45 +79,54 @@ class Promoter:
 
 
 # ---- quick training ----------------------------------------------------------------------------
-def _catalogue(item_ids: Sequence[str], categories: Sequence[list[str]]) -> Any:
-    from services.trainer.data import Catalogue
+def _event_log(events: Sequence[Interaction]) -> Any:
+    from funnel.log import EventLog
 
-    return Catalogue(list(item_ids), [f"item {i}" for i in item_ids], [list(c) for c in categories],
-                     [0.0] * len(item_ids), [True] * len(item_ids))
-
-
-def _events_frame(events: Sequence[Interaction]) -> pd.DataFrame:
-    return pd.DataFrame({"event_id": [e.event_id for e in events], "user_id": [e.user_id for e in events],
-                         "item_id": [e.item_id for e in events], "timestamp": [e.timestamp for e in events],
-                         "positive": True})
+    return EventLog.build({"event_id": [e.event_id for e in events], "user": [e.user_id for e in events],
+                           "item": [e.item_id for e in events], "type": [str(e.type) for e in events],
+                           "value": [e.value for e in events], "ts": [e.timestamp for e in events]})
 
 
-def train_two_tower(events: Sequence[Interaction], item_ids: Sequence[str],
-                    categories: Sequence[list[str]]) -> tuple[TwoTowerServing, np.ndarray]:
-    """One short epoch over the seeded clicks; hashed content vectors so unseen items are placed too."""
-    from services.trainer.two_tower import TwoTowerOptions, encode_content, fit_two_tower
+def train_two_tower(events: Sequence[Interaction],
+                    items: Sequence[ItemUpsert]) -> tuple[TwoTowerServing, F32]:
+    """One short epoch of the funnel's two-tower fit over the seeded clicks; hashed content vectors so
+    unseen items are placed too. Returns the model and every item's vector (the index's rows)."""
+    from funnel.labels import Labels
+    from funnel.log import Catalog
+    from funnel.train_two_tower import TwoTowerOptions, fit_two_tower
+    from models.content import ContentConfig, ContentEncoder
 
-    opts = TwoTowerOptions(dim=32, max_len=20, n_layers=1, epochs=1, batch_size=512, max_seconds=20.0,
-                           content={"use_model": False})
-    cat = _catalogue(item_ids, categories)
-    content = encode_content(cat, opts.content)
-    bundle = fit_two_tower(_events_frame(events), cat, content, opts)
-    return bundle, bundle.item_vectors(cat.item_ids, content)
+    content = ContentEncoder(ContentConfig(use_model=False)).encode(
+        [it.title or it.item_id for it in items], [list(it.categories) for it in items])
+    catalog = Catalog(list(items), content)
+    opts = TwoTowerOptions(dim=32, max_len=20, n_layers=1, epochs=1, batch_size=512, max_seconds=20.0)
+    tower, _ = fit_two_tower(_event_log(events), catalog, Labels(np.zeros(0, np.int64), []), opts, seed=0)
+    if tower is None:
+        raise StartupError("bench serve: too few click sequences to train a two-tower model")
+    return tower, tower.item_vectors(catalog.item_ids, content)
 
 
 def train_ranker(rows: int = 4000, seed: int = 0) -> RankerServing:
-    """Simulator-style rows over the ranking feature names: clicks follow CTR and recency."""
-    from services.trainer.ranker import DENSE, RankerOptions, fit_ranker
+    """A ranker over the funnel's feature columns (``funnel.features.FEATURES``), fitted on simulated
+    rows where clicks follow the co-visitation, two-tower and popularity scores and the item's CTR, so
+    the served feeds go through the learned ranking step with the real feature set."""
+    from funnel.features import FEATURES, INDEX
+    from models.ranker import RankerConfig
+    from models.ranker_train import RankerTrainConfig, RankingData
+    from models.ranker_train import train_ranker as fit
 
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({f: rng.gamma(2.0, 5.0, rows).astype(np.float32) for f in DENSE})
-    df["ctr_1h"] = rng.beta(2, 20, rows)
-    df["ctr_24h"] = rng.beta(2, 20, rows)
-    df["segment"] = rng.choice(["mobile", "desktop"], rows)
-    p = 1 / (1 + np.exp(-(8 * df["ctr_1h"] - 0.02 * df["item_age_s"] - 1)))
-    df["click"] = (rng.random(rows) < p).astype(np.float32)
-    df["deep"] = df["click"] * (rng.random(rows) < 0.3)
-    return fit_ranker(df, RankerOptions(epochs=2, batch_rows=512, seed=seed))
+    dense = rng.random((rows, len(FEATURES)), dtype=np.float32)
+    logit = (3 * dense[:, INDEX["covisit_score"]] + 2 * dense[:, INDEX["tt_score"]]
+             + dense[:, INDEX["popular_score"]] + 8 * dense[:, INDEX["item_ctr_24h"]] - 6)
+    click = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    deep = click * (rng.random(rows) < 0.3)
+    data = RankingData(dense[:, None], np.zeros((rows, 1, 0), np.int64),
+                       {"click": click[:, None], "deep": deep[:, None].astype(np.float32)},
+                       np.ones((rows, 1), bool))
+    model = fit(data, RankerConfig(dense_features=FEATURES),
+                RankerTrainConfig(epochs=2, batch_groups=512, listwise=False, seed=seed))
+    return RankerServing(model)
 
 
 def _recall(index: ItemIndex, ids: Sequence[str], vectors: np.ndarray, queries: np.ndarray) -> float:
@@ -131,14 +143,15 @@ class Published:
     versions: dict[str, str]
 
 
-def publish_models(settings: Settings, events: Sequence[Interaction], item_ids: Sequence[str],
-                   categories: Sequence[list[str]]) -> Published:
+def publish_models(settings: Settings, events: Sequence[Interaction],
+                   items: Sequence[ItemUpsert]) -> Published:
     """Train, build, publish and promote ``two_tower``, ``index`` and ``ranker``; returns the versions."""
     t0 = time.perf_counter()
     promoter = Promoter(settings)
-    tower, vectors = train_two_tower(events, item_ids, categories)
+    tower, vectors = train_two_tower(events, items)
+    item_ids = [it.item_id for it in items]
     tower_version = promoter.model("two_tower", tower, {"items": len(item_ids)})
-    index = ItemIndex.build(list(item_ids), vectors, model_version=tower_version)
+    index = ItemIndex.build(item_ids, vectors, model_version=tower_version)
     rng = np.random.default_rng(0)
     queries = vectors[rng.integers(0, len(vectors), RECALL_QUERIES)]
     recall = _recall(index, item_ids, vectors, queries)
