@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiokafka
 import faust
 from faust.types import EventT
 from faust.web import Request, Response, View
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from core.settings import Settings
 from core.topics import INPUT_TOPICS, Topics
 from streams.decode import RawRecord
+from streams.incarnation import CHECK_INTERVAL_S, IncarnationGuard, KafkaTopicIds
 from streams.kafka_errors import describe, is_retryable
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
@@ -46,19 +48,27 @@ class WorkerState:
 def bound_fetch_wait(max_wait_ms: int) -> None:
     """faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer, and the Tansu broker holds an
     idle fetch for that long, which put ~0.7 s into produce->effect latency. Cap it (this process
-    only) at the batch window."""
-    import aiokafka
-
+    only) at the batch window. The same subclass runs ``before_commit`` (the topic-id check) before
+    each offset commit."""
     base = aiokafka.AIOKafkaConsumer
     if getattr(base, "_streamrec_bounded", False):
         return
 
     class BoundedFetchConsumer(base):  # type: ignore[valid-type, misc]
         _streamrec_bounded = True
+        before_commit: Callable[[], Awaitable[bool]] | None = None  # False: skip this commit
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), max_wait_ms)
             super().__init__(*args, **kwargs)
+
+        async def commit(self, offsets: Any = None) -> None:
+            check = type(self).before_commit
+            if check is not None and not await check():
+                log.warning("offset commit skipped: the broker did not answer the topic-id check "
+                            "(the next commit carries these offsets)")
+                return
+            await super().commit(offsets)
 
     aiokafka.AIOKafkaConsumer = BoundedFetchConsumer  # type: ignore[misc]
 
@@ -94,11 +104,30 @@ def register(app: faust.App, settings: Settings, state: WorkerState) -> None:
     _pages(app, state)
     if state.processor is not None:  # dead letters are cut to what this app's producer accepts
         state.processor.dlq_max_bytes = int(app.conf.producer_max_request_size)
+    _guard_incarnations(app, settings, state)
 
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         state.assigned = True
 
     app.on_rebalance_complete.connect(on_assigned)  # type: ignore[arg-type]
+
+
+def _guard_incarnations(app: faust.App, settings: Settings, state: WorkerState) -> None:
+    """Batches, commits and a timer check the input topics' ids (see :mod:`streams.incarnation`)."""
+    k = settings.kafka
+    topics = Topics(k.topic_prefix)
+    guard = IncarnationGuard([topics.name(b) for b in INPUT_TOPICS], KafkaTopicIds(
+        {"bootstrap_servers": k.bootstrap_servers, "client_id": f"{k.client_id}-topic-ids"}))
+    if state.processor is not None:
+        state.processor.fence = guard.ids
+    consumer_class = aiokafka.AIOKafkaConsumer
+    if getattr(consumer_class, "_streamrec_bounded", False):
+        consumer_class.before_commit = guard.check
+
+    async def check_topic_ids() -> None:
+        await guard.check()
+
+    app.timer(CHECK_INTERVAL_S)(check_topic_ids)
 
 
 def _agent(base: str, settings: Settings, state: WorkerState) -> Any:

@@ -1,6 +1,8 @@
 """One batch of one input topic, end to end, in the order that makes it effectively once:
 
-1. skip records at or below the partition's applied watermark (a replay after a crash);
+1. skip records at or below the partition's applied watermark (a replay after a crash). Watermarks
+   are kept per topic incarnation (``topic@<topic id>``, see :mod:`streams.incarnation`), so a
+   broker that comes back empty, with offsets from 0 again, never makes new events look replayed;
 2. validate; invalid records go to ``<topic>.dlq`` (delivery awaited). A record whose dead letter the
    broker refuses for good is logged with its coordinates, counted and skipped; a broker that is
    down is retried;
@@ -34,6 +36,7 @@ from feature_store.online.writer import OnlineWriter, StatsDelta, plan_users
 from streams.content import ItemVectors
 from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
 from streams.decode import RawRecord, Skew, validate
+from streams.incarnation import incarnated
 from streams.kafka_errors import describe, is_retryable, root
 from streams.metrics import WorkerMetrics
 
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 Archive = Callable[[str, Sequence[tuple[RawRecord, dict[str, Any]]]], Awaitable[None]]
 FeaturePush = Callable[[Mapping[str, list[dict[str, Any]]]], Awaitable[None]]
+Fence = Callable[[float], Awaitable[Mapping[str, str]]]  # monotonic time -> topic ids checked since
 TP = tuple[str, int]
 
 
@@ -62,11 +66,13 @@ class BatchProcessor:
         self.topics, self.writer, self.send, self.metrics = topics, writer, send, metrics
         self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
         self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
+        self.fence: Fence | None = None  # topic ids of the input topics (app sets it)
 
     async def process(self, base: str, records: Sequence[RawRecord]) -> None:
         started = time.monotonic()
         clock = _PhaseClock(self.metrics, base)
-        parsed = await self._parse(base, records)
+        ids = await self.fence(started) if self.fence is not None else {}
+        parsed = await self._parse(base, records, ids)
         sent = await self._dead_letter(base, parsed.dead)
         clock.lap("parse_dlq")
         stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
@@ -90,12 +96,16 @@ class BatchProcessor:
         clock.lap("triggers")
         self._observe(base, parsed, stats, records, started)
 
-    async def _parse(self, base: str, records: Sequence[RawRecord]) -> Parsed:
-        marks = await self.writer.watermarks(sorted({(r.topic, r.partition) for r in records}))
+    async def _parse(self, base: str, records: Sequence[RawRecord], ids: Mapping[str, str]) -> Parsed:
+        """``ids``: the topic ids the broker reported after these records were fetched."""
+        def tp_of(rec: RawRecord) -> TP:
+            return incarnated(rec.topic, ids.get(rec.topic)), rec.partition
+
+        marks = await self.writer.watermarks(sorted({tp_of(r) for r in records}))
         now = self.clock()
         out = Parsed([], [], [], {})
         for rec in records:
-            tp = (rec.topic, rec.partition)
+            tp = tp_of(rec)
             replay = rec.offset <= marks[tp]
             try:
                 ev = validate(base, rec.value, now, self.skew)

@@ -15,6 +15,8 @@ class Keys:
         return f"{self.prefix}dd:{event_id}"
 
     def watermark(self, topic: str, partition: int) -> str:
+        """The highest applied offset of a partition. The worker passes ``topic@<topic id>`` as
+        ``topic``, so a topic created again (or a broker that restarted empty) starts a new one."""
         return f"{self.prefix}off:{topic}:{partition}"
 
     @property
