@@ -3,13 +3,17 @@ JSON), 5 MB of text (over the consumer's 1 MiB per-partition fetch size and the 
 request limit) and a record just under Tansu's maximum (its request parser refuses a records field
 over 2^30 bytes). The worker stays up (same pid), dead-letters each of them within the producer's
 limit (truncated, with coordinates and key), and applies every valid event exactly as a
-reference run without the poison does."""
+reference run without the poison does. When the broker refuses a dead letter for good (a schema
+on the DLQ topic), the record is logged with its coordinates, counted, and skipped."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +37,8 @@ from streams_harness import (
 from core.events import DeadLetter, Interaction, encode
 from core.settings import Settings
 from core.topics import Topics
-from services.localstack import start_broker
+from iokit import ChildProcess, free_port
+from services.localstack import broker_binary, start_broker, wait_listening
 from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, record_size
 
 pytestmark = pytest.mark.integration
@@ -70,7 +75,40 @@ def test_a_record_just_under_the_broker_maximum(tmp_path: Path, own_broker: str,
     _run(s, [(b"poison-max", b"m" * JUST_UNDER_MAX)])
 
 
-def _run(s: Settings, poison: list[Poison]) -> None:
+@pytest.fixture
+def refusing_broker(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A broker whose schema registry refuses every dead letter on the interactions DLQ (Tansu
+    answers INVALID_RECORD): a refusal for good, not an outage. Yields (bootstrap, topic prefix)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / f"{Topics(prefix).dlq('interactions')}.json").write_text(json.dumps(
+        {"type": "object", "properties": {"value": {"type": "object", "required": ["never_present"]}}}))
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = (tmp_path / "broker.log").open("ab")
+    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/", "--schema-registry", "file://./schemas"]  # cwd-relative
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    child = ChildProcess("kafka", proc)
+    try:
+        wait_listening(child, port, 20)
+        yield f"127.0.0.1:{port}", prefix
+    finally:
+        child.stop()
+        log.close()
+
+
+def test_a_dead_letter_the_broker_refuses_is_logged_counted_and_skipped(
+        tmp_path: Path, refusing_broker: tuple[str, str], redis_url: str) -> None:
+    bootstrap, prefix = refusing_broker
+    s = make_settings(tmp_path, bootstrap, redis_url)
+    s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"topic_prefix": prefix})})
+    create_topics(s)
+    _run(s, [(b"bad-json", b"{not json"), (b"poison-ctl", b"\x01" * 180_000)], refused=True)
+
+
+def _run(s: Settings, poison: list[Poison], refused: bool = False) -> None:
     topics = Topics(s.kafka.topic_prefix)
     now = time.time()
     catalog = items(20, now)
@@ -95,6 +133,7 @@ def _run(s: Settings, poison: list[Poison]) -> None:
         code = worker.stop()
     assert code == 0, f"worker {worker.pid} did not stop cleanly (it restarted?): see {worker.log_path}"
     _check_letters(s, letters, sent, metrics)
+    _check_skipped(s, sent if refused else [], worker.log_path)
     _check_state(s, catalog, good)
 
 
@@ -144,8 +183,9 @@ def _check_letters(s: Settings, letters: list[tuple[bytes | None, bytes]], sent:
     st = stats(s)
     skipped = st.get("interactions:skipped", 0)
     assert st.get("interactions:dead_lettered", 0) + skipped == len(sent)
-    if skipped:
-        assert 'streamrec_worker_dead_letter_failed_total{agent="interactions"' in metrics
+    failed = [line for line in metrics.splitlines()
+              if line.startswith('streamrec_worker_dead_letter_failed_total{agent="interactions"')]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in failed) == skipped
     assert f'streamrec_worker_events_total{{agent="interactions",outcome="dead_lettered"}} ' \
            f'{float(len(letters))}' in metrics
     by_coord = {(d.partition, d.offset): (k, d) for k, d in
@@ -162,12 +202,23 @@ def _check_letters(s: Settings, letters: list[tuple[bytes | None, bytes]], sent:
     assert all(record_size(k, v) <= DEFAULT_MAX_REQUEST_BYTES for k, v in letters)
 
 
+def _check_skipped(s: Settings, refused: list[Sent], log_path: Path | None) -> None:
+    """Exactly the ``refused`` records were skipped, each logged with its coordinates."""
+    assert stats(s).get("interactions:skipped", 0) == len(refused)
+    log = log_path.read_text(errors="replace") if log_path else ""
+    topic = Topics(s.kafka.topic_prefix).interactions
+    for _, part, off, _ in refused:
+        assert f"{topic}[{part}]@{off} " in log, "a skipped record is logged with its coordinates"
+
+
 def _check_state(s: Settings, catalog: list, good: list[Interaction]) -> None:
     assert stats(s)["interactions:processed"] == len(good)
     assert_same(dump(s, s.redis.key_prefix), dump(s, reference_state(s, catalog, good)))
 
 
 def _read_dlq(s: Settings, topic: str, n: int) -> list[tuple[bytes | None, bytes]]:
+    if n == 0:
+        return []
     consumer = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers,
                              auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     out = []
