@@ -99,15 +99,16 @@ def build(rec: RawRecord, err: EventError, max_bytes: int = DEFAULT_MAX_REQUEST_
                        detail=err.detail[:MAX_DETAIL_CHARS], key=_placeholder(rec.key),
                        original=_placeholder(rec.value))
     room = max_bytes - record_size(kafka_key, encode(shell)) - _SLACK
-    for _ in range(4):
+    for _ in range(3):
         letter = _fill(shell, rec, room, key_cap)
         value = encode(letter)
         over = record_size(kafka_key, value) - max_bytes
         if over <= 0:
-            return Outgoing(rec, letter, kafka_key, value)
+            break
         room -= over + _SLACK  # escaping differed from our estimate: shrink and refit
-    raise ValueError(f"cannot fit a dead letter of {rec.topic}[{rec.partition}]@{rec.offset} "
-                     f"under {max_bytes} bytes")
+    # Only a limit smaller than the envelope itself (~15 KB) leaves it too big: the producer then
+    # refuses it for good, and the record is skipped and counted like any refused letter.
+    return Outgoing(rec, letter, kafka_key, value)
 
 
 def _placeholder(raw: bytes | None) -> RecordBytes | None:

@@ -101,3 +101,9 @@ def test_only_the_head_that_can_fit_is_read() -> None:
     cut = "é".encode() * 10 + b"\xff"
     part = fit(cut, 5)  # 5 bytes hold two whole characters; the third is cut, not split
     assert part.encoding == "utf-8" and part.raw() == "éé".encode() and part.truncated
+
+
+def test_a_limit_below_the_envelope_still_builds_a_letter_the_producer_will_refuse() -> None:
+    out = build(RawRecord("p-interactions", 0, 1, b"x" * 100, key=b"k"), EventError("r", "d" * 2000), 500)
+    assert record_size(out.key, out.value) > 500  # sent anyway: MessageSizeTooLarge -> skipped, counted
+    assert out.letter.original is not None and out.letter.original.data == ""
