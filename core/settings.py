@@ -96,7 +96,7 @@ class WorkerSettings(_Section):
     dedupe_ttl_s: int = Field(7 * 86400, ge=60)
     history_len: int = Field(50, ge=1)
     popularity_half_life_s: float = Field(
-        7 * 86400.0, gt=0, description="popular = engagement decayed over about a week; trending is the fast one")
+        7 * 86400.0, gt=0, description="popular: engagement decayed over about a week (trending: fast)")
     affinity_half_life_s: float = Field(7 * 86400.0, gt=0)
     covisit_window_s: float = Field(1800.0, gt=0)
     covisit_cap: int = Field(200, ge=1)
@@ -106,6 +106,8 @@ class WorkerSettings(_Section):
     trending_half_life_s: float = Field(3600.0, gt=0)
     impression_ttl_s: int = Field(86400, ge=60)
     covisit_history: int = Field(10, ge=1, le=200, description="recent items paired per event")
+    covisit_backward: float = Field(
+        0.3, ge=0, le=1, description="weight of a pair read backwards (B then A counts for A's neighbours)")
     commit_interval_s: float = Field(1.0, gt=0, le=60)
     session_timeout_s: float = Field(10.0, ge=1, le=300)
     rebalance_timeout_s: float = Field(3.0, ge=1, le=300)

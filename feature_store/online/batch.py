@@ -28,6 +28,7 @@ def effect_params(settings: Settings) -> EffectParams:
         history_len=w.history_len, popularity_half_life_s=w.popularity_half_life_s,
         trending_half_life_s=w.trending_half_life_s, affinity_half_life_s=w.affinity_half_life_s,
         covisit_window_s=w.covisit_window_s, covisit_cap=w.covisit_cap, covisit_history=w.covisit_history,
+        covisit_backward=w.covisit_backward,
         segment_keys=tuple(w.segment_keys),
         bandit=BanditParams(segment_key=b.segment_key, impression_ttl_s=w.impression_ttl_s))
 

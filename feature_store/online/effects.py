@@ -36,6 +36,7 @@ class EffectParams:
     covisit_window_s: float = 1800.0
     covisit_cap: int = 200
     covisit_history: int = 10
+    covisit_backward: float = 0.3
     segment_keys: tuple[str, ...] = ("device",)
     bandit: BanditParams = field(default_factory=BanditParams)
 
@@ -117,10 +118,12 @@ def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectP
 
 def _add_covisit(plan: Plan, ev: Interaction, history: Sequence[tuple[str, float]],
                  p: EffectParams, keys: Keys) -> None:
-    for other, ts in history[: p.covisit_history]:
+    """``other`` was engaged ``d`` steps before ``ev``: the pair counts ``1/d`` forward (other -> this
+    item: what people engage with next) and ``covisit_backward / d`` the other way."""
+    for d, (other, ts) in enumerate(history[: p.covisit_history], start=1):
         if other == ev.item_id or abs(ev.timestamp - ts) > p.covisit_window_s:
             continue
-        plan.zincr[keys.covisit(ev.item_id)][other] += 1.0
-        plan.zincr[keys.covisit(other)][ev.item_id] += 1.0
+        plan.zincr[keys.covisit(other)][ev.item_id] += 1.0 / d
+        plan.zincr[keys.covisit(ev.item_id)][other] += p.covisit_backward / d
         plan.zcap[keys.covisit(ev.item_id)] = p.covisit_cap
         plan.zcap[keys.covisit(other)] = p.covisit_cap

@@ -59,10 +59,14 @@ def decayed_scores(scores_by_epoch: Sequence[tuple[int, Sequence[float | None]]]
 
 
 def sum_neighbours(lists: Sequence[Rows], k: int) -> Scored:
-    """Co-visit counts summed over recent items; the more recent the item, the more it weighs."""
+    """Co-visit shares summed over recent items: each item's row is normalised to sum 1 (what follows
+    it, not how popular it is), and the more recent the item, the more it weighs."""
     acc: dict[str, float] = {}
     for rank, rows in enumerate(lists):
-        w = 1.0 / (1.0 + 0.2 * rank)
+        total = sum(score for _, score in rows)
+        if total <= 0:
+            continue
+        w = 1.0 / ((1.0 + 0.2 * rank) * total)
         for member, score in rows:
             acc[member] = acc.get(member, 0.0) + score * w
     return by_score(acc, k)

@@ -61,12 +61,15 @@ def test_click_attributes_to_impression_from_an_earlier_batch() -> None:
     assert plan.hincr[K.linear("i9")][f"b:{idx[1]}"] == 1
 
 
-def test_covisitation_pairs_within_window_both_ways() -> None:
-    events = [ev(1, "u", "a"), ev(2, "u", "b", ts=T0 + 10), ev(3, "u", "c", ts=T0 + 500)]
-    plan = plan_interactions(events, {}, {}, P, K)
-    assert plan.zincr[K.covisit("a")]["b"] == 1 and plan.zincr[K.covisit("b")]["a"] == 1
-    assert "c" not in plan.zincr[K.covisit("b")]
-    assert decode_history(plan.lpush[K.history("u")])[-1] == ("c", T0 + 500)
+def test_covisitation_pairs_within_window_forward_by_distance_and_weaker_backward() -> None:
+    p = EffectParams(covisit_window_s=100.0, covisit_backward=0.3)
+    events = [ev(1, "u", "a"), ev(2, "u", "b", ts=T0 + 10), ev(3, "u", "c", ts=T0 + 20),
+              ev(4, "u", "d", ts=T0 + 500)]
+    plan = plan_interactions(events, {}, {}, p, K)
+    assert plan.zincr[K.covisit("a")]["b"] == 1 and plan.zincr[K.covisit("b")]["a"] == 0.3
+    assert plan.zincr[K.covisit("a")]["c"] == 0.5 and plan.zincr[K.covisit("c")]["a"] == 0.15  # 2 apart
+    assert "d" not in plan.zincr[K.covisit("c")] and "c" not in plan.zincr[K.covisit("d")]  # outside
+    assert decode_history(plan.lpush[K.history("u")])[-1] == ("d", T0 + 500)
 
 
 def test_history_continues_from_the_stored_state_and_is_capped() -> None:
