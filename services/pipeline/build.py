@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,28 +22,60 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 10.0
 
 
+def fast_reader(settings: Settings) -> FeatureReader:
+    """FEATURES' fast reader over Feast's Redis layout (imports Feast and reads its registry)."""
+    module = importlib.import_module("feature_store.reader")
+    reader: FeatureReader = module.FastFeatureReader.from_settings(settings)
+    return reader
+
+
 class LazyReader:
-    """The FEATURES fast reader, built on first use (it needs the Feast registry, which may appear
-    after this process starts); a failed build is retried at most every ``RETRY_S`` seconds."""
+    """The FEATURES fast reader, built in a background thread: importing Feast and reading its registry
+    take seconds, and the registry may appear after this process starts. Until the reader is built, a
+    read raises ``StoreUnavailable`` at once, so the funnel serves without Feast's rows instead of
+    holding requests (and the publisher's poll loop) for the build. A failed build is retried at most
+    every ``RETRY_S`` seconds."""
 
     RETRY_S = 30.0
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings, build: Callable[[], FeatureReader] | None = None) -> None:
+        self._build = build or (lambda: fast_reader(settings))
         self._reader: FeatureReader | None = None
         self._next_try = 0.0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.error = ""
+
+    def start(self) -> LazyReader:
+        """Starts a build unless one is running, the reader exists, or a failure is too recent."""
+        with self._lock:
+            idle = self._thread is None or not self._thread.is_alive()
+            if self._reader is None and idle and time.monotonic() >= self._next_try:
+                self._thread = threading.Thread(target=self._run, name="feature-reader", daemon=True)
+                self._thread.start()
+        return self
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the reader is built (waits up to ``timeout_s`` for a running build)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return self._reader is not None
+
+    def _run(self) -> None:
+        try:
+            self._reader = self._build()
+        except Exception as exc:  # noqa: BLE001 - any failure: serve without Feast rows, retry later
+            self._next_try = time.monotonic() + self.RETRY_S
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("feature reader unavailable, retrying in %.0fs: %s", self.RETRY_S, self.error)
 
     def _get(self) -> FeatureReader:
-        if self._reader is None:
-            if time.monotonic() < self._next_try:
-                raise StoreUnavailable("feature reader not available yet")
-            try:
-                module = importlib.import_module("feature_store.reader")
-                self._reader = module.FastFeatureReader.from_settings(self._settings)
-            except Exception as exc:
-                self._next_try = time.monotonic() + self.RETRY_S
-                raise StoreUnavailable(f"feature reader unavailable: {exc}") from exc
-        return self._reader
+        reader = self._reader
+        if reader is not None:
+            return reader
+        self.start()
+        raise StoreUnavailable(f"feature reader not built yet{' (' + self.error + ')' if self.error else ''}")
 
     def user_features(self, user_id: str) -> Features:
         return self._get().user_features(user_id)
@@ -72,7 +105,7 @@ def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None
     swapper = HotSwapper(slot, _loaders(settings) if hot_swap else {}, on_swap)
     if swapper.loaders:
         swapper.start(POLL_INTERVAL_S)
-    pipeline = Pipeline(settings, state, slot, LazyReader(settings))
+    pipeline = Pipeline(settings, state, slot, LazyReader(settings).start())
 
     def close() -> None:
         swapper.stop()
