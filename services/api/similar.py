@@ -1,5 +1,5 @@
-"""``GET /v1/items/{id}/similar``: ANN neighbours of the item's vector, else co-visitation, else its
-category's popular items."""
+"""``GET /v1/items/{id}/similar``: ANN neighbours of the item's vector, else co-visitation, else the
+popular items of its categories."""
 
 from __future__ import annotations
 
@@ -38,9 +38,15 @@ def _covisit(pipeline: Pipeline, item_id: str, n: int) -> list[SimilarItem]:
 
 
 def _same_category(pipeline: Pipeline, item_id: str, n: int) -> list[SimilarItem]:
+    """The popular items of the item's own categories (the worker keeps a popularity list per
+    category; a category without one reads as everyone's, hence the category check)."""
     info = pipeline.state.items([item_id])[0]
     cats = set(info.categories) if info else set()
-    pop = pipeline.state.popular(None, 20 * n, pipeline.clock())
+    now, best = pipeline.clock(), dict[str, float]()
+    for cat in sorted(cats):
+        for i, s in pipeline.state.popular(f"cat:{cat}", 2 * n + 1, now):
+            best[i] = max(best.get(i, 0.0), s)
+    pop = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
     infos = pipeline.state.items([i for i, _ in pop])
     return [SimilarItem(item_id=i, score=s, source="category")
             for (i, s), it in zip(pop, infos, strict=True)

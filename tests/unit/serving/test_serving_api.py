@@ -71,3 +71,14 @@ def test_similar_openapi_metrics(client: TestClient):
     assert client.get("/docs").status_code == 200
     client.get("/v1/feed/u1")
     assert "streamrec_api_feeds_total" in client.get("/metrics").text
+
+
+def test_similar_by_category_finds_a_niche_category():
+    """Items of a category far below the overall top still find each other."""
+    settings = Settings()
+    popular = [click(f"fan{k}-{j}", f"p{j}") for j in range(30) for k in range(3)]
+    catalogue = {**{f"p{j}": ["pop"] for j in range(30)}, "n1": ["niche"], "n2": ["niche"]}
+    state = memory_state(settings, catalogue, [*popular, click("x", "n1"), click("y", "n2")])
+    client = TestClient(create_app(settings, Pipeline(settings, state)))
+    sim = client.get("/v1/items/n1/similar", params={"n": 1}).json()
+    assert [(it["item_id"], it["source"]) for it in sim["items"]] == [("n2", "category")]
