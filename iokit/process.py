@@ -48,6 +48,17 @@ class ChildProcess:
         return int(self.proc.returncode or 0)
 
 
+# Importing Feast exports these (feast/metrics.py), which would put every child's prometheus_client in
+# multi-process mode: metrics of separate registries sharing mmap files. Children get them only when
+# the caller passes them explicitly.
+INHERITED_NOT = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
+
+
+def child_env(env: dict[str, str] | None) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in INHERITED_NOT}
+    return {**base, **(env or {})}
+
+
 def spawn(name: str, argv: list[str], log_dir: Path | None = None,
           env: dict[str, str] | None = None) -> ChildProcess:
     """Start ``argv`` in a new session (own process group), appending to ``log_dir/name.log``."""
@@ -59,7 +70,7 @@ def spawn(name: str, argv: list[str], log_dir: Path | None = None,
         out = log_path.open("ab")
     try:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})})
+                                start_new_session=True, env=child_env(env))
     finally:
         if not isinstance(out, int):
             out.close()  # the child holds its own descriptor

@@ -32,7 +32,8 @@ from core.events import (
     encode,
 )
 from core.topics import INTERACTIONS, ITEMS, Topics
-from feature_store.online.writer import OnlineWriter, StatsDelta, plan_users
+from feature_store.online.batch import plan_users
+from feature_store.online.writer import OnlineWriter, StatsDelta
 from streams.content import ItemVectors
 from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
 from streams.decode import RawRecord, Skew, validate

@@ -24,8 +24,7 @@ from redis.asyncio import Redis
 from core.errors import StartupError
 from core.settings import ConfigError, Settings, load_settings
 from core.topics import Topics
-from feature_store.online.bandit_effects import BanditParams
-from feature_store.online.effects import EffectParams
+from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter
 from feature_store.transforms import TransformParams
@@ -70,16 +69,6 @@ def _arm_watchdog(grace_s: float) -> None:
         os._exit(1)
 
     threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()
-
-
-def effect_params(settings: Settings) -> EffectParams:
-    w, b = settings.worker, settings.bandit
-    return EffectParams(
-        history_len=w.history_len, popularity_half_life_s=w.popularity_half_life_s,
-        trending_half_life_s=w.trending_half_life_s, affinity_half_life_s=w.affinity_half_life_s,
-        covisit_window_s=w.covisit_window_s, covisit_cap=w.covisit_cap, covisit_history=w.covisit_history,
-        segment_keys=tuple(w.segment_keys),
-        bandit=BanditParams(segment_key=b.segment_key, impression_ttl_s=w.impression_ttl_s))
 
 
 def check_endpoints(settings: Settings) -> None:

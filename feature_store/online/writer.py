@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from core.events import Interaction, ItemUpsert, UserUpsert
+from core.events import Interaction, ItemUpsert
 from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
 from feature_store import transforms as tf
-from feature_store.online.effects import EffectParams, UserState, decode_history, engaged, plan_interactions
+from feature_store.online.batch import Snapshot, SnapshotRequest, plan_interaction_batch, plan_item_batch
+from feature_store.online.effects import EffectParams, UserState, decode_history
 from feature_store.online.keys import Keys
 from feature_store.online.plan import Plan
 
@@ -43,16 +44,6 @@ class Applied:
     fresh: int = 0
     duplicates: int = 0
     retries: int = 0
-
-
-@dataclass
-class Snapshot:
-    """State read (under WATCH) before planning a batch."""
-
-    users: dict[str, UserState] = field(default_factory=dict)
-    categories: dict[str, list[str]] = field(default_factory=dict)
-    user_features: dict[str, tf.UserState] = field(default_factory=dict)
-    item_features: dict[str, tf.ItemState] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,9 +88,8 @@ class OnlineWriter:
                 try:
                     await pipe.watch(*watch)
                     fresh = await self._fresh(events, ids)
-                    snap = await self._snapshot(fresh)
-                    plan = plan_interactions(fresh, snap.users, snap.categories, self.params, self.keys)
-                    self._plan_features(plan, fresh, snap)
+                    snap = await self._snapshot(SnapshotRequest.for_events(fresh, self.params))
+                    plan = plan_interaction_batch(fresh, snap, self.params, self.tparams, self.keys)
                     if before_commit is not None:
                         await before_commit(fresh, snap.categories)
                     pipe.multi()
@@ -112,17 +102,6 @@ class OnlineWriter:
                     result.retries += 1
                     await asyncio.sleep(0.01 * min(result.retries, 20))
 
-    def _plan_features(self, plan: Plan, fresh: Sequence[Interaction], snap: Snapshot) -> None:
-        """FEATURES' pure transforms folded over the fresh events; states stored in the same EXEC."""
-        for ev in fresh:
-            cats = snap.categories.get(ev.item_id, [])
-            tf.apply_user_event(snap.user_features[ev.user_id], ev, cats, self.tparams)
-            tf.apply_item_event(snap.item_features[ev.item_id], ev)
-        for u, us in snap.user_features.items():
-            plan.setex[self.keys.user_features(u)] = (_dumps(us), None)
-        for i, st in snap.item_features.items():
-            plan.setex[self.keys.item_features(i)] = (_dumps(st), None)
-
     async def _fresh(self, events: Sequence[Interaction], ids: Sequence[str]) -> list[Interaction]:
         marks = await self.r.mget(list(ids)) if ids else []
         seen: set[str] = set()
@@ -133,22 +112,15 @@ class OnlineWriter:
             seen.add(ev.event_id)
         return out
 
-    async def _snapshot(self, fresh: Sequence[Interaction]) -> Snapshot:
+    async def _snapshot(self, req: SnapshotRequest) -> Snapshot:
         """One pipeline: engaged users' recent history, the impression records clicks refer to,
         item categories, and FEATURES' user/item states (two MGETs)."""
-        users = sorted({e.user_id for e in fresh})
-        items = sorted({e.item_id for e in fresh})
-        hist_users = sorted({e.user_id for e in fresh if engaged(e)})
-        wanted: dict[str, set[str]] = {}
-        for e in fresh:
-            if e.feed_id is not None and e.position is not None:
-                wanted.setdefault(e.user_id, set()).add(f"{e.feed_id}:{e.position}")
-        fields = {u: sorted(f) for u, f in wanted.items()}
+        users, items, hist_users, fields = req.users, req.items, req.hist_users, req.impression_fields
         async with self.r.pipeline(transaction=False) as rp:
             rp.mget([self.keys.user_features(u) for u in users])
             rp.mget([self.keys.item_features(i) for i in items])
             for u in hist_users:
-                rp.lrange(self.keys.history(u), 0, self.params.covisit_history - 1)
+                rp.lrange(self.keys.history(u), 0, req.history_n - 1)
             for u, fs in fields.items():
                 rp.hmget(self.keys.impressions(u), fs)
             for i in items:
@@ -246,11 +218,7 @@ class OnlineWriter:
                     await pipe.watch(*fkeys)
                     raw = await self.r.mget(fkeys) if fkeys else []
                     states = {i: tf.loads_item(v, i) for i, v in zip(ids, raw, strict=True)}
-                    plan = plan_items(items, vectors, self.keys)
-                    for it in items:
-                        tf.apply_item_upsert(states[it.item_id], it)
-                    for i, st in states.items():
-                        plan.setex[self.keys.item_features(i)] = (tf.dumps_item(st), None)
+                    plan = plan_item_batch(items, vectors, states, self.keys)
                     pipe.multi()
                     self._queue(pipe, plan, [])
                     self._queue_bookkeeping(pipe, offsets, stats, 0)
@@ -259,46 +227,3 @@ class OnlineWriter:
                 except WatchError:
                     await asyncio.sleep(0.01)
 
-
-def _dumps(state: tf.UserState | tf.ItemState) -> str:
-    """Same JSON as ``tf.dumps_user``/``tf.dumps_item`` (``asdict`` + dumps) without asdict's deepcopy,
-    which cost ~1 ms per user state; the fields are plain JSON types (tuples become lists)."""
-    return json.dumps(vars(state), separators=(",", ":"))
-
-
-def plan_items(items: Sequence[ItemUpsert], vectors: Mapping[str, bytes], keys: Keys) -> Plan:
-    """Catalog records, content vectors and the fresh pool; an inactive item leaves the pools."""
-    plan = Plan()
-    for it in items:
-        plan.hset[keys.item(it.item_id)] = {
-            "title": it.title, "text": it.text, "categories": json.dumps(it.categories),
-            "attributes": json.dumps(it.attributes), "created_at": repr(it.created_at),
-            "active": "1" if it.active else "0", "updated_at": repr(it.timestamp)}
-        if it.item_id in vectors:
-            plan.setex[keys.vector(it.item_id)] = (vectors[it.item_id], None)
-        if it.active:
-            plan.zadd[keys.fresh][it.item_id] = it.created_at
-            plan.sadd[keys.active_items].add(it.item_id)
-            plan.zrem[keys.fresh].discard(it.item_id)
-            plan.srem[keys.active_items].discard(it.item_id)
-        else:
-            plan.zrem[keys.fresh].add(it.item_id)
-            plan.srem[keys.active_items].add(it.item_id)
-            plan.zadd[keys.fresh].pop(it.item_id, None)
-            plan.sadd[keys.active_items].discard(it.item_id)
-    _drop_empty(plan)
-    return plan
-
-
-def plan_users(users: Sequence[UserUpsert], keys: Keys) -> Plan:
-    plan = Plan()
-    for u in users:
-        plan.hset[keys.user(u.user_id)] = {"attributes": json.dumps(u.attributes),
-                                           "segment": u.segment or "", "updated_at": repr(u.timestamp)}
-    return plan
-
-
-def _drop_empty(plan: Plan) -> None:
-    for mapping in (plan.zadd, plan.zrem, plan.sadd, plan.srem):
-        for key in [k for k, v in mapping.items() if not v]:
-            del mapping[key]

@@ -74,10 +74,9 @@ def seed(settings: Settings, n_items: int, n_users: int, n_events: int, seed_: i
     the interactions and the items (the models are trained on them)."""
     import redis
 
-    from feature_store.online.batch import effect_params
+    from feature_store.online.batch import effect_params, plan_items
     from feature_store.online.effects import plan_interactions
     from feature_store.online.keys import Keys
-    from feature_store.online.writer import plan_items
 
     rng = np.random.default_rng(seed_)
     now = time.time()

@@ -24,12 +24,12 @@ from redis.asyncio import Redis as AsyncRedis
 from core.events import Interaction, ItemUpsert
 from core.settings import Settings, load_settings
 from core.topics import Topics
+from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
 from feature_store.transforms import TransformParams
 from iokit import ChildProcess, free_port, spawn
 from streams.content import ItemVectors
-from streams.worker import effect_params
 
 ROOT = Path(__file__).resolve().parents[3]
 DEVICES = ("ios", "android", "web")
