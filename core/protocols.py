@@ -107,3 +107,13 @@ class ItemVectorLookup(Protocol):
     """Stored vectors of known items: ``(vectors [n, d], found [n] bool)`` aligned with ``item_ids``."""
 
     def vectors(self, item_ids: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]: ...
+
+
+@runtime_checkable
+class ItemRelations(Protocol):
+    """Learned item-to-item relations (``models.item_neighbours``): for a user's engaged items (newest
+    first), the top-k related items with scores, per relation name (``cf``, ``seq``)."""
+
+    version: str
+
+    def score(self, relation: str, recent: Sequence[str], k: int) -> list[tuple[str, float]]: ...

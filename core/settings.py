@@ -144,6 +144,8 @@ class RetrievalSettings(_Section):
     fresh: int = Field(50, ge=0)
     explore: int = Field(50, ge=0)
     category: int = Field(100, ge=0, description="popular items of the user's favourite categories")
+    seq: int = Field(100, ge=0, description="the trained sequential item-to-item relation")
+    cf: int = Field(100, ge=0, description="the trained collaborative item-to-item relation")
     cold_start_halfway: float = Field(
         5.0, gt=0, le=10_000, description="interactions at which personal and prior candidates weigh equally")
     item_cache_ttl_s: float = Field(
@@ -234,7 +236,7 @@ class StackSettings(_Section):
     healthy_reset_s: float = Field(
         120.0, gt=0, description="up this long after a restart: the next delay is restart_backoff_s again")
     max_restarts: int = Field(
-        5, ge=1, description="more restarts within restart_window_s: the child is failed, the stack not ready")
+        5, ge=1, description="restarts allowed within restart_window_s; past that the child is failed")
     restart_window_s: float = Field(900.0, gt=0)
     start_timeout_s: float = Field(
         120.0, gt=0, description="a restarted child must listen (/healthz, or TCP) within this")

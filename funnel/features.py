@@ -29,7 +29,7 @@ from core.online import F32, ItemInfo, OnlineState, UserState
 from core.protocols import Features, ItemVectorLookup, VectorIndex
 from funnel.retrieval import CandidateSet
 
-SOURCE_COLUMNS = ("ann", "covisit", "category", "popular", "trending", "fresh")
+SOURCE_COLUMNS = ("ann", "seq", "cf", "covisit", "category", "popular", "trending", "fresh")
 FEATURES: tuple[str, ...] = (
     *(f"{s}_score" for s in SOURCE_COLUMNS), *(f"{s}_rank" for s in SOURCE_COLUMNS),
     "tt_score", "content_sim", "item_pop", "item_impressions_24h", "item_ctr_24h", "item_clicks_1h",

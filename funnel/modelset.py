@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from core.protocols import FeatureRanker, Features, VectorIndex
+from core.protocols import FeatureRanker, Features, ItemRelations, VectorIndex
 
 F32 = npt.NDArray[np.float32]
 
@@ -34,6 +34,7 @@ class ModelSet:
     ranker: FeatureRanker | None = None
     index: VectorIndex | None = None
     user_tower: UserTower | None = None
+    neighbours: ItemRelations | None = None
     missing: tuple[str, ...] = ()  # kinds that are promoted in the store but could not be loaded
 
     @property

@@ -24,8 +24,9 @@ from core.settings import RetrievalSettings
 from funnel.modelset import ModelSet, UserTower
 
 # Source precedence when an item comes from several: the first listed names it.
-SOURCES = ("ann", "covisit", "category", "popular", "trending", "fresh")
-PERSONAL = ("ann", "covisit", "category")
+SOURCES = ("ann", "seq", "cf", "covisit", "category", "popular", "trending", "fresh")
+PERSONAL = ("ann", "seq", "cf", "covisit", "category")
+LEARNED_I2I = ("seq", "cf")  # the trained item-to-item relations (models.item_neighbours)
 TOP_CATEGORIES = 3
 
 
@@ -83,8 +84,8 @@ def top_categories(user_row: Features, k: int = TOP_CATEGORIES) -> list[tuple[st
 def _quotas(cfg: RetrievalSettings, user: UserState, halfway: float) -> dict[str, int]:
     w = personal_weight(user, halfway)
     n = max(user.n_interactions, len(user.recent))
-    personal = {"ann": round(cfg.ann * w), "covisit": round(cfg.covisit * w),
-                "category": round(cfg.category * n / (n + 1.0))}
+    personal = {"ann": round(cfg.ann * w), "seq": round(cfg.seq * w), "cf": round(cfg.cf * w),
+                "covisit": round(cfg.covisit * w), "category": round(cfg.category * n / (n + 1.0))}
     spare = cfg.ann + cfg.covisit - personal["ann"] - personal["covisit"]
     popular = max(cfg.popular, cfg.candidates - cfg.fresh - sum(personal.values()))
     return {**personal, "popular": popular, "trending": cfg.popular // 2 + spare // 4, "fresh": cfg.fresh}
@@ -156,6 +157,8 @@ def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSet
     cands.user_vector = user_query(models, state, req.user) if "ann" in sources else None
     lists: dict[str, Any] = {
         "ann": lambda: ann_candidates(models, cands.user_vector, q["ann"]),
+        "seq": lambda: _learned(models, req.user, "seq", q["seq"]),
+        "cf": lambda: _learned(models, req.user, "cf", q["cf"]),
         "covisit": lambda: _covisit(state, req.user, q["covisit"]),
         "category": lambda: category_candidates(state, req.user_row, q["category"], req.now)}
     for name in PERSONAL:
@@ -169,6 +172,12 @@ def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSet
     if "fresh" in sources:
         cands.add("fresh", state.fresh(q["fresh"]), by_rank=True)
     return _filter(cands, state, req.user, req.blocked, cfg.candidates)
+
+
+def _learned(models: ModelSet, user: UserState, relation: str, k: int) -> Scored:
+    if models.neighbours is None or k <= 0 or not user.recent:
+        return []
+    return models.neighbours.score(relation, user.recent, k)
 
 
 def _covisit(state: OnlineState, user: UserState, k: int) -> Scored:

@@ -40,7 +40,8 @@ class HeuristicRanker:
         prior = np.maximum.reduce([col("popular_score"), 0.8 * col("trending_score"),
                                    0.3 * col("fresh_score")])
         prior = prior + 0.2 * col("declared_interest")
-        personal = np.maximum.reduce([col("covisit_score"), col("ann_score"), 0.8 * col("category_score")])
+        personal = np.maximum.reduce([col("covisit_score"), col("ann_score"), col("seq_score"),
+                                      col("cf_score"), 0.8 * col("category_score")])
         affinity = 0.5 * col("affinity")
         w = col("personal_weight")
         click = (1.0 - w) * (prior + affinity) + w * (personal + affinity + 0.1 * prior)

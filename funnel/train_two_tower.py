@@ -133,13 +133,19 @@ def serving_ndcg(serving: TwoTowerServing, val: Validation, catalog: Catalog) ->
     return float(np.mean(gains))
 
 
+def training_sequences(log: EventLog, catalog: Catalog, labels: Labels) -> list[Ints]:
+    """Every user's positives (codes into the catalog), oldest first, label events left out."""
+    vocab = {iid: j for j, iid in enumerate(catalog.item_ids)}
+    keep = log.positive()
+    keep[list(labels.excluded)] = False
+    return list(_sequences(log, vocab, keep).values())
+
+
 def fit_two_tower(log: EventLog, catalog: Catalog, labels: Labels, opts: TwoTowerOptions,
                   seed: int) -> tuple[TwoTowerServing | None, Validation]:
     """The fitted two-tower (None when there are too few sequences) and its validation points."""
     vocab = {iid: j for j, iid in enumerate(catalog.item_ids)}
-    keep = log.positive()
-    keep[list(labels.excluded)] = False
-    seqs = [s for s in _sequences(log, vocab, keep).values() if len(s) >= 2]
+    seqs = [s for s in training_sequences(log, catalog, labels) if len(s) >= 2]
     val = _validation(log, labels, vocab, seed)
     if len(seqs) < opts.min_sequences:
         return None, val

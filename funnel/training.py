@@ -29,8 +29,16 @@ from funnel.log import Catalog, EventLog
 from funnel.modelset import ModelSet, TwoTowerQuery
 from funnel.replay import Store
 from funnel.train_ranker import Group, GroupCollector, Groups, fit_ranker, holdout_ndcg
-from funnel.train_two_tower import TwoTowerOptions, Validation, fit_two_tower, serving_ndcg, validation_points
+from funnel.train_two_tower import (
+    TwoTowerOptions,
+    Validation,
+    fit_two_tower,
+    serving_ndcg,
+    training_sequences,
+    validation_points,
+)
 from models.index import ItemIndex
+from models.item_neighbours import ItemNeighbours, NeighbourConfig
 from models.ranker_serving import RankerServing
 from models.ranker_train import RankerTrainConfig
 from models.two_tower_serving import TwoTowerServing
@@ -48,6 +56,7 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     min_groups: int = 30
     two_tower: TwoTowerOptions = TwoTowerOptions()
+    neighbours: NeighbourConfig = NeighbourConfig()
     ranker: RankerTrainConfig = RankerTrainConfig(epochs=30, batch_groups=32, listwise=True)
     seed: int = 0
 
@@ -67,6 +76,7 @@ class TrainConfig:
 class Trained:
     two_tower: TwoTowerServing | None = None
     index: ItemIndex | None = None
+    neighbours: ItemNeighbours | None = None
     ranker: RankerServing | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     holdout: list[Group] = field(default_factory=list)
@@ -75,7 +85,7 @@ class Trained:
 
     def models(self) -> ModelSet:
         tower = TwoTowerQuery(self.two_tower) if self.two_tower is not None else None
-        return ModelSet(ranker=self.ranker, index=self.index, user_tower=tower)
+        return ModelSet(ranker=self.ranker, index=self.index, user_tower=tower, neighbours=self.neighbours)
 
 
 class _Clock:
@@ -93,6 +103,24 @@ def validation(log_: EventLog, catalog: Catalog, cfg: TrainConfig) -> Validation
     """The two-tower's validation points as the job picks them (for gating any artifact on them)."""
     labels = select_labels(log_, cfg.last_n, cfg.selection, cfg.max_groups, cfg.seed)
     return validation_points(log_, catalog, labels, cfg.seed)
+
+
+def neighbours_ndcg(nb: ItemNeighbours, val: Validation, catalog: Catalog) -> float:
+    """NDCG@10 of the validation points ranked by the two relations together (each scaled to its
+    best item), the history excluded: the promotion gate of an ``i2i`` artifact."""
+    ids = catalog.item_ids
+    gains = []
+    for hist, target in zip(val.histories, val.targets, strict=True):
+        recent = [ids[c] for c in hist[::-1][:50]]
+        acc: dict[str, float] = {}
+        for relation in ("seq", "cf"):
+            rows = nb.score(relation, recent, 200)
+            top = rows[0][1] if rows else 1.0
+            for item, s in rows:
+                acc[item] = acc.get(item, 0.0) + s / top
+        ranked = [i for i, _ in sorted(acc.items(), key=lambda kv: -kv[1]) if i not in set(recent)][:10]
+        gains.append(1.0 / np.log2(ranked.index(ids[target]) + 2) if ids[target] in ranked else 0.0)
+    return float(np.mean(gains)) if gains else 0.0
 
 
 def build_index(two_tower: TwoTowerServing, catalog: Catalog) -> ItemIndex:
@@ -115,6 +143,11 @@ def train(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConfig
         out.metrics["two_tower_validation_ndcg@10"] = serving_ndcg(out.two_tower, out.validation, catalog)
         out.index = build_index(out.two_tower, catalog)
     clock.lap("two_tower")
+    out.neighbours = ItemNeighbours.fit(training_sequences(log_, catalog, labels), catalog.item_ids,
+                                        cfg.neighbours)
+    if out.validation is not None:
+        out.metrics["i2i_validation_ndcg@10"] = neighbours_ndcg(out.neighbours, out.validation, catalog)
+    clock.lap("i2i")
     groups = _groups(log_, catalog, settings, cfg, new_store, labels, out.models())
     clock.lap("groups")
     out.metrics.update(groups=len(groups.groups), candidate_recall=groups.candidate_recall)

@@ -1,4 +1,4 @@
-"""Pure PyTorch, FAISS and numpy: towers, rankers, re-rankers, bandits, indexes, evaluation.
+"""Pure PyTorch, FAISS and numpy: towers, rankers, re-rankers, bandits, indexes, baselines, metrics.
 
 Entry points used by other areas (see each module's docstring for shapes and examples):
 
@@ -14,8 +14,13 @@ Entry points used by other areas (see each module's docstring for shapes and exa
 - ``models.ranker_train``: ``train_ranker(RankingData, RankerConfig(dense_features=...),
   RankerTrainConfig()) -> MultiTaskRanker``; ``RankingData.from_rows(rows, labels, cfg)``.
 - ``models.ranker_serving``: ``RankerServing(model, version, head_weights)`` ->
-  ``score(user_features, item_features) -> {"click", "deep", "score"}`` (``core.protocols.Ranker``),
-  ``save(dir)`` / ``RankerServing.load(dir)`` (kind ``ranker``).
+  ``score_arrays(dense) -> {"click", "deep", "score"}`` over named columns (``feature_names``;
+  ``core.protocols.FeatureRanker``), ``save(dir)`` / ``RankerServing.load(dir)`` (kind ``ranker``).
+- ``models.item_neighbours``: ``ItemNeighbours.fit(sequences, item_ids)`` -> learned item-to-item
+  relations ``cf`` and ``seq``, ``score(relation, recent, k)``; artifact kind ``i2i``.
 - ``models.artifacts``: manifest + SHA-256 checks; bad artifacts raise ``core.errors.ArtifactError``.
-- ``models.evaluation``: ``run_evaluation(Interactions, EvalConfig())`` behind ``streamrec eval``.
+- ``models.data``: interaction logs, leave-one-out / global time / random splits, loaders;
+  ``models.baselines``: Pop, ItemKNN (RecBole's neighbourhood), CoVisit; ``models.metrics``: metrics
+  of ranked lists; ``models.synthetic_log``: a plausible large log for the scale benchmark.
+  ``streamrec eval`` itself lives in ``funnel.evaluation`` (it scores the funnel that serves).
 """

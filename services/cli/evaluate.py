@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import typer
 
 app = typer.Typer(help="Offline evaluation.")
+EVAL_FIT_SECONDS = 3600.0
 log = logging.getLogger(__name__)
 
 
@@ -84,6 +86,9 @@ def run(settings: Any, data: Path, fmt: DataFormat, items: Path | None, split: S
     dataset = load_data(data, fmt.value, items)
     content = content_vectors(dataset, settings.worker.content_model)
     cfg = TrainConfig.from_settings(settings, selection="random" if split is SplitName.random else "last")
+    # Epochs and early stopping decide how long the two-tower trains, not the wall clock: a time cap
+    # would make the figures depend on the machine's load.
+    cfg = replace(cfg, two_tower=replace(cfg.two_tower, max_seconds=EVAL_FIT_SECONDS))
     store: Callable[[], MemoryOnline] = lambda: MemoryOnline(settings)  # noqa: E731
     runs = Seeds(dataset, content, settings, cfg, store)
     for s in seeds:

@@ -16,7 +16,7 @@ from typing import Any
 from funnel.modelset import ModelSlot
 
 log = logging.getLogger(__name__)
-FIELD = {"ranker": "ranker", "index": "index", "two_tower": "user_tower"}
+FIELD = {"ranker": "ranker", "index": "index", "two_tower": "user_tower", "i2i": "neighbours"}
 
 
 class HotSwapper:

@@ -21,7 +21,8 @@ from feature_store.online.memory_state import MemoryOnline
 from funnel.log import Catalog, EventLog
 from funnel.train_ranker import Group, holdout_ndcg
 from funnel.train_two_tower import Validation, serving_ndcg
-from funnel.training import TrainConfig, Trained, train
+from funnel.training import TrainConfig, Trained, neighbours_ndcg, train
+from models.item_neighbours import ItemNeighbours
 from models.ranker_serving import RankerServing
 from models.two_tower_serving import TwoTowerServing
 from services.artifacts import VersionedArtifactStore
@@ -69,9 +70,21 @@ def ranker_gate(store: VersionedArtifactStore, candidate: RankerServing, holdout
     return GateInput("ranker", candidate, "ndcg@10", metrics, base, window, n_train=n_groups)
 
 
+def i2i_gate(store: VersionedArtifactStore, candidate: ItemNeighbours, val: Validation, catalog: Catalog,
+             window: Window, n_events: int) -> GateInput:
+    """Candidate and active item-to-item relations, NDCG@10 on the same validation points."""
+    active = load_active(store, "i2i", ItemNeighbours.load)
+    base = None if active is None else {"ndcg@10": neighbours_ndcg(active, val, catalog)}
+    metrics = {"ndcg@10": neighbours_ndcg(candidate, val, catalog), "validation_points": len(val)}
+    return GateInput("i2i", candidate, "ndcg@10", metrics, base, window, n_train=n_events,
+                     extra_meta={"items": len(catalog.items)})
+
+
 def _gates(settings: Settings, store: VersionedArtifactStore, trained: Trained, catalog: Catalog,
            window: tuple[float, float], n_events: int) -> list[GateInput]:
     gates = []
+    if trained.neighbours is not None and trained.validation is not None:
+        gates.append(i2i_gate(store, trained.neighbours, trained.validation, catalog, window, n_events))
     if trained.two_tower is not None and trained.validation is not None:
         gates.append(two_tower_gate(settings, store, trained.two_tower, trained.validation, catalog, window,
                                     n_events))

@@ -1,0 +1,120 @@
+"""Learned item-to-item relations, fitted by the training job and served as candidate sources.
+
+Two sparse relations over the catalogue, fitted on the users' positive sequences:
+- ``cf``: item-item cosine over users, each target item keeping its top-``cf_k`` sources (RecBole's
+  ItemKNN neighbourhood, ``models.baselines.ItemKNN``); a user's score sums the rows of their history;
+- ``seq``: windowed sequential co-visitation, forward ``1/d`` and backward ``backward/d``, rows
+  normalised (``models.baselines.CoVisit``); a user's score sums the rows of their last items with a
+  recency decay.
+Unlike the worker's real-time co-visitation, these see the whole training window at once (and, in an
+evaluation, everything the baselines see); the ranker weighs both.
+
+Artifacts: ``save(dir)`` writes ``relations.npz`` + ``items.json`` + ``manifest.json`` (kind ``i2i``);
+``ItemNeighbours.load(dir)`` verifies checksums and raises ``core.errors.ArtifactError`` otherwise.
+
+Example:
+    >>> import numpy as np
+    >>> nb = ItemNeighbours.fit([np.array([0, 1, 2]), np.array([0, 1])], ["a", "b", "c"])
+    >>> nb.score("seq", ["a"], 2)[0][0]
+    'b'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from core.errors import ArtifactError
+from models.artifacts import new_version, verify, write_manifest
+from models.baselines import CoVisit, ItemKNN
+
+KIND = "i2i"
+RELATIONS = ("cf", "seq")
+IntArray = npt.NDArray[np.int64]
+Scored = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class NeighbourConfig:
+    cf_k: int = 100
+    cf_shrink: float = 0.0
+    seq_window: int = 5
+    seq_last_n: int = 5
+    seq_decay: float = 0.6
+    seq_backward: float = 0.3
+
+
+class ItemNeighbours:
+    def __init__(self, item_ids: Sequence[str], cf: sp.csr_matrix, seq: sp.csr_matrix,
+                 cfg: NeighbourConfig | None = None, version: str | None = None) -> None:
+        self.item_ids = list(item_ids)
+        self.codes = {iid: j for j, iid in enumerate(self.item_ids)}
+        self.cfg = cfg or NeighbourConfig()
+        self._cf = ItemKNN(self.cfg.cf_k, self.cfg.cf_shrink)
+        self._cf.sim, self._cf.n_items = cf.tocsr(), len(self.item_ids)
+        c = self.cfg
+        self._seq = CoVisit(c.seq_window, c.seq_last_n, c.seq_decay, c.seq_backward)
+        self._seq.matrix, self._seq.n_items = seq.tocsr(), len(self.item_ids)
+        self.version = version or new_version()
+
+    @classmethod
+    def fit(cls, sequences: Sequence[IntArray], item_ids: Sequence[str],
+            cfg: NeighbourConfig | None = None) -> ItemNeighbours:
+        """``sequences``: each user's positive items as codes into ``item_ids``, oldest first."""
+        c = cfg or NeighbourConfig()
+        n = len(item_ids)
+        cf = ItemKNN(c.cf_k, c.cf_shrink).fit(sequences, n).sim
+        seq = CoVisit(c.seq_window, c.seq_last_n, c.seq_decay, c.seq_backward).fit(sequences, n).matrix
+        return cls(item_ids, cf, seq, c)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def score(self, relation: str, recent: Sequence[str], k: int) -> Scored:
+        """Top-``k`` (item, score) for a user whose engaged items are ``recent`` (newest first);
+        items in ``recent`` are left in (the funnel drops seen items)."""
+        codes = np.array([self.codes[i] for i in reversed(recent) if i in self.codes], np.int64)
+        if not len(codes) or k <= 0:
+            return []
+        model = self._cf if relation == "cf" else self._seq
+        row = model.score_sparse([codes])
+        if not row.nnz:
+            return []
+        data, cols = row.data, row.indices
+        top = np.argsort(-data, kind="stable")[:k] if len(data) > k else np.argsort(-data, kind="stable")
+        return [(self.item_ids[int(cols[j])], float(data[j])) for j in top if data[j] > 0]
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {**_pack("cf", self._cf.sim), **_pack("seq", self._seq.matrix)}
+        with (directory / "relations.npz").open("wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        (directory / "items.json").write_text(json.dumps(self.item_ids))
+        return write_manifest(directory, KIND, self.version, ["relations.npz", "items.json"],
+                              config=asdict(self.cfg), model_version=self.version, item_count=len(self))
+
+    @classmethod
+    def load(cls, directory: Path) -> ItemNeighbours:
+        manifest = verify(directory, KIND)
+        try:
+            ids = json.loads((directory / "items.json").read_text())
+            with np.load(directory / "relations.npz") as z:
+                cf, seq = (_unpack(z, name, len(ids)) for name in RELATIONS)
+            return cls(ids, cf, seq, NeighbourConfig(**manifest["config"]), str(manifest["version"]))
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{directory}: unreadable i2i artifact ({exc})") from None
+
+
+def _pack(name: str, m: sp.csr_matrix) -> dict[str, npt.NDArray[Any]]:
+    return {f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr}
+
+
+def _unpack(z: Any, name: str, n: int) -> sp.csr_matrix:
+    return sp.csr_matrix((z[f"{name}_data"], z[f"{name}_indices"], z[f"{name}_indptr"]), shape=(n, n))
