@@ -246,12 +246,12 @@ class Pipeline:
             iid, prop = pick if pick else (next(exploit, None), 1.0)
             if iid is None:
                 continue
-            j = pos_of[iid]
-            scores = {h: round(float(v[j]), 6) for h, v in heads.items()}
+            j = pos_of.get(iid)  # an explore pick may come from outside the ranked candidates
+            scores = {h: round(float(v[j]), 6) for h, v in heads.items()} if j is not None else {}
             scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals_of(iid).items()})
             # model_construct: every field is built right here from typed values (no re-validation)
             out.append(FeedItem.model_construct(
-                item_id=iid, rank=len(out), score=round(float(total[j]), 6),
+                item_id=iid, rank=len(out), score=round(float(total[j]), 6) if j is not None else 0.0,
                 source="explore" if pick else cands.source[iid], explore=pick is not None,
                 propensity=prop, scores=scores, rules=rules.get(iid, [])))
         return out

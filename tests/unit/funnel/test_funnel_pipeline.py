@@ -119,3 +119,17 @@ def test_user_tower_does_not_query_an_index_built_from_another_model():
     assert _tower_matches_index(Tower(), Index("m2"))
     assert not _tower_matches_index(Tower(), Index("m1"))
     assert ModelSet().user_tower is None
+
+
+def test_explore_picks_outside_the_truncated_candidates_still_serve():
+    """The candidate budget cuts the merged sources; an exploration pick from the fresh or popular
+    pools may fall outside the ranked candidates and must still be served (it used to raise inside the
+    pipeline, which turned the whole feed into a degraded fallback)."""
+    settings = Settings(rerank={**RELEVANCE_ONLY, "explore_slots": 2}, publisher={"feed_size": 10},
+                        retrieval={"candidates": 6, "fresh": 20, "popular": 20})
+    p = Pipeline(settings, _state(settings))
+    feed = p.feed("new", n=10, now=NOW).feed
+    ranked = set(p.rank_inputs("new", NOW).item_ids)
+    explored = [it for it in feed.items if it.explore]
+    assert not feed.degraded and explored
+    assert any(it.item_id not in ranked for it in explored)
