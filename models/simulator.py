@@ -315,6 +315,14 @@ class World:
                 yield self._event(u, j, kind, start_ts + n * step, device, value)
                 n += 1
 
+    def organic(self, user_id: str, now: float) -> list[Interaction]:
+        """One organic view by ``user_id`` at ``now``: an item picked by taste x popularity, as in
+        :meth:`stream`, and the whole action sequence (impression [+ click [+ like] + dwell | skip])."""
+        rng, u = self._rng_traffic, self._user_index[user_id]
+        j, device = self._pick_item(u, rng), self._device(u, rng)
+        p = float(self._probs(u, np.array([j]))[0])
+        return [self._event(u, j, kind, now, device, value) for kind, value in self._view(u, j, p, rng)]
+
     def respond(self, user_id: str, item_ids: list[str], now: float, feed_id: str | None = None,
                 propensities: list[float] | None = None) -> list[Interaction]:
         """The user's reaction to a shown feed: an impression per slot plus clicks (and likes, dwell)

@@ -1,5 +1,8 @@
 """Paced simulator traffic into Kafka, with a small share of malformed events (so the DLQ shows)
-and, once feeds exist, users reacting to their own feed (closed loop, with attribution)."""
+and, once feeds exist, users reacting to their own feed (closed loop, with attribution).
+
+Organic traffic is whole views (``World.organic``: impression, then click, like and dwell or a skip by
+the hidden click model), so users engage from their first events, not only through their feeds."""
 
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ class TrafficDriver:
             elif feeds and self.rng.random() < self.feedback_fraction:
                 sent += self._respond(feeds, now, n - sent)
             else:
-                sent += self._organic_one(now)
+                sent += self._organic_one(now, n - sent)
         return sent
 
     def _respond(self, feeds: Mapping[str, Feed], now: float, budget: int) -> int:
@@ -76,7 +79,7 @@ class TrafficDriver:
         feed = feeds[users[int(self.rng.integers(len(users)))]]
         shown = [it for it in feed.items if self.world.has_item(it.item_id)][:10]
         if not shown:
-            return self._organic_one(now)
+            return self._organic_one(now, budget)
         events = self.world.respond(feed.user_id, [it.item_id for it in shown], now, feed_id=feed.feed_id,
                                     propensities=[it.propensity for it in shown])[: max(1, budget)]
         for ev in events:
@@ -84,10 +87,13 @@ class TrafficDriver:
         self.feedback += len(events)
         return len(events)
 
-    def _organic_one(self, now: float) -> int:
-        for ev in self.world.traffic(1, now, self.rate):
+    def _organic_one(self, now: float, budget: int = 1) -> int:
+        """One organic view of a random user (cut to ``budget`` events, at least its impression)."""
+        user = self.world.user_ids[int(self.rng.integers(len(self.world.user_ids)))]
+        events = self.world.organic(user, now)[: max(1, budget)]
+        for ev in events:
             self._send(ev)
-        return 1
+        return len(events)
 
     def _send(self, ev: Interaction) -> None:
         self.producer.send(self.topics.interactions, encode(ev), key=ev.user_id.encode())

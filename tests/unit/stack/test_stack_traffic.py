@@ -66,3 +66,12 @@ def test_feedback_reacts_to_served_feeds_with_attribution():
     events = [json.loads(v) for _, v, _ in rec.sent]
     assert driver.feedback == len(events) > 0
     assert all(e["feed_id"] == "f1" and e["propensity"] == 0.5 and e["item_id"] in items for e in events)
+
+
+def test_organic_traffic_engages_not_only_impressions():
+    driver, rec, _ = _driver()
+    for _ in range(30):
+        driver.tick(0.1, {})  # 3 s at 100/s, no feeds: organic views only
+    kinds = [json.loads(v)["type"] for _, v, _ in rec.sent]
+    assert driver.produced == len(kinds) == 300
+    assert kinds.count("click") > 0 and kinds.count("impression") < len(kinds)
