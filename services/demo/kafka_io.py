@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
@@ -78,10 +79,10 @@ def read_feeds(consumer: KafkaConsumer, stop: Callable[[], bool],
                 except EventError as exc:
                     yield exc
                     continue
-                yield FeedRecord(feed, _record_ts(rec))
+                yield FeedRecord(feed, record_ts(rec))
 
 
-def _record_ts(rec: Any) -> float:
+def record_ts(rec: Any) -> float:
     return rec.timestamp / 1000.0 if rec.timestamp and rec.timestamp > 0 else time.time()
 
 
@@ -118,7 +119,8 @@ class TopicWatcher:
 
 
 class FeedWatcher(TopicWatcher):
-    """Counts feeds and their event->feed latency (record timestamp - ``trigger_event_ts``)."""
+    """Counts feeds and their event->feed latency (record timestamp - ``trigger_event_ts``).
+    ``published`` queues (monotonic arrival time, feed) for the thread that scores them."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         super().__init__(settings, topic)
@@ -126,16 +128,18 @@ class FeedWatcher(TopicWatcher):
         self.latencies_ms: list[float] = []
         self.arrivals: list[float] = []
         self.latest: dict[str, Feed] = {}
+        self.published: collections.deque[tuple[float, Feed]] = collections.deque()
 
     def handle(self, rec: Any) -> None:
         try:
-            record = FeedRecord(decode_feed(rec.value), _record_ts(rec))
+            record = FeedRecord(decode_feed(rec.value), record_ts(rec))
         except EventError:
             self.bad += 1
             return
         self.feeds += 1
         self.arrivals.append(time.time())
         self.latest[record.feed.user_id] = record.feed
+        self.published.append((time.monotonic(), record.feed))
         if record.latency_ms is not None:
             self.latencies_ms.append(record.latency_ms)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 W, H, PAD = 640, 260, 44
-COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd")
+COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e")
 
 
 def write_json(summary: Mapping[str, Any], path: Path) -> None:
@@ -22,32 +22,55 @@ def _scale(values: Sequence[float], lo: float, hi: float, out_lo: float, out_hi:
     return [out_lo + (v - lo) / span * (out_hi - out_lo) for v in values]
 
 
-def _axes(title: str, x_label: str, y_max: float, x_max: float, x_min: float = 0.0) -> list[str]:
+def _num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def _axes(title: str, x_label: str, y_max: float, x_max: float, x_min: float = 0.0,
+          y_min: float = 0.0) -> list[str]:
     return [
         f'<text x="{W / 2}" y="16" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#444"/>',
         f'<line x1="{PAD}" y1="24" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>',
-        f'<text x="{PAD - 4}" y="30" text-anchor="end" font-size="11">{y_max:.0f}</text>',
-        f'<text x="{PAD - 4}" y="{H - PAD}" text-anchor="end" font-size="11">0</text>',
+        f'<text x="{PAD - 4}" y="30" text-anchor="end" font-size="11">{_num(y_max)}</text>',
+        f'<text x="{PAD - 4}" y="{H - PAD}" text-anchor="end" font-size="11">{_num(y_min)}</text>',
         f'<text x="{PAD}" y="{H - PAD + 14}" text-anchor="start" font-size="11">{x_min:.0f}</text>',
         f'<text x="{W - 10}" y="{H - PAD + 14}" text-anchor="end" font-size="11">{x_max:.0f}</text>',
         f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle" font-size="12">{html.escape(x_label)}</text>',
     ]
 
 
-def line_chart(title: str, xs: Sequence[float], series: Mapping[str, Sequence[float]],
-               x_label: str = "seconds") -> str:
-    """An SVG line chart of several series sharing ``xs``."""
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None]
+
+
+def line_chart(title: str, xs: Sequence[float], series: Mapping[str, Sequence[float | None]],
+               x_label: str = "seconds", marks: Sequence[tuple[float, str]] = (),
+               refs: Sequence[tuple[float, str]] = ()) -> str:
+    """An SVG line chart of several series sharing ``xs`` (None: a gap). ``marks``: labelled vertical
+    lines at x values (e.g. promotions); ``refs``: labelled horizontal lines at y values (e.g. 1.0)."""
     x_min, x_max = min(xs, default=0.0), max(xs, default=1.0)
-    y_max = max((max(v, default=0.0) for v in series.values()), default=1.0) or 1.0
-    parts = _axes(title, x_label, y_max, x_max, x_min)
+    values = [v for ys in series.values() for v in _finite(ys)] + [y for y, _ in refs]
+    y_max = max(values, default=1.0) or 1.0
+    y_min = min(0.0, *values) if values else 0.0
+    parts = _axes(title, x_label, y_max, x_max, x_min, y_min)
     px = _scale(xs, x_min, x_max, PAD, W - 10)
+    for y, label in refs:
+        ry = _scale([y], y_min, y_max, H - PAD, 24)[0]
+        parts.append(f'<line x1="{PAD}" y1="{ry:.1f}" x2="{W - 10}" y2="{ry:.1f}" stroke="#999" '
+                     f'stroke-dasharray="4 3"/><text x="{W - 12}" y="{ry - 3:.1f}" text-anchor="end" '
+                     f'font-size="10" fill="#666">{html.escape(label)}</text>')
+    for x, label in marks:
+        mx = _scale([x], x_min, x_max, PAD, W - 10)[0]
+        parts.append(f'<line x1="{mx:.1f}" y1="24" x2="{mx:.1f}" y2="{H - PAD}" stroke="#bbb"/>'
+                     f'<text x="{mx + 2:.1f}" y="{H - PAD - 4}" font-size="9" fill="#666">'
+                     f'{html.escape(label)}</text>')
     for k, (name, ys) in enumerate(series.items()):
-        py = _scale(ys, 0.0, y_max, H - PAD, 24)
-        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py, strict=False))
+        py = _scale([0.0 if v is None else float(v) for v in ys], y_min, y_max, H - PAD, 24)
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y, v in zip(px, py, ys, strict=False) if v is not None)
         color = COLORS[k % len(COLORS)]
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
-        parts.append(f'<text x="{PAD + 8 + 140 * k}" y="36" font-size="12" '
+        parts.append(f'<text x="{PAD + 8 + 150 * k}" y="36" font-size="12" '
                      f'fill="{color}">{html.escape(name)}</text>')
     return _svg(parts)
 
@@ -91,6 +114,12 @@ def render_html(summary: Mapping[str, Any], latencies_ms: Sequence[float]) -> st
         "feeds published/s": [float(p["feeds_per_s"]) for p in tl],
         "dead-lettered/s": [float(p["dlq_per_s"]) for p in tl]})
     hist = histogram("Event -> feed latency", latencies_ms)
+    curve = summary.get("learning_curve", [])
+    learning = line_chart("Personalisation lift of the feeds published in each window",
+                          [float(p["t"]) for p in curve], x_label="seconds since the demo started",
+                          series={"personalisation_lift": [float(p["personalisation_lift"]) for p in curve]},
+                          refs=[(1.0, "1.0 = random catalogue items"), (1.5, "goal 1.5")])
+    lift = summary.get("personalisation_lift")
     reasons = summary.get("dlq_reasons", {})
     dlq = "".join(f"<li>{html.escape(str(k))}: {v}</li>" for k, v in sorted(reasons.items()))
     dlq = dlq or "<li>none</li>"
@@ -101,6 +130,12 @@ td,th{{border-bottom:1px solid #ddd;padding:2px 8px}}</style></head><body>
 <h1>streamrec demo</h1>
 <p>Simulated users browse a synthetic catalogue; events flow through Kafka into the stream worker,
 feeds are recomputed by the publisher and published to the feeds topic.</p>
+<h2>Does it personalise, and does it learn?</h2>
+<p><b>personalisation_lift at the end: {html.escape(str(lift))}</b> (the users' latest feeds).
+{html.escape(str(summary.get("personalisation_lift_meaning", "")))}</p>
+{learning}
+<p>The curve scores every feed as it is published, against its user's catalogue mean at that moment;
+a rising curve is the platform learning from the events it ingests.</p>
 <h2>Throughput</h2>
 {rates}
 <h2>Latency (event timestamp to feed record on the topic)</h2>

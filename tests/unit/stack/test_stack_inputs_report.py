@@ -58,5 +58,9 @@ def test_report_has_svg_plots():
     assert histogram("h", [1.0, 2.0, 2.0, 50.0]).count("<rect") == 30
     page = render_html({"events_produced": 3, "timeline": [
         {"t": 1.0, "produced_per_s": 1.0, "processed_per_s": 1.0, "feeds_per_s": 0.0, "dlq_per_s": 0.0}],
-        "dlq_reasons": {"unparseable": 2}}, [5.0, 7.0])
-    assert page.count("<svg") == 2 and "unparseable: 2" in page and "events_produced" in page
+        "dlq_reasons": {"unparseable": 2}, "personalisation_lift": 1.7,
+        "learning_curve": [{"t": 10.0, "personalisation_lift": 1.2},
+                           {"t": 20.0, "personalisation_lift": 1.8}]},
+        [5.0, 7.0])
+    assert page.count("<svg") == 3 and "unparseable: 2" in page and "events_produced" in page
+    assert "personalisation_lift at the end: 1.7" in page and "1.0 = random catalogue items" in page

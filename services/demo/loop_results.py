@@ -1,0 +1,138 @@
+"""The JSON of ``streamrec bench loop``: CTR by the truth over time, new items, promotions, costs.
+
+Times in the output are seconds since the traffic started (``t``), unless named ``*_at`` (unix).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.demo.closed_loop import ClosedLoop, LoopOptions, NewItem
+from services.demo.truth import Moment, summarise, summarise_young
+
+NEW_ITEM_DEADLINE_S = 60.0
+CTR_DEFINITION = (
+    "true CTR = the feed's click probability per examined slot by the simulator's hidden click model, "
+    "positions weighted by World.respond's examination probability 1/log2(position+2), over the first "
+    "`shown` items; random = the mean click probability of the user's eligible items (catalogue minus "
+    "items already acted on), oracle = the user's best eligible items in order; all three for the same "
+    "user at the same moment (each feed shown); windows are ratios of means")
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if len(values) else None
+
+
+def in_window(moments: Sequence[Moment], a: float, b: float) -> list[Moment]:
+    return [m for m in moments if a <= m.t < b]
+
+
+def _versions(moments: Sequence[Moment]) -> str:
+    served = Counter(f"{m.model_version}/{m.index_version}" for m in moments)
+    return served.most_common(1)[0][0] if served else ""
+
+
+def window_row(moments: Sequence[Moment], a: float, b: float, published: Sequence[float]) -> dict[str, Any]:
+    rows = in_window(moments, a, b)
+    cold = [m for m in rows if m.cold]
+    return {"t": round(b, 1), **summarise(rows), "cold": summarise(cold), "young": summarise_young(rows),
+            "feeds_published": sum(1 for p in published if a <= p < b),
+            "served": _versions(rows)}
+
+
+def timeline(moments: Sequence[Moment], published: Sequence[float], traffic_s: float,
+             window_s: float) -> list[dict[str, Any]]:
+    edges = [*np.arange(0.0, traffic_s - window_s / 2, window_s), traffic_s]  # the last one takes a stub
+    return [window_row(moments, float(a), float(b), published) for a, b in zip(edges, edges[1:], strict=False)
+            if b > a]
+
+
+@dataclass(frozen=True)
+class Span:
+    """The run's traffic on the wall clock."""
+
+    started: float
+    traffic_s: float
+
+    def t(self, wall: float | None) -> float | None:
+        return None if wall is None else round(wall - self.started, 2)
+
+
+def new_items_report(items: dict[str, NewItem], span: Span) -> dict[str, Any]:
+    """Upsert -> first feed that carried the item. Items upserted less than 60 s before the traffic
+    ended cannot be judged and are left out; judged items never seen in a feed count as misses."""
+    end = span.started + span.traffic_s
+    judged = {k: v for k, v in items.items() if v.upserted <= end - NEW_ITEM_DEADLINE_S}
+    delays = [v.first_feed - v.upserted for v in judged.values() if v.first_feed is not None]
+    shown = [v.first_shown - v.upserted for v in judged.values() if v.first_shown is not None]
+    within = sum(1 for d in delays if d <= NEW_ITEM_DEADLINE_S)
+    n = len(judged)
+    return {
+        "upserted": len(items), "judged": n, "in_a_feed_within_60s": within,
+        "never_in_a_feed": sum(1 for v in judged.values() if v.first_feed is None),
+        "first_feed_s_p50": _pct(delays, 50), "first_feed_s_p90": _pct(delays, 90),
+        "first_feed_s_max": round(max(delays), 2) if delays else None,
+        "first_feed_source": dict(Counter(v.first_source for v in judged.values() if v.first_feed)),
+        "first_feed_rank_p50": _pct([v.first_rank for v in judged.values() if v.first_feed], 50),
+        "shown_to_a_user_within_60s": round(sum(1 for d in shown if d <= NEW_ITEM_DEADLINE_S) / n, 4) if n
+        else None,
+        "within_60s": round(within / n, 4) if n else None,
+    }
+
+
+def promotions(models: Sequence[dict[str, Any]], first_served: dict[str, float], moments: Sequence[Moment],
+               span: Span, around_s: float) -> list[dict[str, Any]]:
+    """Each promoted model version: when, when a feed first carried it, CTR before and after (the
+    ``around_s`` before the promotion; the ``around_s`` after it was first served, else promoted)."""
+    out = []
+    for m in sorted((m for m in models if m.get("promoted_at")), key=lambda m: m["promoted_at"]):
+        t, served = span.t(m["promoted_at"]), span.t(first_served.get(m["version"]))
+        assert t is not None
+        start = served if served is not None else t
+        out.append({"kind": m["kind"], "version": m["version"], "promoted_at": m["promoted_at"], "t": t,
+                    "first_served_t": served, "status": m["status"],
+                    "ctr_before": summarise(in_window(moments, t - around_s, t)),
+                    "ctr_after": summarise(in_window(moments, start, start + around_s))})
+    return out
+
+
+def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    o: LoopOptions = loop.opts
+    final_s = min(o.final_s, span.traffic_s / 2)
+    start = span.traffic_s - final_s
+    moments = loop.moments
+    final = in_window(moments, start, span.traffic_s + 1.0)
+    end = summarise(final)
+    cold = summarise([m for m in final if m.cold])
+    published = [p - span.started for p in loop.published.times]
+    items = new_items_report(loop.new_items, span)
+    lat = loop.published.latencies_ms
+    return {
+        "ctr": {"ours": end["ours"], "random": end["random"], "oracle": end["oracle"],
+                "feeds_shown": end["n"], "window_t": [round(start, 1), round(span.traffic_s, 1)],
+                "definition": CTR_DEFINITION},
+        "lift_vs_random": end["lift"], "gap_captured": end["gap"],
+        "cold_user_lift": cold["lift"], "cold_users": {"end": cold, "whole_run": summarise(
+            [m for m in moments if m.cold]), "definition": f"<= {o.cold_max} engaged interactions sent"},
+        "young_items": {"end": summarise_young(final), "whole_run": summarise_young(moments),
+                        "definition": f"items upserted less than {o.young_s:.0f} s before it was shown"},
+        "new_items_shown_within_60s": items["within_60s"], "new_items": items,
+        "whole_run": summarise(moments),
+        "promotions": promotions(registry.get("models", []), loop.published.first_version, moments, span,
+                                 max(o.window_s * 2, 60.0)),
+        "registry": registry,
+        "timeline": timeline(moments, published, span.traffic_s, o.window_s),
+        "event_to_feed_ms": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
+                             "samples": len(lat)},
+        "feeds_published": len(published), "feeds_degraded": loop.published.degraded,
+        "feed_age_at_visit_s": {"p50": _pct(loop.feed_ages_s, 50), "p90": _pct(loop.feed_ages_s, 90)},
+        "visits_to_a_feed": loop.visits, "organic_views": loop.organic, "events_produced": loop.produced,
+        "items_published": loop.items_published, "users_arrived": len(loop.active),
+        "traffic_s": round(span.traffic_s, 1), "options": {**o.__dict__, "final_window_s": final_s},
+        **extra,
+    }
