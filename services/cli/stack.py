@@ -169,7 +169,7 @@ def demo_problems(summary: dict[str, Any]) -> list[str]:
     if not summary["events_produced"] or not summary["feeds_published"]:
         problems.append("no events produced or no feeds published")
     if not summary["invariant_holds"]:
-        problems.append("events_processed + events_dead_lettered != events_produced "
+        problems.append("events_processed + events_dead_lettered + events_skipped != events_produced "
                         "(the worker did not catch up in time)")
     if summary["child_restarts"]:
         problems.append(f"processes crashed and were restarted: {summary['child_restarts']} (see their logs)")
@@ -177,9 +177,9 @@ def demo_problems(summary: dict[str, Any]) -> list[str]:
 
 
 def _print_summary(summary: dict[str, object], json_path: Path, report_path: Path) -> None:
-    keys = ("events_produced", "events_processed", "events_dead_lettered", "invariant_holds",
-            "feeds_published", "users_with_feed", "feed_latency_ms_p50", "feed_latency_ms_p99",
-            "personalisation_lift", "startup_s", "traffic_s")
+    keys = ("events_produced", "events_processed", "events_dead_lettered", "events_skipped",
+            "invariant_holds", "feeds_published", "users_with_feed", "feed_latency_ms_p50",
+            "feed_latency_ms_p99", "personalisation_lift", "startup_s", "traffic_s")
     for k in keys:
         console.print(f"  {k:<24} {summary.get(k)}")
     console.print(f"summary: {json_path}\nreport:  {report_path}")

@@ -2,7 +2,9 @@
 
 ``duration_s`` bounds the run from the command's start to the end of traffic (start-up included;
 at least ``min_traffic_s`` of traffic). Then the demo waits, bounded, until every event produced is
-accounted for (``events_processed + events_dead_lettered == events_produced``) and stops the stack.
+accounted for (``events_processed + events_dead_lettered + events_skipped == events_produced``) and
+stops the stack. Every feed published is scored by the simulator's truth as it arrives, so the summary
+has a learning curve (``personalisation_lift`` per window) beside the end-of-run figure.
 A child that crashes is restarted by the stack (bounded) and reported in ``child_restarts``.
 """
 
@@ -23,7 +25,7 @@ from models.simulator import World, WorldConfig
 from services.demo.kafka_io import DeadLetterWatcher, FeedWatcher, make_producer
 from services.demo.progress import Snapshot, render
 from services.demo.scrape import DurableCounter, worker_counts
-from services.demo.summary import DemoRun, pct, probe_api, summarise
+from services.demo.summary import DemoRun, LearningCurve, pct, probe_api, summarise
 from services.demo.traffic import TrafficDriver
 from services.stack import Stack, terminate_as_interrupt
 
@@ -43,6 +45,7 @@ class DemoOptions:
     settle_s: float = 4.0
     catalog_wait_s: float = 20.0
     ready_timeout_s: float = 120.0
+    curve_window_s: float = 10.0
 
 
 @dataclass
@@ -55,6 +58,7 @@ class _Live:
     dlq: DeadLetterWatcher
     durable: DurableCounter
     metrics_url: str
+    curve: LearningCurve
 
 
 class Demo:
@@ -93,7 +97,8 @@ class Demo:
         lv = _Live(stack, driver, FeedWatcher(s, topics.feeds).start(),
                    DeadLetterWatcher(s, topics.dlq(INTERACTIONS)).start(),
                    DurableCounter(str(s.redis.url), s.redis.key_prefix, self.world.event_id_prefix),
-                   stack.url("worker", "/metrics") if "worker" in stack.ports else "")
+                   stack.url("worker", "/metrics") if "worker" in stack.ports else "",
+                   LearningCurve(self.world, self.run.started, self.opts.curve_window_s))
         try:
             lv.driver.publish_catalog(time.time())
             self._wait_catalog(lv)
@@ -104,7 +109,8 @@ class Demo:
                 producer.flush(30)
                 self._catch_up(lv, live)
             self.latencies_ms = list(lv.feeds.latencies_ms)
-            return summarise(self.run, lv.driver, lv.feeds, lv.dlq, self.world)
+            self._score_feeds(lv)
+            return summarise(self.run, lv.driver, lv.feeds, lv.dlq, self.world, lv.curve)
         finally:
             lv.feeds.stop()
             lv.dlq.stop()
@@ -145,12 +151,22 @@ class Demo:
         counts = worker_counts(lv.metrics_url) if lv.metrics_url else None
         if counts is not None:
             self.run.metrics = counts
-        processed = lv.durable.count()
+        processed, skipped = lv.durable.count(), lv.durable.skipped()
         if processed is not None:
             self.run.processed = processed
+        if skipped is not None:
+            self.run.skipped = skipped
         self.run.dead = lv.dlq.count
+        self._score_feeds(lv)
         self.run.sample(lv.driver.produced, lv.feeds.feeds)
         live.update(render(self._snapshot(lv, phase, remaining)))
+
+    def _score_feeds(self, lv: _Live) -> None:
+        """The feeds that arrived since the last call, into the learning curve (this thread alone
+        touches the world: the traffic adds items to it)."""
+        while lv.feeds.published:
+            arrived, feed = lv.feeds.published.popleft()
+            lv.curve.add(arrived, feed)
 
     def _snapshot(self, lv: _Live, phase: str, remaining: float) -> Snapshot:
         recent = self.run.timeline[-3:]
@@ -164,7 +180,7 @@ class Demo:
         deadline = time.monotonic() + self.opts.catch_up_s
         while time.monotonic() < deadline:
             self._refresh(lv, "catching up", deadline - time.monotonic(), live)
-            if self.run.processed + self.run.dead >= lv.driver.produced:
+            if self.run.accounted >= lv.driver.produced:
                 break
             time.sleep(0.5)
         settle_end, last = time.monotonic() + self.opts.settle_s, lv.feeds.feeds

@@ -46,11 +46,22 @@ def worker_counts(metrics_url: str, agent: str = "interactions",
 
 class DurableCounter:
     """Counts events (by event-id prefix) whose effects the worker made durable in Redis: it sets
-    a dedupe mark per event in the same transaction as the event's effects."""
+    a dedupe mark per event in the same transaction as the event's effects. :meth:`skipped` reads the
+    worker's durable count of interaction records it could neither apply nor dead-letter."""
 
     def __init__(self, redis_url: str, key_prefix: str, event_id_prefix: str) -> None:
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self._pattern = Keys(key_prefix).dedupe(event_id_prefix) + "*"
+        self._stats = Keys(key_prefix).stats
+
+    def skipped(self) -> int | None:
+        """Records of the interactions topic whose dead letter the broker refused for good (the
+        worker's stats hash, ``interactions:skipped``; its ``events_skipped`` sums every topic)."""
+        try:
+            raw = self._client.hget(self._stats, "interactions:skipped")
+        except redis.RedisError:
+            return None
+        return int(raw) if raw is not None else 0
 
     def count(self) -> int | None:
         try:

@@ -11,10 +11,18 @@ from typing import Any
 import numpy as np
 import psutil
 
+from core.events import Feed
 from models.simulator import World
 from services.demo.kafka_io import DeadLetterWatcher, FeedWatcher
 from services.demo.scrape import WorkerCounts
 from services.demo.traffic import TrafficDriver
+from services.demo.truth import personalisation
+
+LIFT_MEANING = (
+    "personalisation_lift = mean true click probability of the items in the feeds / the same users' mean "
+    "true click probability over the whole catalogue, by the simulator's hidden click model (a ratio of "
+    "means). 1.0 means the feeds are worth no more than items drawn at random from the catalogue; 2.0 "
+    "means a user is twice as likely to click an item of their feed as a random one.")
 
 
 def process_start_monotonic() -> float:
@@ -34,7 +42,8 @@ class DemoRun:
 
     ``processed`` counts this run's events whose effects are durable in Redis (the worker writes a
     dedupe mark per event in the same transaction as its effects), so it survives worker restarts;
-    ``dead`` counts records on the interactions dead-letter topic. ``metrics`` is the worker's own
+    ``dead`` counts records on the interactions dead-letter topic; ``skipped`` the records the worker
+    could neither apply nor dead-letter (durable, in its Redis stats). ``metrics`` is the worker's own
     Prometheus view (per process, reset by a restart).
     """
 
@@ -43,11 +52,16 @@ class DemoRun:
     traffic_s: float = 0.0
     processed: int = 0
     dead: int = 0
+    skipped: int = 0
     metrics: WorkerCounts = field(default_factory=WorkerCounts)
     timeline: list[dict[str, float]] = field(default_factory=list)
     api: dict[str, Any] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     _last: tuple[float, int, int, int, int] = (0.0, 0, 0, 0, 0)
+
+    @property
+    def accounted(self) -> int:
+        return self.processed + self.dead + self.skipped
 
     def sample(self, produced: int, feeds: int) -> None:
         t = time.monotonic() - self.started
@@ -78,26 +92,48 @@ def probe_api(base_url: str, users: list[str], budget_s: float = 5.0) -> dict[st
 
 
 def quality(world: World, feeds: FeedWatcher) -> dict[str, float | None]:
-    """Mean hidden click probability of the items in users' latest feeds vs the whole catalogue."""
-    served, catalogue = [], []
-    for user, feed in list(feeds.latest.items())[:300]:
-        items = [it.item_id for it in feed.items if world.has_item(it.item_id)]
-        if items:
-            served.append(float(world.click_probs(user, items).mean()))
-            catalogue.append(float(world.click_probs(user, world.item_ids).mean()))
-    if not served:
+    """``personalisation_lift`` (see LIFT_MEANING) of the users' latest feeds at the end of the run."""
+    catalogue = world.item_ids
+    rows = [personalisation(world, user, [it.item_id for it in feed.items], catalogue)
+            for user, feed in list(feeds.latest.items())[:300]]
+    got = [r for r in rows if r is not None]
+    if not got:
         return {"feed_true_ctr": None, "catalogue_true_ctr": None, "personalisation_lift": None}
-    f, c = float(np.mean(served)), float(np.mean(catalogue))
+    f, c = float(np.mean([r[0] for r in got])), float(np.mean([r[1] for r in got]))
     return {"feed_true_ctr": round(f, 4), "catalogue_true_ctr": round(c, 4),
             "personalisation_lift": round(f / c, 2) if c else None}
 
 
+class LearningCurve:
+    """``personalisation_lift`` of the feeds published in each ``window_s`` window (by arrival on the
+    topic, seconds since the demo started): each feed's items against its user's catalogue mean at
+    the moment it arrived."""
+
+    def __init__(self, world: World, started: float, window_s: float = 10.0) -> None:
+        self.world, self.started, self.window_s = world, started, window_s
+        self._sums: dict[int, list[float]] = {}
+
+    def add(self, arrived: float, feed: Feed) -> None:
+        items = [it.item_id for it in feed.items]
+        got = personalisation(self.world, feed.user_id, items, self.world.item_ids)
+        if got is None:
+            return
+        row = self._sums.setdefault(int((arrived - self.started) // self.window_s), [0.0, 0.0, 0])
+        row[0], row[1], row[2] = row[0] + got[0], row[1] + got[1], row[2] + 1
+
+    def rows(self) -> list[dict[str, float]]:
+        return [{"t": round((k + 1) * self.window_s, 1), "feeds": n, "feed_true_ctr": round(f / n, 4),
+                 "catalogue_true_ctr": round(c / n, 4), "personalisation_lift": round(f / c, 3)}
+                for k, (f, c, n) in sorted(self._sums.items()) if n and c > 0]
+
+
 def summarise(run: DemoRun, driver: TrafficDriver, feeds: FeedWatcher, dlq: DeadLetterWatcher,
-              world: World) -> dict[str, Any]:
+              world: World, curve: LearningCurve | None = None) -> dict[str, Any]:
     lat = list(feeds.latencies_ms)
     return {
         "events_produced": driver.produced, "events_processed": run.processed,
-        "events_dead_lettered": run.dead, "invariant_holds": run.processed + run.dead == driver.produced,
+        "events_dead_lettered": run.dead, "events_skipped": run.skipped,
+        "invariant_holds": run.accounted == driver.produced,
         "events_malformed_injected": driver.malformed, "events_feedback": driver.feedback,
         "dlq_reasons": dict(dlq.reasons), "worker_metrics_applied": int(run.metrics.applied),
         "worker_metrics_dead_lettered": int(run.metrics.dead_lettered),
@@ -108,5 +144,6 @@ def summarise(run: DemoRun, driver: TrafficDriver, feeds: FeedWatcher, dlq: Dead
         "feed_latency_ms_p99": pct(lat, 99), "feeds_with_latency": len(lat),
         "startup_s": round(run.startup_s, 1), "traffic_s": round(run.traffic_s, 1),
         "events_per_s": round(driver.produced / run.traffic_s, 1) if run.traffic_s else 0.0,
-        **quality(world, feeds), **run.api, "timeline": run.timeline,
+        **quality(world, feeds), "personalisation_lift_meaning": LIFT_MEANING,
+        "learning_curve": curve.rows() if curve is not None else [], **run.api, "timeline": run.timeline,
     }

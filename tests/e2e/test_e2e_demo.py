@@ -53,11 +53,16 @@ def test_demo_runs_accounts_for_every_event_and_leaves_nothing(tmp_path: Path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert summary["events_produced"] > 0 and summary["feeds_published"] > 0
     assert summary["events_dead_lettered"] > 0
-    assert summary["events_processed"] + summary["events_dead_lettered"] == summary["events_produced"], brief
+    accounted = summary["events_processed"] + summary["events_dead_lettered"] + summary["events_skipped"]
+    assert accounted == summary["events_produced"], brief
     # the worker's own counters agree with its durable marks in Redis and the DLQ topic
     assert summary["worker_metrics_applied"] == summary["events_processed"]
     assert summary["worker_metrics_dead_lettered"] == summary["events_dead_lettered"]
     assert summary["feed_latency_ms_p50"] is not None
     assert summary["feed_latency_ms_p50"] <= summary["feed_latency_ms_p99"]
+    # every published feed is scored by the truth: a learning curve, and the end figure explained
+    curve = summary["learning_curve"]
+    assert curve and sum(p["feeds"] for p in curve) <= summary["feeds_published"]
+    assert all(p["personalisation_lift"] > 0 for p in curve) and summary["personalisation_lift"] is not None
     report = (tmp_path / "report.html").read_text()
-    assert "<svg" in report and "polyline" in report
+    assert "<svg" in report and "polyline" in report and "1.0 = random catalogue items" in report
