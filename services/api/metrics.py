@@ -19,6 +19,8 @@ class ApiMetrics:
                                buckets=_BUCKETS, registry=self.registry)
         self.events = Counter("streamrec_api_events", "Events accepted or rejected", ["outcome"],
                               registry=self.registry)
+        self.catalog = Counter("streamrec_api_catalog_records", "Items and users accepted or rejected",
+                               ["kind", "outcome"], registry=self.registry)
         self.refused = Counter("streamrec_api_requests_refused",
                                "Requests refused: body_too_large (413), batch_too_long, invalid (422)",
                                ["reason"], registry=self.registry)

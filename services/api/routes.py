@@ -6,12 +6,13 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
-from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
-from core.events import MAX_EVENT_BYTES, EventError, Feed, Interaction, check_times, encode
-from services.api.deps import ApiContext, ContextDep, PipelineDep, SettingsDep
+from core.events import Feed, Interaction, encode
+from services.api.catalog import router as catalog_router
+from services.api.deps import ContextDep, PipelineDep, SettingsDep
+from services.api.ingest import checked, send
 from services.api.similar import SimilarResponse, similar_items
 
 router = APIRouter()
@@ -55,41 +56,10 @@ def post_events(events: Annotated[Events, Body()], ctx: ContextDep) -> dict[str,
     then refused. Limits: ``api.max_batch_events`` per request (422), ``api.max_body_bytes`` per body
     (413), 64 KiB per encoded event (422), timestamps within the worker's skew bounds (422)."""
     batch = events if isinstance(events, list) else [events]
-    payloads = _checked(batch, ctx)
-    producer = ctx.producer.get()
-    if producer is None:
-        raise HTTPException(503, "kafka producer not connected yet; retry")
-    topic = ctx.topics.interactions
-    try:
-        futures = [producer.send(topic, key=ev.user_id.encode(), value=payload)
-                   for ev, payload in zip(batch, payloads, strict=True)]
-        for fut in futures:
-            fut.get(timeout=ctx.settings.api.request_timeout_s)
-    except KafkaError as exc:
-        raise HTTPException(503, f"kafka did not accept the events ({exc}); retry") from None
+    payloads = checked(batch, ctx, ctx.metrics.events.labels("rejected").inc)
+    send(ctx, ctx.topics.interactions, [ev.user_id for ev in batch], payloads)
     ctx.metrics.events.labels("accepted").inc(len(batch))
     return {"accepted": len(batch)}
-
-
-def _checked(batch: list[Interaction], ctx: ApiContext) -> list[bytes]:
-    """The encoded events, once the batch length, each event's size and times pass; else a 422."""
-    limit, w = ctx.settings.api.max_batch_events, ctx.settings.worker
-    if len(batch) > limit:
-        ctx.metrics.refused.labels("batch_too_long").inc()
-        raise HTTPException(422, {"reason": "batch_too_long", "detail": f"{len(batch)} events in one "
-                                  f"request; at most {limit} allowed (setting api.max_batch_events)"})
-    now, payloads = time.time(), []
-    for k, ev in enumerate(batch):
-        payloads.append(encode(ev))
-        try:
-            check_times(ev, now, w.max_future_skew_s, w.max_past_skew_s)
-            if len(payloads[-1]) > MAX_EVENT_BYTES:
-                raise EventError("oversized", f"event is {len(payloads[-1])} bytes encoded, limit "
-                                              f"{MAX_EVENT_BYTES}")
-        except EventError as exc:
-            ctx.metrics.events.labels("rejected").inc()
-            raise HTTPException(422, {"index": k, "reason": exc.reason, "detail": exc.detail}) from None
-    return payloads
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
@@ -118,3 +88,6 @@ def readyz(ctx: ContextDep, response: Response) -> dict[str, Any]:
 @router.get("/metrics", tags=["ops"])
 def metrics(ctx: ContextDep) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+router.include_router(catalog_router)  # PUT /v1/items[/{id}], PUT /v1/users[/{id}]
