@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/streamrec bench features --json var/bench/features.json
 	$(BIN)/streamrec bench serve --items 100000 --rps 100 --duration 30 --json var/bench/serve.json
 	$(BIN)/streamrec bench train --events 1000000 --json var/bench/train.json
+	$(BIN)/streamrec bench loop --json var/bench/loop.json
 	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --json var/bench/eval.json
 
 clean:
