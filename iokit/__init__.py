@@ -4,7 +4,8 @@ process group, and atomic JSON files.
 
 It sits between the capabilities (``feature_store``, ``models``) and ``core`` in the import layers:
 it may import ``core`` (for :class:`core.errors.StartupError`) and the standard library, nothing of
-streamrec above it.
+streamrec above it (``iokit.dead_letters``, not imported here, also uses aiokafka's record-size
+estimate).
 """
 
 from iokit.backoff import backoff_delay, retry

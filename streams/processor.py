@@ -34,8 +34,8 @@ from core.events import (
 from core.topics import INTERACTIONS, ITEMS, Topics
 from feature_store.online.batch import plan_users
 from feature_store.online.writer import OnlineWriter, StatsDelta
+from iokit.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
 from streams.content import ItemVectors
-from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
 from streams.decode import RawRecord, Skew, validate
 from streams.incarnation import incarnated
 from streams.kafka_errors import describe, is_retryable, root

@@ -38,8 +38,8 @@ from core.events import DeadLetter, Interaction, encode
 from core.settings import Settings
 from core.topics import Topics
 from iokit import ChildProcess, free_port
+from iokit.dead_letters import DEFAULT_MAX_REQUEST_BYTES, record_size
 from services.localstack import broker_binary, start_broker, wait_listening
-from streams.dead_letters import DEFAULT_MAX_REQUEST_BYTES, record_size
 
 pytestmark = pytest.mark.integration
 # Tansu 0.6 refuses a produce request whose records field exceeds 2^30 bytes (MESSAGE_MAX_SIZE in

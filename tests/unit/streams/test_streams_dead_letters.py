@@ -9,7 +9,7 @@ import random
 import pytest
 
 from core.events import DeadLetter, EventError
-from streams.dead_letters import KEY_SHARE, b64_len, build, fit, json_len, record_size
+from iokit.dead_letters import KEY_SHARE, b64_len, build, fit, json_len, record_size
 from streams.decode import RawRecord
 
 LIMIT = 1_000_000

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.events import MAX_EVENT_BYTES, DeadLetter, EventError
-from streams.dead_letters import build
+from iokit.dead_letters import build
 from streams.decode import RawRecord, Skew, validate
 
 NOW = 1_700_000_000.0

@@ -15,7 +15,7 @@ from faust.exceptions import ProducerSendError
 from core.errors import BrokerUnavailable
 from core.events import DeadLetter, EventError
 from core.topics import Topics
-from streams.dead_letters import build
+from iokit.dead_letters import build
 from streams.decode import RawRecord, Skew
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor

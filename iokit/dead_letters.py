@@ -6,6 +6,10 @@ once JSON-escaped (``\\u0001`` is 6 bytes for 1), else as base64; either way the
 letter is known before it is sent, so a 180 KB record of 0x01 bytes or a 5 MB text cannot make the
 worker produce a record the producer refuses. The whole record stays in the source topic at its
 coordinates.
+
+Shared by the stream worker (a record it cannot decode) and ``streamrec import`` (a bad row of a
+file: its coordinates are ``file:<name>``, partition 0, offset = the row number), which sit side by
+side in the import layers, so it lives here, below both.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import base64
 import codecs
 import json
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from core.events import DeadLetter, EventError, RecordBytes, encode
-from streams.decode import RawRecord
 
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000  # faust's producer_max_request_size default
 MAX_DETAIL_CHARS = 2000
@@ -26,11 +30,33 @@ KEY_SHARE = 4  # the original key may use at most 1/KEY_SHARE of the limit (as K
 _SLACK = 64
 
 
+class SourceRecord(Protocol):
+    """Where a dead-lettered record came from, and its bytes (streams.decode.RawRecord is one)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def timestamp(self) -> float: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A dead letter ready to send: its Kafka key (the original key when it fits) and value."""
 
-    record: RawRecord
+    record: SourceRecord
     letter: DeadLetter
     key: bytes | None
     value: bytes
@@ -90,7 +116,7 @@ def _text_prefix(text: str, budget: int) -> str:
     return text[:lo]
 
 
-def build(rec: RawRecord, err: EventError, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Outgoing:
+def build(rec: SourceRecord, err: EventError, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Outgoing:
     """The dead letter of ``rec``, at most ``max_bytes`` as the producer counts it."""
     key_cap = max_bytes // KEY_SHARE
     kafka_key = rec.key if rec.key is not None and len(rec.key) <= key_cap else None
@@ -116,7 +142,7 @@ def _placeholder(raw: bytes | None) -> RecordBytes | None:
     return None if raw is None else RecordBytes(encoding="base64", data="", size=len(raw), truncated=False)
 
 
-def _fill(shell: DeadLetter, rec: RawRecord, room: int, key_cap: int) -> DeadLetter:
+def _fill(shell: DeadLetter, rec: SourceRecord, room: int, key_cap: int) -> DeadLetter:
     key = None if rec.key is None else fit(rec.key, min(max(0, room), key_cap))
     room -= json_len(key.data) if key is not None else 0
     original = None if rec.value is None else fit(rec.value, room)
