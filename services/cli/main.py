@@ -18,6 +18,7 @@ class _Commands(LazyGroup):
         **{name: ("services.cli.stack", False) for name in ("up", "status", "demo", "produce", "feeds")},
         **{name: ("services.cli.lifecycle", False) for name in ("train", "index", "drift", "models", "jobs")},
         "eval": ("services.cli.evaluate", False),
+        "import": ("services.cli.importer", False),
         "schemas": ("services.cli.schemas", True),
         "features": ("services.cli.features", True),
         "bench": ("services.cli.bench", True),
