@@ -105,6 +105,7 @@ class ClosedLoop:
         self.new_items: dict[str, NewItem] = {}
         self.published = Published()
         self.feed_ages_s: list[float] = []
+        self.slots: list[tuple[float, str, float]] = []  # (t, source, true click probability) per shown slot
         self.produced = self.visits = self.organic = self.items_published = 0
         self.started = 0.0
         self._carry = np.zeros(3)  # visits, organic views, new items
@@ -183,6 +184,8 @@ class ClosedLoop:
             return
         self.moments.append(moment)
         self.visits += 1
+        probs = self.world.click_probs(user_id, ids)
+        self.slots.extend((t, it.source, float(p)) for it, p in zip(shown, probs, strict=True))
         self.feed_ages_s.append(now - user.feed_received)
         for iid in ids:
             item = self.new_items.get(iid)

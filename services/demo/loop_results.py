@@ -63,6 +63,18 @@ class Span:
         return None if wall is None else round(wall - self.started, 2)
 
 
+def by_source(slots: Sequence[tuple[float, str, float]], start: float) -> dict[str, dict[str, float]]:
+    """Shown slots from ``start`` on, per candidate source: how many, and their mean true click
+    probability (unweighted): where the feed's quality comes from."""
+    acc: dict[str, list[float]] = {}
+    for t, source, p in slots:
+        if t >= start:
+            acc.setdefault(source, []).append(p)
+    total = sum(len(v) for v in acc.values()) or 1
+    return {s: {"share": round(len(v) / total, 4), "mean_true_p": round(float(np.mean(v)), 5)}
+            for s, v in sorted(acc.items())}
+
+
 def new_items_report(items: dict[str, NewItem], span: Span) -> dict[str, Any]:
     """Upsert -> first feed that carried the item. Items upserted less than 60 s before the traffic
     ended cannot be judged and are left out; judged items never seen in a feed count as misses."""
@@ -123,6 +135,7 @@ def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[
                         "definition": f"items upserted less than {o.young_s:.0f} s before it was shown"},
         "new_items_shown_within_60s": items["within_60s"], "new_items": items,
         "whole_run": summarise(moments),
+        "shown_by_source": {"end": by_source(loop.slots, start), "whole_run": by_source(loop.slots, 0.0)},
         "promotions": promotions(registry.get("models", []), loop.published.first_version, moments, span,
                                  max(o.window_s * 2, 60.0)),
         "registry": registry,

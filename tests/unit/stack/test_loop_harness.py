@@ -117,6 +117,7 @@ def test_results_have_the_issue_keys_and_the_end_window():
         assert key in out
     assert out["ctr"]["window_t"] == [80.0, 100.0] and len(out["timeline"]) == 10
     assert out["lift_vs_random"] == pytest.approx(out["ctr"]["ours"] / out["ctr"]["random"], rel=1e-3)
+    assert out["shown_by_source"]["end"]["fresh"]["share"] == 1.0  # every slot of these feeds says "fresh"
     (promo,) = out["promotions"]
     assert promo["t"] == 50.0 and promo["first_served_t"] == 0.0 and promo["ctr_before"]["n"] > 0
     assert "<svg" in render_loop_html(out) and "ranker r1" in render_loop_html(out)
