@@ -21,3 +21,8 @@ class ArtifactError(StreamrecError):
 
 class StartupError(StreamrecError):
     """A process could not start (port busy, dependency unreachable); the message names why."""
+
+
+# A process exiting with this code asks its supervisor for an immediate restart that is not a crash
+# (EX_TEMPFAIL): the stream worker uses it when its input topics were re-created (a new incarnation).
+EXIT_RESTART_REQUESTED = 75

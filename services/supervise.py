@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from core.errors import EXIT_RESTART_REQUESTED
 from core.settings import StackSettings
 from iokit import ChildProcess, backoff_delay, log_tail, write_json_atomic
 
@@ -77,6 +78,7 @@ class Component:
     down_since: float | None = None
     next_start: float = 0.0
     last_exit: int | None = None
+    requested: bool = False  # the child asked for its restart (EXIT_RESTART_REQUESTED): not a crash
     on_up_pending: bool = False
     created: float | None = None  # the child's process start time: tells it from a reused pid
 
@@ -170,6 +172,11 @@ class Supervisor:
 
     def _exited(self, c: Component, now: float) -> None:
         c.last_exit = c.child.returncode if c.child is not None else None
+        if c.last_exit == EXIT_RESTART_REQUESTED:  # asked for, not a crash: now, and not counted
+            log.warning("%s asked to be restarted (exit %d); restarting it now", c.name, c.last_exit)
+            c.requested, c.up_since, c.ready = True, None, False
+            self._restart(c, now)
+            return
         delay = self.policy.delay(c.in_a_row)
         c.recent = [t for t in c.recent if now - t < self.policy.window_s]
         c.state = FAILED if len(c.recent) >= self.policy.max_restarts else BACKOFF
@@ -186,8 +193,10 @@ class Supervisor:
                       self.policy.backoff_max_s)
 
     def _restart(self, c: Component, now: float) -> None:
-        c.in_a_row += 1
-        c.recent.append(now)
+        if not c.requested:
+            c.in_a_row += 1
+            c.recent.append(now)
+        c.requested = False
         c.history.append({"died_at": c.down_since, "restarted_at": self.wall(), "exit": c.last_exit,
                           "in_a_row": c.in_a_row, "delay_s": round(self.policy.delay(c.in_a_row - 1), 3)})
         try:

@@ -87,6 +87,7 @@ def create_app(settings: Settings, port: int) -> faust.App:
         broker_max_poll_interval=max(30.0, 3 * w.session_timeout_s),
         broker_request_timeout=max(40.0, w.session_timeout_s + 10), broker_client_id=k.client_id,
         web_enabled=True, web_port=port, web_bind=w.host, web_host="127.0.0.1",
+        web_router_enabled=False, web_tables_enabled=False,  # cluster layout and table dumps: not ours
         producer_acks=-1, stream_buffer_maxsize=max(4096, 2 * w.batch_size),
         broker_max_poll_records=w.batch_size,
     )

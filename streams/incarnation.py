@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from core.errors import BrokerUnavailable
+from core.errors import EXIT_RESTART_REQUESTED, BrokerUnavailable
 
 log = logging.getLogger(__name__)
-EXIT_NEW_INCARNATION = 75  # EX_TEMPFAIL: restart me
+EXIT_NEW_INCARNATION = EXIT_RESTART_REQUESTED  # EX_TEMPFAIL: restart me
 CHECK_INTERVAL_S = 1.0
 NULL_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 UNKNOWN_TOPIC_OR_PARTITION = 3

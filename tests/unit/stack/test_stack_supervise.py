@@ -127,3 +127,25 @@ def test_a_restarted_child_that_never_listens_is_killed_and_restarted(tmp_path: 
     assert not children[1].stopped
     _advance(sup, clock, 4)  # past start_timeout_s: killed, restarted 2 s later
     assert children[1].stopped and len(children) == 3
+
+
+def test_a_requested_restart_is_immediate_and_not_counted_as_a_crash(tmp_path: Path):
+    """Exit 75 (the worker's "my topics were re-created, restart me"): restarted at once, no backoff,
+    and it never counts toward max_restarts, however often it happens."""
+    from core.errors import EXIT_RESTART_REQUESTED
+
+    sup, clock, children = _sup(tmp_path)
+    waits = []
+    for _ in range(POLICY.max_restarts + 2):
+        n = len(children)
+        children[-1].die(EXIT_RESTART_REQUESTED)
+        died = clock.t
+        while len(children) == n:
+            clock.t += 0.25
+            sup.tick()
+        waits.append(clock.t - died)
+        sup.tick()
+    comp = sup.components["api"]
+    assert max(waits) <= 0.25 and comp.in_a_row == 0 and comp.state != FAILED
+    assert sup.status()["ready"]
+    assert _crash_and_restart(sup, clock, children) == pytest.approx(1.0, abs=0.3)  # a crash still backs off
