@@ -122,6 +122,7 @@ class FeedItem(BaseModel):
     propensity: float = Field(default=1.0, gt=0, le=1)
     scores: dict[str, float] = Field(default_factory=dict)
     rules: list[str] = Field(default_factory=list)
+    team: str | None = Field(None, description="interleaving: the arm whose ranking placed this item")
 
 
 class Feed(_Record):
@@ -137,6 +138,8 @@ class Feed(_Record):
     degraded: bool = False
     trigger: str = "request"
     trigger_event_ts: float | None = None
+    experiments: dict[str, str] = Field(
+        default_factory=dict, description="experiment name -> the arm this feed was served under")
 
     @field_validator("items")
     @classmethod

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.experiment_config import Experiment, check_experiments
+
 CONFIG_ENV = "STREAMREC_CONFIG"
 DEFAULT_CONFIG_FILE = "streamrec.toml"
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password"})
@@ -175,6 +177,8 @@ class RerankSettings(_Section):
     freshness_boost: float = Field(0.1, ge=0)
     freshness_half_life_s: float = Field(86400.0, gt=0)
     explore_slots: int = Field(2, ge=0)
+    explore_policy: Literal["thompson", "uniform"] = Field(
+        "thompson", description="how exploration slots pick: Thompson sampling, or uniformly from the pool")
     rules: list[BusinessRule] = Field(default_factory=list)
 
 
@@ -275,6 +279,10 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     stack: StackSettings = StackSettings()
+    # Experiments (core.experiment_config): reloaded from the settings file without a restart.
+    experiments: Annotated[list[Experiment], AfterValidator(check_experiments)] = Field(default_factory=list)
+    experiments_reload_s: float = Field(
+        2.0, gt=0, le=3600, description="how often serving re-reads [[experiments]] from the settings file")
 
     @model_validator(mode="after")
     def _production_needs_real_endpoints(self) -> Settings:
@@ -354,6 +362,26 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise config_error(exc, cfg) from None
+
+
+class _ExperimentsFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    experiments: Annotated[list[Experiment], AfterValidator(check_experiments)] = Field(default_factory=list)
+
+
+def config_file(path: Path | str | None = None) -> Path | None:
+    """The settings file a process reads: explicit, ``$STREAMREC_CONFIG`` or ``./streamrec.toml``."""
+    return _config_path(path)
+
+
+def load_experiments(path: Path) -> list[Experiment]:
+    """Only the ``[[experiments]]`` of a settings file (serving re-reads them without a restart).
+    Raises ConfigError naming the bad keys, like :func:`load_settings`."""
+    data = _read_file(path)
+    try:
+        return _ExperimentsFile.model_validate({"experiments": data.get("experiments", [])}).experiments
+    except ValidationError as exc:
+        raise config_error(exc, path) from None
 
 
 def config_error(exc: ValidationError, source: Path | None = None) -> ConfigError:

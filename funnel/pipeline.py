@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from core.protocols import FeatureReader, Features
 from core.settings import Settings
 from funnel import features as feats
 from funnel import vectors
-from funnel.explore import slot_positions, thompson_slots
+from funnel.explore import explore_slots, slot_positions
 from funnel.fallback import FeedCache, PopularitySnapshot, degraded_feed
 from funnel.modelset import ModelSet, ModelSlot
 from funnel.retrieval import SOURCES, CandidateSet, Request, describe, gather
@@ -93,6 +94,13 @@ def _explore_pool(cands: CandidateSet, taken: set[str], limit: int) -> list[str]
     return mixed[:limit]
 
 
+class Router(Protocol):
+    """Experiments (``funnel.experiments.Experiments``): the feed of the arm a user is in, or None."""
+
+    def feed(self, pipeline: Pipeline, user_id: str, n: int, context: dict[str, str] | None, trigger: str,
+             trigger_event_ts: float | None, salt: int, now: float) -> FeedResult | None: ...
+
+
 class Pipeline:
     """One instance per process; thread-safe for concurrent requests."""
 
@@ -103,6 +111,16 @@ class Pipeline:
         self.cache = FeedCache()
         self.snapshot = PopularitySnapshot()
         self.sources: Sequence[str] = SOURCES
+        self.experiments: Router | None = None
+
+    def variant(self, settings: Settings, models: ModelSlot | None = None,
+                sources: Sequence[str] | None = None) -> Pipeline:
+        """A sibling with other settings, models or candidate sources (an experiment arm) over the
+        same state, feature reader, clock and fallback caches."""
+        other = Pipeline(settings, self.state, models or self.models, self.reader, self.clock)
+        other.cache, other.snapshot = self.cache, self.snapshot
+        other.sources = tuple(sources) if sources else self.sources
+        return other
 
     def ready(self) -> bool:
         try:
@@ -116,6 +134,10 @@ class Pipeline:
         """Always returns a valid feed; store or model failures give ``degraded=True``, never raise."""
         n = n or self.settings.publisher.feed_size
         now = self.clock() if now is None else now
+        if self.experiments is not None:
+            routed = self.experiments.feed(self, user_id, n, context, trigger, trigger_event_ts, salt, now)
+            if routed is not None:
+                return routed
         segment = (context or {}).get(self.settings.bandit.segment_key)
         try:
             result = self._compute(user_id, n, segment, salt, now)
@@ -199,12 +221,13 @@ class Pipeline:
         ids = cands.item_ids
         total = combine(heads, self.settings.ranking.head_weights, len(ids))
         slots, feed_size = self.settings.rerank.explore_slots, self.settings.publisher.feed_size
-        positions = slot_positions(req.n, slots, feed_size)
-        chosen, rules = self._rerank(cands, total, req.n, req.now)
-        explore = self._explore(req, cands, set(chosen[: req.n - len(positions)]), len(positions))
+        size = max(req.n, feed_size)  # re-rank and explore a whole feed, then cut: the head is n-independent
+        positions = slot_positions(size, slots, feed_size)
+        chosen, rules = self._rerank(cands, total, size, req.now)
+        explore = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions))
         picked = {iid for iid, _ in explore}
-        exploit = [i for i in chosen if i not in picked][: req.n - len(explore)]
-        items = self._items(cands, heads, total, exploit, rules, explore, positions, req.n)
+        exploit = [i for i in chosen if i not in picked][: size - len(explore)]
+        items = self._items(cands, heads, total, exploit, rules, explore, positions, size)[: req.n]
         req.stages_ms["reranking"] = (time.perf_counter() - t0) * 1e3
         models = req.models
         model_version = models.model_version if models.ranker is not None and not req.degraded else "none"
@@ -232,7 +255,7 @@ class Pipeline:
         if not pool:
             return []
         alpha, beta = self.state.posteriors(req.segment, pool)
-        return thompson_slots(pool, alpha, beta, slots, req.rng)
+        return explore_slots(self.settings.rerank.explore_policy, pool, alpha, beta, slots, req.rng)
 
     def _items(self, cands: CandidateSet, heads: dict[str, F32], total: F32, chosen: list[str],
                rules: dict[str, list[str]], explore: list[tuple[str, float]], positions: list[int],

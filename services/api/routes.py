@@ -37,13 +37,14 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
     context = {k: v for k, v in request.query_params.items() if k not in RESERVED}
     t0 = time.perf_counter()
     result = ctx.pipeline.feed(user_id, n or ctx.settings.api.default_n, context)
-    ctx.metrics.latency.observe(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    ctx.metrics.latency.observe(elapsed)
     ctx.metrics.feeds.labels(str(result.feed.degraded).lower()).inc()
     if result.feed.trigger == STORE_FALLBACK:
         ctx.metrics.store_unavailable.labels("feed").inc()
     for stage, ms in result.stages_ms.items():
         ctx.metrics.stage.labels(stage).observe(ms / 1e3)
-    ctx.impressions.log(result.feed)
+    ctx.impressions.log(result.feed, elapsed * 1e3)
     timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.stages_ms.items())
     return Response(encode(result.feed), media_type="application/json",
                     headers={"Server-Timing": timing, "X-Candidates": str(result.candidates)})

@@ -80,12 +80,12 @@ class ImpressionLog:
         self._producer, self._topic, self._origin = producer, topics.impressions, origin
         self.dropped = 0
 
-    def log(self, feed: Feed) -> None:
+    def log(self, feed: Feed, latency_ms: float | None = None) -> None:
         producer = self._producer.get()
         if producer is None:
             self.dropped += 1
             return
-        rec = impression_of(feed, self._origin)
+        rec = impression_of(feed, self._origin, latency_ms)
         try:
             producer.send(self._topic, key=feed.user_id.encode(), value=encode(rec))
         except Exception as exc:  # noqa: BLE001 - losing an impression must not fail the feed

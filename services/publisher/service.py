@@ -122,7 +122,7 @@ class Publisher:
         if result.feed.degraded:
             return False
         producer.send(self.topics.feeds, key=user_id.encode(), value=encode(result.feed))
-        self.impressions.log(result.feed)
+        self.impressions.log(result.feed, sum(result.stages_ms.values()))
         self.metrics.published.labels(reason).inc()
         if event_ts is not None:
             self.metrics.latency.observe(max(time.time() - event_ts, 0.0))
