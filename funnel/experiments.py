@@ -123,6 +123,7 @@ class Experiments:
 
     def __init__(self, experiments: Sequence[Experiment] = (), resolver: ModelResolver | None = None) -> None:
         self.resolver = resolver
+        self.watcher: Any = None  # the serving wiring's reloader, for status()
         self._lock = threading.Lock()
         self._experiments: tuple[Experiment, ...] = ()
         self._variants: dict[tuple[Any, ...], Pipeline] = {}
@@ -142,6 +143,14 @@ class Experiments:
 
     def assign(self, user_id: str, now: float) -> list[tuple[Experiment, Arm]]:
         return assign(self._experiments, user_id, now)
+
+    def status(self) -> dict[str, Any]:
+        """What is serving: the experiments, the reloader's state and the pinned models."""
+        out: dict[str, Any] = {"experiments": [e.model_dump() for e in self._experiments]}
+        for name, part in (("reload", self.watcher), ("pinned_models", self.resolver)):
+            if part is not None and hasattr(part, "status"):
+                out[name] = part.status()
+        return out
 
     def feed(self, pipeline: Pipeline, user_id: str, n: int, context: dict[str, str] | None, trigger: str,
              trigger_event_ts: float | None, salt: int, now: float) -> FeedResult | None:

@@ -16,6 +16,7 @@ from core.settings import Settings
 from feature_store.online.redis_state import RedisOnlineState, redis_client
 from funnel.modelset import ModelSlot
 from funnel.pipeline import Pipeline
+from services.pipeline.experiments import attach_experiments
 from services.pipeline.hotswap import HotSwapper
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,10 @@ def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None
     if swapper.loaders:
         swapper.start(POLL_INTERVAL_S)
     pipeline = Pipeline(settings, state, slot, LazyReader(settings).start())
+    stop_experiments = attach_experiments(pipeline, settings, pinned=hot_swap)
 
     def close() -> None:
+        stop_experiments()
         swapper.stop()
         client.close()
 
