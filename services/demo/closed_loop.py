@@ -34,8 +34,8 @@ class LoopOptions:
     users: int = 2000
     items: int = 5000
     duration_s: float = 900.0
-    visits_per_s: float = 5.0
-    organic_per_s: float = 10.0
+    visits_per_s: float = 8.0
+    organic_per_s: float = 16.0
     new_items_per_min: float = 20.0
     initial_users: float = 0.5
     shown: int = 10
