@@ -1,21 +1,29 @@
-# The two set-up commands: `make demo` and `make test`. Both create .venv when missing.
+# The two set-up commands: `make demo` and `make test`. Both create .venv when missing and install it
+# from the locks (deploy/requirements.lock + deploy/requirements-dev.lock: exact versions and hashes);
+# `make lock` regenerates them after a change to a dependency list in pyproject.toml or client/.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := deploy/requirements.lock
+DEV_LOCK := deploy/requirements-dev.lock
+PIP_VERSION ?= 26.3
 DEMO_DURATION ?= 120
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-unit lint bench clean schemas deploy-check
+.PHONY: venv demo test test-unit lint bench clean schemas deploy-check lock lock-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q pip==$(PIP_VERSION)
 
-# torch first, pinned to the CPU build, so nothing later can pull a CUDA wheel.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+# Exactly the locked set, torch==2.13.0+cpu included; --no-deps: nothing is resolved here, so no range
+# can pull a CUDA torch or a new release. Then streamrec and the client (editable, built with the
+# locked setuptools and hatchling).
+$(STAMP): $(BIN)/python pyproject.toml client/pyproject.toml $(LOCK) $(DEV_LOCK)
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(DEV_LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e . -e ./client
+	$(BIN)/pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,7 +40,16 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy core iokit streams funnel feature_store models services
+	cd client && ../$(BIN)/mypy -p streamrec.client
 	$(BIN)/lint-imports
+
+# Resolve pyproject.toml (+ the s3 and dev extras) and client/pyproject.toml into the two locks.
+lock:
+	bash deploy/docker/lock.sh
+
+# pip freeze of .venv equals the locks (CI runs it on its fresh clone, after the tests).
+lock-check: $(STAMP)
+	$(BIN)/python deploy/docker/lockfile.py verify $(BIN)/python $(DEV_LOCK)
 
 # The Dockerfile's install steps in a clean venv (no Docker engine here).
 deploy-check:
