@@ -172,7 +172,8 @@ class BusinessRule(_Section):
 
 class RerankSettings(_Section):
     diversity: Literal["mmr", "dpp", "none"] = "mmr"
-    diversity_lambda: float = Field(0.7, ge=0, le=1, description="1 = relevance only")
+    diversity_lambda: float = Field(
+        0.9, ge=0, le=1, description="1 = relevance only; 0.9 = mild (see the README for the trade-off)")
     category_cap: int = Field(5, ge=1)
     freshness_boost: float = Field(0.1, ge=0)
     freshness_half_life_s: float = Field(86400.0, gt=0)
