@@ -216,4 +216,5 @@ def _interleave(first: FeedResult, second: FeedResult, exp: Experiment, n: int, 
                 degraded=a.degraded or b.degraded, trigger=a.trigger, trigger_event_ts=a.trigger_event_ts)
     stages = {k: first.stages_ms.get(k, 0.0) + second.stages_ms.get(k, 0.0)
               for k in {*first.stages_ms, *second.stages_ms}}
-    return replace(first, feed=feed, stages_ms=stages, candidates=max(first.candidates, second.candidates))
+    return replace(first, feed=feed, stages_ms=stages, candidates=max(first.candidates, second.candidates),
+                   explore={})  # an interleaved feed is not evaluable off-policy: no distribution

@@ -35,13 +35,8 @@ def _posteriors(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> tuple[F64, F64]:
 def thompson_slots(item_ids: list[str], alpha: npt.ArrayLike, beta: npt.ArrayLike, slots: int,
                    rng: np.random.Generator) -> list[tuple[str, float]]:
     """Up to ``slots`` distinct (item_id, propensity) picks from the pool ``item_ids``, in slot order."""
-    slots = min(slots, len(item_ids))
-    if slots <= 0:
-        return []
-    a, b = _posteriors(alpha, beta)
-    order = np.argsort(-rng.beta(a, b), kind="stable")[:slots]
-    probs = rank_probabilities(a, b, slots)
-    return [(item_ids[j], max(float(probs[r, j]), MIN_PROPENSITY)) for r, j in enumerate(order)]
+    picks, _ = explore_slots("thompson", item_ids, alpha, beta, slots, rng)
+    return picks
 
 
 def uniform_slots(item_ids: list[str], slots: int, rng: np.random.Generator) -> list[tuple[str, float]]:
@@ -54,10 +49,18 @@ def uniform_slots(item_ids: list[str], slots: int, rng: np.random.Generator) -> 
 
 
 def explore_slots(policy: Policy, item_ids: list[str], alpha: npt.ArrayLike, beta: npt.ArrayLike,
-                  slots: int, rng: np.random.Generator) -> list[tuple[str, float]]:
+                  slots: int, rng: np.random.Generator) -> tuple[list[tuple[str, float]], F64]:
+    """The picks and the policy's whole distribution: ``probs[k, i]`` for pool item ``i`` in slot ``k``
+    (computed once: the picks' propensities are its entries)."""
+    slots = min(slots, len(item_ids))
+    if slots <= 0:
+        return [], np.zeros((0, len(item_ids)))
     if policy == "uniform":
-        return uniform_slots(item_ids, slots, rng)
-    return thompson_slots(item_ids, alpha, beta, slots, rng)
+        return uniform_slots(item_ids, slots, rng), np.full((slots, len(item_ids)), 1.0 / len(item_ids))
+    a, b = _posteriors(alpha, beta)
+    order = np.argsort(-rng.beta(a, b), kind="stable")[:slots]
+    probs = rank_probabilities(a, b, slots)
+    return [(item_ids[j], max(float(probs[r, j]), MIN_PROPENSITY)) for r, j in enumerate(order)], probs
 
 
 def slot_distribution(policy: Policy, alpha: npt.ArrayLike, beta: npt.ArrayLike, slots: int) -> F64:

@@ -48,6 +48,9 @@ class FeedResult:
     feed: Feed
     stages_ms: dict[str, float] = field(default_factory=dict)
     candidates: int = 0
+    # exploration position -> {pool item: probability that the policy shows it there}: what an
+    # off-policy estimate needs of a stochastic policy (the feed carries only the picks' propensities)
+    explore: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,7 +153,7 @@ class Pipeline:
         feed = result.feed.model_copy(update={"trigger": trigger, "trigger_event_ts": trigger_event_ts})
         if not feed.degraded:
             self.cache.put(feed)
-        return FeedResult(feed, result.stages_ms, result.candidates)
+        return FeedResult(feed, result.stages_ms, result.candidates, result.explore)
 
     def rank_inputs(self, user_id: str, now: float, item_ids: Sequence[str] | None = None,
                     segment: str | None = None) -> RankInputs:
@@ -224,7 +227,7 @@ class Pipeline:
         size = max(req.n, feed_size)  # re-rank and explore a whole feed, then cut: the head is n-independent
         positions = slot_positions(size, slots, feed_size)
         chosen, rules = self._rerank(cands, total, size, req.now)
-        explore = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions))
+        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions))
         picked = {iid for iid, _ in explore}
         exploit = [i for i in chosen if i not in picked][: size - len(explore)]
         items = self._items(cands, heads, total, exploit, rules, explore, positions, size)[: req.n]
@@ -234,7 +237,8 @@ class Pipeline:
         feed = Feed(feed_id=uuid.uuid4().hex, user_id=req.user.user_id, version=int(req.now * 1000),
                     generated_at=req.now, model_version=model_version,
                     index_version=models.index_version, items=items, degraded=models.degraded or req.degraded)
-        return FeedResult(feed, req.stages_ms, len(ids))
+        shown = {p: d for p, d in zip(positions, dist, strict=False) if p < req.n}  # fewer picks: fewer slots
+        return FeedResult(feed, req.stages_ms, len(ids), shown)
 
     def _rerank(self, cands: CandidateSet, total: F32, k: int,
                 now: float) -> tuple[list[str], dict[str, list[str]]]:
@@ -248,14 +252,15 @@ class Pipeline:
         return [cands.item_ids[i] for i in out.order], {cands.item_ids[i]: r for i, r in out.rules.items()}
 
     def _explore(self, req: _Request, cands: CandidateSet, taken: set[str],
-                 slots: int) -> list[tuple[str, float]]:
+                 slots: int) -> tuple[list[tuple[str, float]], list[dict[str, float]]]:
         if slots <= 0:
-            return []
+            return [], []
         pool = _explore_pool(cands, taken, max(self.settings.retrieval.explore, slots))
         if not pool:
-            return []
+            return [], []
         alpha, beta = self.state.posteriors(req.segment, pool)
-        return explore_slots(self.settings.rerank.explore_policy, pool, alpha, beta, slots, req.rng)
+        picks, probs = explore_slots(self.settings.rerank.explore_policy, pool, alpha, beta, slots, req.rng)
+        return picks, [dict(zip(pool, row.tolist(), strict=True)) for row in probs[: len(picks)]]
 
     def _items(self, cands: CandidateSet, heads: dict[str, F32], total: F32, chosen: list[str],
                rules: dict[str, list[str]], explore: list[tuple[str, float]], positions: list[int],

@@ -171,3 +171,15 @@ def test_the_head_of_a_feed_does_not_depend_on_n():
         head = [(it.item_id, it.propensity) for it in full[:n]]
         assert [(it.item_id, it.propensity) for it in short] == head
     assert any(it.explore for it in full[:12])
+
+
+def test_a_feed_result_carries_the_exploration_distribution_its_picks_came_from():
+    p = _pipeline()
+    result = p.feed("reader", n=20, salt=5)
+    picks = {it.rank: it for it in result.feed.items if it.explore}
+    assert sorted(result.explore) == sorted(picks) and len(picks) == 2
+    for pos, dist in result.explore.items():
+        assert abs(sum(dist.values()) - 1.0) < 1e-9 and len(dist) > 2
+        assert dist[picks[pos].item_id] == pytest.approx(picks[pos].propensity)
+        assert not set(dist) & {it.item_id for it in result.feed.items if not it.explore}
+    assert sorted(p.feed("reader", n=10, salt=5).explore) == [k for k in sorted(picks) if k < 10]
