@@ -63,6 +63,12 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def _busy() -> float:
+    """CPU seconds the whole machine spent busy (every process, ours or not) so far."""
+    t = psutil.cpu_times()
+    return float(sum(t)) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def _pids(stack: Stack) -> dict[str, int]:
     return {**{c.name: c.pid for c in stack.infra}, **{n: c.pid for n, c in stack.children.items()}}
 
@@ -148,7 +154,8 @@ class LoopBench:
     def _traffic(self, stack: Stack, loop: ClosedLoop, intake: FeedIntake) -> tuple[Span, dict[str, Any]]:
         pids = _pids(stack)
         me = psutil.Process()
-        cpu0, stack0, wall0 = me.cpu_times(), _cpu(pids), time.time()
+        cpu0, stack0, wall0, busy0 = me.cpu_times(), _cpu(pids), time.time(), _busy()
+        loads: list[float] = []
         loop.start(wall0)
         last = last_report = time.monotonic()
         while (now := time.time()) - wall0 < self.opts.duration_s:
@@ -156,6 +163,7 @@ class LoopBench:
             loop.tick(now, mono - last, intake.queue)
             last = mono
             if mono - last_report >= 30.0:
+                loads.append(psutil.getloadavg()[0])
                 stack.revive()
                 self._progress(loop, now - wall0)
                 last_report = mono
@@ -164,8 +172,12 @@ class LoopBench:
         cpu1, stack1 = me.cpu_times(), _cpu(pids)
         own = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         per = {k: round((stack1[k] - v) / traffic_s, 3) for k, v in stack0.items() if k in stack1}
+        busy = (_busy() - busy0) / traffic_s
         cost = {"bench_cpu_s": round(own, 2), "bench_cores": round(own / traffic_s, 3), "stack_cores": per,
-                "machine_cores": psutil.cpu_count()}
+                "machine_cores": psutil.cpu_count(), "machine_busy_cores": round(busy, 3),
+                "other_processes_cores": round(busy - own / traffic_s - sum(per.values()), 3),
+                "load_average_1m": {"mean": round(sum(loads) / len(loads), 2) if loads else None,
+                                    "max": round(max(loads), 2) if loads else None}}
         return Span(wall0, traffic_s), cost
 
     def _progress(self, loop: ClosedLoop, t: float) -> None:

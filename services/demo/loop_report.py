@@ -49,7 +49,7 @@ def charts(out: Mapping[str, Any]) -> list[str]:
 
 HEADLINE = ("ctr", "lift_vs_random", "gap_captured", "cold_user_lift", "new_items_shown_within_60s",
             "new_items", "young_items", "cold_users", "shown_by_source", "event_to_feed_ms",
-            "feed_age_at_visit_s", "cpu",
+            "feed_age_at_visit_s", "stale_slot_share", "cpu",
             "settings", "whole_run", "feeds_published", "feeds_degraded", "visits_to_a_feed",
             "organic_views", "events_produced", "users_arrived", "child_restarts", "options")
 

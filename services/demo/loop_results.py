@@ -144,6 +144,7 @@ def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[
                              "samples": len(lat)},
         "feeds_published": len(published), "feeds_degraded": loop.published.degraded,
         "feed_age_at_visit_s": {"p50": _pct(loop.feed_ages_s, 50), "p90": _pct(loop.feed_ages_s, 90)},
+        "stale_slot_share": round(sum(m.stale_slots for m in moments) / max(1, len(loop.slots)), 4),
         "visits_to_a_feed": loop.visits, "organic_views": loop.organic, "events_produced": loop.produced,
         "items_published": loop.items_published, "users_arrived": len(loop.active),
         "traffic_s": round(span.traffic_s, 1), "options": {**o.__dict__, "final_window_s": final_s},

@@ -60,6 +60,7 @@ class Moment:
     young_slots: int = 0
     model_version: str = "none"
     index_version: str = "none"
+    stale_slots: int = 0  # shown items the user had already acted on (a feed older than their reaction)
 
 
 class Truth:
@@ -97,7 +98,8 @@ class Truth:
         top = np.sort(probs[eligible])[::-1][: len(shown)]
         young = self._young(probs, eligible, shown, p_shown, now)
         return Moment(t, feed_ctr(p_shown), float(probs[eligible].mean()), feed_ctr(top), cold, young,
-                      sum(1 for i in shown if self._is_young(i, now)), *versions)
+                      sum(1 for i in shown if self._is_young(i, now)), *versions,
+                      stale_slots=sum(1 for i in shown if i in seen))
 
     def _is_young(self, item_id: str, now: float) -> bool:
         return now - float(self.created[self._pos[item_id]]) < self.young_s

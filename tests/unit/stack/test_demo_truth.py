@@ -63,6 +63,7 @@ def test_seen_items_are_not_eligible_for_the_oracle_or_the_random_policy(world: 
     top = world.click_probs(user, best[1:11])
     assert after.oracle == pytest.approx(feed_ctr(top))
     assert after.random < fresh.random  # ... and from the eligible mean (it was above it)
+    assert (fresh.stale_slots, after.stale_slots) == (0, 1)  # a shown item the user already acted on
 
 
 def test_young_items_are_compared_with_young_items(world: World):
