@@ -12,6 +12,7 @@ from pydantic import Discriminator, Tag
 from core.events import Feed, Interaction, encode
 from services.api.catalog import router as catalog_router
 from services.api.deps import ContextDep, PipelineDep, SettingsDep
+from services.api.experiments import router as experiments_router
 from services.api.ingest import checked, send
 from services.api.similar import SimilarResponse, similar_items
 
@@ -92,3 +93,4 @@ def metrics(ctx: ContextDep) -> Response:
 
 
 router.include_router(catalog_router)  # PUT /v1/items[/{id}], PUT /v1/users[/{id}]
+router.include_router(experiments_router)  # GET /v1/experiments, /v1/experiments/{name}/report[.html]

@@ -22,6 +22,8 @@ class _Commands(LazyGroup):
         "schemas": ("services.cli.schemas", True),
         "features": ("services.cli.features", True),
         "bench": ("services.cli.bench", True),
+        "experiments": ("services.cli.experiments", True),
+        "ope": ("services.cli.ope", False),
     }
 
 

@@ -134,6 +134,12 @@ class PinnedRankers:
         self.loaded = {v: m for v, m in self.loaded.items() if v in keep}
         self._wake.set()
 
+    def load_now(self, version: str) -> bool:
+        """Loads ``version`` in the caller's thread (a command line tool, not serving)."""
+        self._wanted = self._wanted | {version}
+        self._load(version)
+        return version in self.loaded
+
     def resolve(self, version: str, current: ModelSet) -> ModelSet | None:
         ranker = self.loaded.get(version)
         return None if ranker is None else replace(current, ranker=ranker)
