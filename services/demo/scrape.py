@@ -51,7 +51,9 @@ class DurableCounter:
 
     def __init__(self, redis_url: str, key_prefix: str, event_id_prefix: str) -> None:
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self._pattern = Keys(key_prefix).dedupe(event_id_prefix) + "*"
+        # The worker's marker of an event is "<prefix>dd:<event_id>", or "<prefix><shard tag>:dd:<event_id>"
+        # once keys carry Redis Cluster hash tags (feature_store.online.keys): one glob matches both.
+        self._pattern = f"{key_prefix}*dd:{event_id_prefix}*"
         self._stats = Keys(key_prefix).stats
 
     def skipped(self) -> int | None:
