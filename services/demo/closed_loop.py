@@ -86,7 +86,8 @@ class Published:
     times: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     versions: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
-    first_version: dict[str, float] = field(default_factory=dict)  # version -> first topic time
+    # ("model" | "index", version) -> topic time of the first feed that carried it
+    first_version: dict[tuple[str, str], float] = field(default_factory=dict)
     degraded: int = 0
 
 
@@ -223,8 +224,8 @@ class ClosedLoop:
         if rec.latency_ms is not None:
             pub.latencies_ms.append(rec.latency_ms)
         pub.versions[(feed.model_version, feed.index_version)] += 1
-        for version in (feed.model_version, feed.index_version):
-            pub.first_version.setdefault(version, rec.topic_ts)
+        pub.first_version.setdefault(("model", feed.model_version), rec.topic_ts)
+        pub.first_version.setdefault(("index", feed.index_version), rec.topic_ts)
         for it in feed.items:
             item = self.new_items.get(it.item_id)
             if item is not None and item.first_feed is None:

@@ -97,13 +97,27 @@ def new_items_report(items: dict[str, NewItem], span: Span) -> dict[str, Any]:
     }
 
 
-def promotions(models: Sequence[dict[str, Any]], first_served: dict[str, float], moments: Sequence[Moment],
-               span: Span, around_s: float) -> list[dict[str, Any]]:
+def served_at(model: dict[str, Any], first: dict[tuple[str, str], float],
+              indexes: Sequence[dict[str, Any]]) -> float | None:
+    """When a feed first carried ``model``: a ranker by its version (Feed.model_version), a two-tower
+    through the first index built from it (Feed.index_version); other kinds are not on the feed."""
+    if model["kind"] == "ranker":
+        return first.get(("model", model["version"]))
+    if model["kind"] == "two_tower":
+        times = [first[("index", i["version"])] for i in indexes
+                 if i.get("model_version") == model["version"] and ("index", i["version"]) in first]
+        return min(times, default=None)
+    return None
+
+
+def promotions(registry: dict[str, Any], first_served: dict[tuple[str, str], float],
+               moments: Sequence[Moment], span: Span, around_s: float) -> list[dict[str, Any]]:
     """Each promoted model version: when, when a feed first carried it, CTR before and after (the
     ``around_s`` before the promotion; the ``around_s`` after it was first served, else promoted)."""
     out = []
+    models, indexes = registry.get("models", []), registry.get("indexes", [])
     for m in sorted((m for m in models if m.get("promoted_at")), key=lambda m: m["promoted_at"]):
-        t, served = span.t(m["promoted_at"]), span.t(first_served.get(m["version"]))
+        t, served = span.t(m["promoted_at"]), span.t(served_at(m, first_served, indexes))
         assert t is not None
         start = served if served is not None else t
         out.append({"kind": m["kind"], "version": m["version"], "promoted_at": m["promoted_at"], "t": t,
@@ -136,7 +150,7 @@ def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[
         "new_items_shown_within_60s": items["within_60s"], "new_items": items,
         "whole_run": summarise(moments),
         "shown_by_source": {"end": by_source(loop.slots, start), "whole_run": by_source(loop.slots, 0.0)},
-        "promotions": promotions(registry.get("models", []), loop.published.first_version, moments, span,
+        "promotions": promotions(registry, loop.published.first_version, moments, span,
                                  max(o.window_s * 2, 60.0)),
         "registry": registry,
         "timeline": timeline(moments, published, span.traffic_s, o.window_s),

@@ -110,14 +110,17 @@ def test_results_have_the_issue_keys_and_the_end_window():
                                    for k, u in enumerate(loop.world.user_ids))
     for k in range(100):
         loop.tick(NOW + k, 1.0, user_feeds)
-    models = [{"kind": "ranker", "version": "r1", "status": "active", "promoted_at": NOW + 50.0}]
-    out = results(loop, Span(NOW, 100.0), {"models": models}, {})
+    models = [{"kind": k, "version": v, "status": "active", "promoted_at": NOW + 50.0}
+              for k, v in (("ranker", "r1"), ("two_tower", "t1"), ("i2i", "r1"))]
+    indexes = [{"version": "x1", "model_version": "t1"}]  # the feeds carry index x1, built from t1
+    out = results(loop, Span(NOW, 100.0), {"models": models, "indexes": indexes}, {})
     assert set(out["ctr"]) >= {"ours", "random", "oracle"}
     for key in ("lift_vs_random", "gap_captured", "cold_user_lift", "new_items_shown_within_60s", "timeline"):
         assert key in out
     assert out["ctr"]["window_t"] == [80.0, 100.0] and len(out["timeline"]) == 10
     assert out["lift_vs_random"] == pytest.approx(out["ctr"]["ours"] / out["ctr"]["random"], rel=1e-3)
     assert out["shown_by_source"]["end"]["fresh"]["share"] == 1.0  # every slot of these feeds says "fresh"
-    (promo,) = out["promotions"]
-    assert promo["t"] == 50.0 and promo["first_served_t"] == 0.0 and promo["ctr_before"]["n"] > 0
+    served = {p["kind"]: p["first_served_t"] for p in out["promotions"]}
+    assert served == {"ranker": 0.0, "two_tower": 0.0, "i2i": None}  # i2i is not on the feed
+    assert all(p["t"] == 50.0 and p["ctr_before"]["n"] > 0 for p in out["promotions"])
     assert "<svg" in render_loop_html(out) and "ranker r1" in render_loop_html(out)
