@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,8 +46,13 @@ def event_id(topic: str, record: Mapping[str, Any]) -> str:
     return f"{topic}:{entity}@{float(record.get('timestamp', 0.0))!r}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _day(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, tz=UTC).strftime("%Y-%m-%d")
+
+
 def _date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
+    return _day(int(ts // 86400))
 
 
 class ParquetArchive:
@@ -62,8 +68,11 @@ class ParquetArchive:
     def append(
         self, topic: str, records: Sequence[Mapping[str, Any]], partition: int | None = None,
         first_offset: int | None = None, last_offset: int | None = None,
+        payloads: Sequence[str] | None = None,
     ) -> list[Path]:
-        """Write one batch; returns the files written. Offsets make the name idempotent."""
+        """Write one batch; returns the files written. Offsets make the name idempotent.
+        ``payloads``: the records already as JSON objects (then ``records`` need only the fields that
+        name and place them: event_id or the entity id, timestamp, _offset)."""
         if not records:
             return []
         ids = [event_id(topic, r) for r in records]
@@ -72,7 +81,8 @@ class ParquetArchive:
         for i, r in enumerate(records):
             by_date.setdefault(_date(float(r.get("timestamp", 0.0))), []).append(i)
         return [self._write(topic, day, name, [records[i] for i in idx], [ids[i] for i in idx],
-                            partition, first_offset) for day, idx in sorted(by_date.items())]
+                            partition, first_offset, None if payloads is None else [payloads[i] for i in idx])
+                for day, idx in sorted(by_date.items())]
 
     @staticmethod
     def _name(ids: list[str], partition: int | None, first: int | None, last: int | None) -> str:
@@ -81,14 +91,15 @@ class ParquetArchive:
         return "h-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
 
     def _write(self, topic: str, day: str, name: str, records: list[Mapping[str, Any]], ids: list[str],
-               partition: int | None, first_offset: int | None) -> Path:
+               partition: int | None, first_offset: int | None, payloads: list[str] | None = None) -> Path:
         target = self.root / f"topic={topic}" / f"date={day}" / f"{name}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         offsets = [r.get("_offset", first_offset) for r in records]
+        if payloads is None:
+            payloads = [json.dumps(dict(r), sort_keys=True, default=str) for r in records]
         table = pa.table({
             "event_id": ids, "timestamp": [float(r.get("timestamp", 0.0)) for r in records],
-            "partition": [partition] * len(records), "offset": offsets,
-            "payload": [json.dumps(dict(r), sort_keys=True, default=str) for r in records],
+            "partition": [partition] * len(records), "offset": offsets, "payload": payloads,
         }, schema=SCHEMA)
         tmp = target.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
         pq.write_table(table, tmp)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import struct
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -168,11 +169,43 @@ def dumps_user(state: UserState) -> bytes:
 
 
 def loads_user(raw: bytes | str | None, user_id: str) -> UserState:
+    """Either encoding: :func:`encode_user` (what the online store keeps) or :func:`dumps_user`."""
     if not raw:
         return UserState(user_id)
+    if isinstance(raw, bytes) and raw[:2] == _USER_MAGIC:
+        return decode_user(raw)
     d = json.loads(raw)
     return UserState(d["user_id"], [tuple(h) for h in d["history"]],  # type: ignore[misc]
                      {c: (v[0], v[1]) for c, v in d["affinity"].items()}, d["last_event_ts"], d["ts_us"])
+
+
+_USER_MAGIC = b"U1"
+_USER_HEAD = struct.Struct("<dqII")
+_SEP = "\x00"
+
+
+def encode_user(state: UserState) -> bytes:
+    """Compact binary form of a user state (about 10x cheaper than JSON both ways): a header
+    (last_event_ts, ts_us, history and affinity lengths), the floats as packed doubles, then the
+    strings NUL-separated. A state with a NUL in an id falls back to :func:`dumps_user`."""
+    hist, aff = state.history, state.affinity
+    strings = [state.user_id, *(h[1] for h in hist), *(h[2] for h in hist), *aff]
+    text = _SEP.join(strings)
+    if text.count(_SEP) != len(strings) - 1:
+        return dumps_user(state)
+    floats = [h[0] for h in hist] + [x for pair in aff.values() for x in pair]
+    head = _USER_HEAD.pack(state.last_event_ts, state.ts_us, len(hist), len(aff))
+    return b"".join((_USER_MAGIC, head, struct.pack(f"<{len(floats)}d", *floats), text.encode()))
+
+
+def decode_user(raw: bytes) -> UserState:
+    last, ts_us, nh, na = _USER_HEAD.unpack_from(raw, 2)
+    at = 2 + _USER_HEAD.size
+    floats = struct.unpack_from(f"<{nh + 2 * na}d", raw, at)
+    strings = raw[at + 8 * len(floats):].decode().split(_SEP)
+    ids, items, cats = strings[1:1 + nh], strings[1 + nh:1 + 2 * nh], strings[1 + 2 * nh:]
+    aff = dict(zip(cats, zip(floats[nh::2], floats[nh + 1::2], strict=True), strict=True))
+    return UserState(strings[0], list(zip(floats[:nh], ids, items, strict=True)), aff, last, ts_us)
 
 
 # ---------------------------------------------------------------- item: windowed counters + freshness

@@ -1,16 +1,19 @@
 """One batch of one input topic, end to end, in the order that makes it effectively once:
 
-1. skip records at or below the partition's applied watermark (a replay after a crash). Watermarks
-   are kept per topic incarnation (``topic@<topic id>``, see :mod:`streams.incarnation`), so a
-   broker that comes back empty, with offsets from 0 again, never makes new events look replayed;
+1. skip records at or below the partition's watermark (a replay after a crash). Watermarks are kept
+   per topic incarnation (``topic@<topic id>``, see :mod:`streams.incarnation`), so a broker that
+   comes back empty, with offsets from 0 again, never makes new events look replayed;
 2. validate; invalid records go to ``<topic>.dlq`` (delivery awaited). A record whose dead letter the
    broker refuses for good is logged with its coordinates, counted and skipped; a broker that is
    down is retried;
-3. dedupe by event_id, plan and apply effects + dedupe markers + stats + watermarks in ONE Redis
-   transaction (the archive is written just before EXEC, idempotently named by offsets);
-4. push ABSOLUTE feature rows of every entity the batch touched (replayed ones too) and flush;
-5. emit FeedTriggers (delivery awaited). Only then does the agent ack, so offsets are committed
-   after the effects they cover are durable.
+3. dedupe by event id, plan and apply effects, dedupe markers, stats and watermarks
+   (``OnlineWriter``: guarded Lua scripts; a guard that moved means another worker got there first,
+   and the batch is read and planned again).
+
+:meth:`BatchProcessor.process` returns once the effects are durable. It hands back the batch's
+follow-up (archive, Feast rows of every entity the batch touched, replayed ones too, then feed
+triggers), which the consumer runs while it applies the next batches and awaits before it commits
+the batch's offsets.
 """
 
 from __future__ import annotations
@@ -24,18 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BrokerUnavailable
-from core.events import (
-    EventError,
-    FeedTrigger,
-    Interaction,
-    ItemUpsert,
-    encode,
-)
-from core.topics import INTERACTIONS, ITEMS, Topics
-from feature_store.online.batch import plan_users
-from feature_store.online.writer import OnlineWriter, StatsDelta
+from core.events import EventError, FeedTrigger, Interaction, ItemUpsert, UserUpsert, encode
+from core.topics import INTERACTIONS, ITEMS, USERS, Topics
+from feature_store.online.writer import TP, Applied, Conflict, Coord, OnlineWriter, StatsDelta
 from iokit.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
-from streams.content import ItemVectors
 from streams.decode import RawRecord, Skew, validate
 from streams.incarnation import incarnated
 from streams.kafka_errors import describe, is_retryable, root
@@ -43,59 +38,54 @@ from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
-Archive = Callable[[str, Sequence[tuple[RawRecord, dict[str, Any]]]], Awaitable[None]]
-FeaturePush = Callable[[Mapping[str, list[dict[str, Any]]]], Awaitable[None]]
+Archive = Callable[[str, Sequence[tuple[RawRecord, Any]], Mapping[str, list[str]] | None], Awaitable[None]]
+Vectors = Callable[[Sequence[ItemUpsert]], Awaitable[dict[str, bytes]]]
 Fence = Callable[[float], Awaitable[Mapping[str, str]]]  # monotonic time -> topic ids checked since
-TP = tuple[str, int]
+# users (with the states the batch computed, or None) and items: sinks.FeatureRows
+FeaturePush = Callable[[Mapping[str, Any], Sequence[str]], Awaitable[None]]
 
 
 @dataclass
 class Parsed:
     new: list[tuple[RawRecord, Any]]
-    replayed: list[Any]
+    replayed: list[tuple[RawRecord, Any]]
     dead: list[Outgoing]
     offsets: dict[TP, int]
-    replayed_records: list[tuple[RawRecord, Any]] = field(default_factory=list)
+    marks: dict[TP, int]
+    coords: dict[int, Coord] = field(default_factory=dict)  # id(record) -> coordinates
 
 
 class BatchProcessor:
-    """Transport-free batch logic; the faust agents feed it ``RawRecord`` lists."""
+    """Transport-free batch logic; the consumer feeds it ``RawRecord`` lists."""
 
     def __init__(self, topics: Topics, writer: OnlineWriter, send: Send, metrics: WorkerMetrics,
-                 skew: Skew, vectors: ItemVectors | None = None, archive: Archive | None = None,
+                 skew: Skew, vectors: Vectors | None = None, archive: Archive | None = None,
                  push: FeaturePush | None = None, clock: Callable[[], float] = time.time) -> None:
         self.topics, self.writer, self.send, self.metrics = topics, writer, send, metrics
         self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
         self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
         self.fence: Fence | None = None  # topic ids of the input topics (app sets it)
 
-    async def process(self, base: str, records: Sequence[RawRecord]) -> None:
+    async def process(self, base: str, records: Sequence[RawRecord]) -> Callable[[], Awaitable[None]]:
+        """Apply the batch; returns its follow-up (see the module docstring)."""
         started = time.monotonic()
         clock = _PhaseClock(self.metrics, base)
-        ids = await self.fence(started) if self.fence is not None else {}
-        parsed = await self._parse(base, records, ids)
-        sent = await self._dead_letter(base, parsed.dead)
-        clock.lap("parse_dlq")
-        stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
-                           skipped=len(parsed.dead) - len(sent))
-        events = [ev for _, ev in parsed.new]
-        if base == INTERACTIONS:
-            await self._interactions(parsed, stats)
-        elif base == ITEMS:
-            vecs = await self.vectors.encode_async(events) if self.vectors else {}
-            await self._archive(base, parsed.new)
-            await self.writer.apply_items(events, vecs, parsed.offsets, stats)
-        else:
-            await self._archive(base, parsed.new)
-            await self.writer.apply_plan(plan_users(events, self.writer.keys), parsed.offsets, stats)
+        while True:
+            ids = await self.fence(started) if self.fence is not None else {}
+            parsed = await self._parse(base, records, ids)
+            sent = await self._dead_letter(base, parsed.dead)
+            clock.lap("parse_dlq")
+            stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
+                               skipped=len(parsed.dead) - len(sent))
+            try:
+                applied = await self._apply(base, parsed, stats)
+                break
+            except Conflict as exc:
+                self.metrics.retries.labels(base).inc()
+                log.info("%s batch re-planned: %s", base, exc)
         clock.lap("apply")
-        everything = events + parsed.replayed
-        await self._push_features(base, everything)
-        clock.lap("features")
-        if base == INTERACTIONS:
-            await self._trigger(everything)
-        clock.lap("triggers")
         self._observe(base, parsed, stats, records, started)
+        return lambda: self._follow_up(base, parsed, applied)
 
     async def _parse(self, base: str, records: Sequence[RawRecord], ids: Mapping[str, str]) -> Parsed:
         """``ids``: the topic ids the broker reported after these records were fetched."""
@@ -104,7 +94,7 @@ class BatchProcessor:
 
         marks = await self.writer.watermarks(sorted({tp_of(r) for r in records}))
         now = self.clock()
-        out = Parsed([], [], [], {})
+        out = Parsed([], [], [], {}, marks)
         for rec in records:
             tp = tp_of(rec)
             replay = rec.offset <= marks[tp]
@@ -116,46 +106,55 @@ class BatchProcessor:
                     out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
                 continue
             if replay:
-                out.replayed.append(ev)
-                out.replayed_records.append((rec, ev))
+                out.replayed.append((rec, ev))
             else:
                 out.new.append((rec, ev))
+                out.coords[id(ev)] = Coord(tp, rec.offset)
                 out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
         return out
 
-    async def _interactions(self, parsed: Parsed, stats: StatsDelta) -> None:
-        """The archive write overlaps the Redis transaction; both finish before the batch is acked.
-        Records replayed after a crash are archived again (same file names: idempotent)."""
-        by_id = {ev.event_id: rec for rec, ev in parsed.new}
-        pending: list[asyncio.Task[None]] = []
+    async def _apply(self, base: str, parsed: Parsed, stats: StatsDelta) -> Applied | None:
+        pairs = [(parsed.coords[id(ev)], ev) for _, ev in parsed.new]
+        if base == INTERACTIONS:
+            applied = await self.writer.apply_interactions(pairs, parsed.offsets, parsed.marks, stats)
+            self.metrics.events.labels(INTERACTIONS, "duplicate").inc(applied.duplicates)
+            return applied
+        if base == ITEMS:
+            items = [ev for _, ev in pairs]
+            vecs = await self.vectors(items) if self.vectors else {}
+            await self.writer.apply_items(pairs, vecs, parsed.offsets, parsed.marks, stats)
+        else:
+            await self.writer.apply_users([ev for _, ev in pairs], parsed.offsets, parsed.marks, stats)
+        return None
 
-        async def before_commit(fresh: Sequence[Interaction], cats: Mapping[str, list[str]]) -> None:
-            pairs = [(by_id[e.event_id], e) for e in fresh]
-            pending.append(asyncio.ensure_future(self._archive(INTERACTIONS, pairs, cats)))
+    async def _follow_up(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
+        """Archive, Feast rows, then feed triggers (they ask for a feed built on those rows)."""
+        clock = _PhaseClock(self.metrics, base)
+        await self._archive(base, parsed, applied)
+        clock.lap("archive")
+        events = [ev for _, ev in parsed.new] + [ev for _, ev in parsed.replayed]
+        await self._push_features(base, events, applied)
+        clock.lap("features")
+        if base == INTERACTIONS:
+            await self._trigger(events)
+            clock.lap("triggers")
 
-        try:
-            applied = await self.writer.apply_interactions(
-                [ev for _, ev in parsed.new], parsed.offsets, stats, before_commit)
-        finally:
-            await asyncio.gather(*pending)
-        if parsed.replayed_records:
-            cats = await self.writer.categories(sorted({e.item_id for _, e in parsed.replayed_records}))
-            await self._archive(INTERACTIONS, parsed.replayed_records, cats)
-        if applied.retries:
-            self.metrics.retries.labels(INTERACTIONS).inc(applied.retries)
-        self.metrics.events.labels(INTERACTIONS, "duplicate").inc(applied.duplicates)
-
-    async def _archive(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
-                       cats: Mapping[str, list[str]] | None = None) -> None:
-        if self.archive is None or not pairs:
+    async def _archive(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
+        """Fresh records (and those a crashed attempt applied) with the categories planning saw;
+        records replayed after a crash again (same file names: idempotent)."""
+        if self.archive is None:
             return
-        rows = []
-        for rec, ev in pairs:
-            row = ev.model_dump(mode="json")
-            if cats is not None:
-                row["categories"] = list(cats.get(ev.item_id, []))
-            rows.append((rec, row))
-        await self.archive(base, rows)
+        if applied is None:
+            pairs = parsed.new + parsed.replayed
+            await self.archive(base, pairs, None) if pairs else None
+            return
+        keep = {id(ev) for ev in applied.fresh + applied.earlier}
+        fresh = [(rec, ev) for rec, ev in parsed.new if id(ev) in keep]
+        if fresh:
+            await self.archive(base, fresh, applied.categories)
+        if parsed.replayed:
+            cats = await self.writer.categories(sorted({ev.item_id for _, ev in parsed.replayed}))
+            await self.archive(base, parsed.replayed, cats)
 
     async def _dead_letter(self, base: str, dead: Sequence[Outgoing]) -> list[Outgoing]:
         """Publish the dead letters (keyed by the original key) and return those delivered. A broker
@@ -185,17 +184,19 @@ class BatchProcessor:
                   d.reason, describe(exc))
         self.metrics.dlq_failed.labels(base, type(root(exc)).__name__).inc()
 
-    async def _push_features(self, base: str, events: Sequence[Any]) -> None:
-        if self.push is None or base == "users" or not events:
+    async def _push_features(self, base: str, events: Sequence[Any], applied: Applied | None) -> None:
+        if self.push is None or base == USERS or not events:
             return
-        users = sorted({e.user_id for e in events if isinstance(e, Interaction)})
+        known = applied.user_states if applied is not None else {}
+        users = {e.user_id: known.get(e.user_id) for e in events if isinstance(e, Interaction)}
         items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
-        await self.push(await self.writer.feature_rows(users, items))
+        await self.push(users, items)
 
-    async def _trigger(self, events: Sequence[Interaction]) -> None:
+    async def _trigger(self, events: Sequence[Interaction | UserUpsert]) -> None:
         latest: dict[str, float] = {}
         for ev in events:
-            latest[ev.user_id] = max(latest.get(ev.user_id, 0.0), ev.timestamp)
+            if isinstance(ev, Interaction):
+                latest[ev.user_id] = max(latest.get(ev.user_id, 0.0), ev.timestamp)
         topic = self.topics.feed_triggers
         futs = [await self.send(topic, u.encode(), encode(FeedTrigger(user_id=u, event_ts=ts)))
                 for u, ts in latest.items()]
@@ -210,9 +211,10 @@ class BatchProcessor:
         m.events.labels(base, "skipped").inc(stats.skipped)
         m.batch_seconds.labels(base).observe(time.monotonic() - started)
         now = self.clock()
+        hist = m.effect_latency.labels(base)
         for rec in records:
             if rec.timestamp:
-                m.effect_latency.labels(base).observe(max(0.0, now - rec.timestamp))
+                hist.observe(max(0.0, now - rec.timestamp))
 
 
 class _PhaseClock:

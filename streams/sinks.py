@@ -1,69 +1,199 @@
-"""Adapters from the worker to FEATURES' archive and Feast writer (sync code run off the loop)."""
+"""What the worker writes besides the online state: the event archive, Feast's online rows, and the
+content vectors of new items (computed in a child process, so the sentence model never sits in the
+worker's memory or on its event loop)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import threading
-from collections.abc import Mapping, Sequence
+import multiprocessing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from core.events import ItemUpsert
+from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
 from core.settings import Settings
+from feature_store import transforms as tf
+from streams import content
 from streams.decode import RawRecord
+from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+States = Callable[[Sequence[str], Sequence[str]],
+                  Awaitable[tuple[dict[str, tf.UserState], dict[str, tf.ItemState]]]]
 
 
 class ArchiveSink:
-    """Appends fresh records per partition; file names come from offsets, so retries overwrite."""
+    """Appends records per partition; file names come from offsets, so retries overwrite. Rows are
+    built in the writer thread (the record as JSON, the categories planning saw, the offset)."""
 
     def __init__(self, settings: Settings) -> None:
         from feature_store.archive import ParquetArchive
 
         self._archive = ParquetArchive.from_settings(settings)
 
-    async def __call__(self, base: str, rows: Sequence[tuple[RawRecord, dict[str, Any]]]) -> None:
-        await asyncio.to_thread(self._append, base, rows)
+    async def __call__(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
+                       cats: Mapping[str, list[str]] | None) -> None:
+        await asyncio.to_thread(self._append, base, pairs, cats)
 
-    def _append(self, base: str, rows: Sequence[tuple[RawRecord, dict[str, Any]]]) -> None:
-        by_part: dict[int, list[tuple[RawRecord, dict[str, Any]]]] = {}
-        for rec, row in rows:
-            by_part.setdefault(rec.partition, []).append((rec, {**row, "_offset": rec.offset}))
-        for part, items in by_part.items():
-            offs = [rec.offset for rec, _ in items]
-            self._archive.append(base, [row for _, row in items], partition=part,
-                                 first_offset=min(offs), last_offset=max(offs))
+    def _append(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
+                cats: Mapping[str, list[str]] | None) -> None:
+        by_part: dict[int, list[tuple[RawRecord, Any]]] = {}
+        for rec, ev in pairs:
+            by_part.setdefault(rec.partition, []).append((rec, ev))
+        for part, group in by_part.items():
+            offs = [rec.offset for rec, _ in group]
+            self._archive.append(base, [_place(rec, ev) for rec, ev in group], partition=part,
+                                 first_offset=min(offs), last_offset=max(offs),
+                                 payloads=[_payload(rec, ev, cats) for rec, ev in group])
 
 
-class FeastPushSink:
-    """Pushes absolute feature rows to Feast (ONLINE) and flushes before the batch is acked."""
+def _place(rec: RawRecord, ev: Any) -> dict[str, Any]:
+    """What names and dates an archived record: its id (or entity id), timestamp and offset."""
+    out = {"timestamp": ev.timestamp, "_offset": rec.offset}
+    for name in ("event_id", "item_id", "user_id"):
+        value = getattr(ev, name, None)
+        if value is not None:
+            out[name] = value
+            break
+    return out
 
-    def __init__(self, writer: Any) -> None:
-        self._writer = writer
-        self._lock = threading.Lock()  # agents push from worker threads; FeatureWriter is not thread-safe
 
-    @classmethod
-    def try_create(cls, settings: Settings) -> FeastPushSink | None:
-        if not settings.worker.feature_push:
-            return None
+def _payload(rec: RawRecord, ev: Any, cats: Mapping[str, list[str]] | None) -> str:
+    """The record as JSON (``model_dump_json``, what ``model_dump`` + ``json.dumps`` gave, read back
+    the same), with the categories planning saw and the offset."""
+    extra = f',"_offset":{rec.offset}}}'
+    if cats is not None:
+        extra = f',"categories":{json.dumps(cats.get(ev.item_id, []))}' + extra
+    return ev.model_dump_json()[:-1] + extra
+
+
+class FeatureRows:
+    """Feast's online rows of the entities batches touched, written in the background.
+
+    Batches register their users (with the states their plans computed, when they have them) and
+    items, and wait for the write that covers them; one write runs at a time and takes everything
+    registered meanwhile, so under load the rows of many batches (and of an entity touched by
+    several) go out together, while an idle worker writes after each batch. Item states, merged in
+    Redis, and users' states a batch did not compute are read at write time (after their batch was
+    applied), so a row always reflects at least its batch; Feast keeps the newest
+    (``FeastRedisWriter``)."""
+
+    def __init__(self, states: States, feast: Any, tparams: tf.TransformParams,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.states, self.feast, self.tparams, self.metrics = states, feast, tparams, metrics
+        self._users: dict[str, tf.UserState | None] = {}
+        self._items: set[str] = set()
+        self._next: asyncio.Future[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, users: Mapping[str, tf.UserState | None], items: Sequence[str]) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.ensure_future(self._run())
+        assert self._wake is not None
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        fut = self._next
+        for u, st in users.items():
+            old = self._users.get(u)
+            if old is None or (st is not None and st.ts_us >= old.ts_us):
+                self._users[u] = st if st is not None else old
+        self._items.update(items)
+        self._wake.set()
+        await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            users, items, fut = self._users, sorted(self._items), self._next
+            self._users, self._items, self._next = {}, set(), None
+            try:
+                await self._write(users, items)
+            except Exception as exc:  # noqa: BLE001 - every waiting batch retries
+                if fut is not None:
+                    fut.set_exception(exc)
+                    fut.exception()
+                continue
+            if fut is not None:
+                fut.set_result(None)
+
+    async def _write(self, users: dict[str, tf.UserState | None], items: Sequence[str]) -> None:
+        missing = sorted(u for u, st in users.items() if st is None)
+        read, istates = await self.states(missing, items)
+        ustates = [st for st in users.values() if st is not None] + list(read.values())
+        rows = {USER_REALTIME.view: [_stamped(tf.project_user_realtime(s), s.ts_us) for s in ustates],
+                USER_AFFINITY.view: [_stamped(tf.project_user_affinity(s, params=self.tparams), s.ts_us)
+                                     for s in ustates],
+                ITEM_REALTIME.view: [_stamped(tf.project_item_realtime(s), s.ts_us)
+                                     for s in istates.values()]}
+        await self.feast.write(rows)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _stamped(row: dict[str, Any], ts_us: int) -> dict[str, Any]:
+    """The row with its timestamp in microseconds too (``row_ts_us``: cheaper than the datetime)."""
+    row["_ts_us"] = ts_us
+    return row
+
+
+def feast_rows(settings: Settings, client: Any, states: States, metrics: WorkerMetrics) -> FeatureRows | None:
+    """The worker's Feast rows, or None when pushes are off or the feature repo is not usable."""
+    if not settings.worker.feature_push:
+        return None
+    try:
+        from core.features import STREAM_VIEWS
+        from feature_store.config import feature_store
+        from feature_store.writer import FeastRedisWriter
+
+        writer = FeastRedisWriter.from_store(client, feature_store(settings), STREAM_VIEWS)
+    except Exception as exc:  # noqa: BLE001 - the worker runs without pushes, loudly
+        log.warning("Feast pushes disabled: feature repo not usable (%s); run `streamrec features apply`",
+                    exc)
+        return None
+    return FeatureRows(states, writer, tf.TransformParams.from_settings(settings), metrics)
+
+
+class ItemVectors:
+    """Content vectors of item upserts. With the sentence model they are computed in one child
+    process (started at the first item batch, kept for the next): item upserts are rare, the model
+    costs ~700 MB and ~100 ms per batch of CPU that would otherwise stall the interactions."""
+
+    def __init__(self, use_model: bool) -> None:
+        self.use_model = use_model
+        self._pool: ProcessPoolExecutor | None = None
+        self._local = None if use_model else content.Encoder(False)
+
+    async def __call__(self, items: Sequence[ItemUpsert]) -> dict[str, bytes]:
+        if not items:
+            return {}
+        texts, cats = content.inputs(items)
+        if self._local is not None:
+            vecs = self._local.encode(texts, cats)
+        else:
+            vecs = await self._remote(texts, cats)
+        return {it.item_id: v for it, v in zip(items, vecs, strict=True)}
+
+    async def _remote(self, texts: list[str], cats: list[list[str]]) -> list[bytes]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=content.start, initargs=(self.use_model,))
         try:
-            from core.features import USER_REALTIME
-            from feature_store.writer import FeatureWriter
+            return await asyncio.get_running_loop().run_in_executor(self._pool, content.encode, texts, cats)
+        except BrokenProcessPool as exc:
+            self._pool = None
+            raise ConnectionError(f"content encoder process died: {exc}") from exc
 
-            writer = FeatureWriter.from_settings(settings)
-            writer._store.get_feature_view(USER_REALTIME.view)  # noqa: SLF001 - probe the registry
-        except Exception as exc:  # noqa: BLE001 - the worker runs without pushes, loudly
-            log.warning("Feast pushes disabled: feature repo not usable (%s); run `streamrec features "
-                        "apply`", exc)
-            return None
-        return cls(writer)
-
-    async def __call__(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
-        await asyncio.to_thread(self._push, rows)
-
-    def _push(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
-        with self._lock:
-            for view, view_rows in rows.items():
-                if view_rows:
-                    self._writer.push(view, view_rows)
-            self._writer.flush()
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -8,15 +8,16 @@ yet clicked); the impression record is then marked clicked, so a second click ne
 from __future__ import annotations
 
 import zlib
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from core.events import Interaction, InteractionType
-from feature_store.online.keys import Keys
+from feature_store.online.keys import Keys, pop_slice
 from feature_store.online.plan import Plan
 
 SEP = "\t"
 CLICKED = "1"
+Keep = Callable[[Interaction, str], bool]
 
 
 @dataclass(frozen=True)
@@ -47,28 +48,33 @@ def context_vector(context: dict[str, str], segment_key: str, dim: int) -> list[
 
 
 def add_bandit_effects(plan: Plan, ev: Interaction, impressions: MutableMapping[str, str],
-                       p: BanditParams, keys: Keys) -> None:
+                       p: BanditParams, keys: Keys, keep: Keep | None = None) -> None:
+    """``keep`` (see ``effects.Keep``) filters the writes to the shared tables per shard."""
     if ev.type is InteractionType.IMPRESSION:
-        _impression(plan, ev, impressions, p, keys)
+        _impression(plan, ev, impressions, p, keys, keep)
     elif ev.type is InteractionType.CLICK and ev.feed_id is not None and ev.position is not None:
-        _click(plan, ev, impressions, p, keys)
+        _click(plan, ev, impressions, p, keys, keep)
 
 
 def _impression(plan: Plan, ev: Interaction, impressions: MutableMapping[str, str],
-                p: BanditParams, keys: Keys) -> None:
-    for seg in bandit_segments(ev, p.segment_key):
-        plan.hincr[keys.bandit(seg)][f"{ev.item_id}:i"] += 1
-    idx = context_indices(ev.context, p.segment_key, p.dim)
-    for i in idx:
-        for j in idx:
-            plan.hincr[keys.linear(ev.item_id)][f"A:{i}:{j}"] += 1
+                p: BanditParams, keys: Keys, keep: Keep | None) -> None:
+    part = pop_slice(ev.item_id)
+    if keep is None or keep(ev, keys.bandit("all", part)):
+        for seg in bandit_segments(ev, p.segment_key):
+            plan.hincr[keys.bandit(seg, part)][f"{ev.item_id}:i"] += 1
+    lin = keys.linear(ev.item_id)
+    if keep is None or keep(ev, lin):
+        idx = context_indices(ev.context, p.segment_key, p.dim)
+        for i in idx:
+            for j in idx:
+                plan.hincr[lin][f"A:{i}:{j}"] += 1
     if ev.feed_id is not None and ev.position is not None:
         ctx = ev.context.get(p.segment_key, "")
         impressions[f"{ev.feed_id}:{ev.position}"] = f"{ev.item_id}{SEP}{ctx}{SEP}0"
 
 
 def _click(plan: Plan, ev: Interaction, impressions: MutableMapping[str, str],
-           p: BanditParams, keys: Keys) -> None:
+           p: BanditParams, keys: Keys, keep: Keep | None) -> None:
     field = f"{ev.feed_id}:{ev.position}"
     record = impressions.get(field)
     if record is None:
@@ -78,7 +84,11 @@ def _click(plan: Plan, ev: Interaction, impressions: MutableMapping[str, str],
         return
     impressions[field] = f"{item}{SEP}{ctx}{SEP}{CLICKED}"
     context = {p.segment_key: ctx} if ctx else {}
-    for seg in (["all", f"{p.segment_key}:{ctx}"] if ctx else ["all"]):
-        plan.hincr[keys.bandit(seg)][f"{item}:c"] += 1
-    for i in context_indices(context, p.segment_key, p.dim):
-        plan.hincr[keys.linear(item)][f"b:{i}"] += 1
+    part = pop_slice(item)
+    if keep is None or keep(ev, keys.bandit("all", part)):
+        for seg in (["all", f"{p.segment_key}:{ctx}"] if ctx else ["all"]):
+            plan.hincr[keys.bandit(seg, part)][f"{item}:c"] += 1
+    lin = keys.linear(item)
+    if keep is None or keep(ev, lin):
+        for i in context_indices(context, p.segment_key, p.dim):
+            plan.hincr[lin][f"b:{i}"] += 1

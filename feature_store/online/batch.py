@@ -1,7 +1,7 @@
 """The worker's batch planning, transport-free: what a batch of events changes in the online state.
 
-Both stores apply exactly these plans: the stream worker's Redis writer (``writer.OnlineWriter``, one
-MULTI/EXEC) and the in-process store that the training job and the evaluation replay events into
+Both stores apply exactly these plans: the stream worker's Redis writer (``writer.OnlineWriter``, Lua
+scripts per hash tag) and the in-process store that the training job and the evaluation replay events into
 (``memory_state.MemoryOnline``). So a replay goes through the worker's own transforms.
 
 Reading the snapshot a plan needs is store-specific; :class:`SnapshotRequest` says what to read.
@@ -17,7 +17,8 @@ from core.events import Interaction, ItemUpsert, UserUpsert
 from core.settings import Settings
 from feature_store import transforms as tf
 from feature_store.online.bandit_effects import BanditParams
-from feature_store.online.effects import EffectParams, UserState, engaged, plan_interactions
+from feature_store.online.effects import EffectParams, Keep, UserState, engaged, plan_interactions
+from feature_store.online.item_merge import ItemDelta
 from feature_store.online.keys import Keys
 from feature_store.online.plan import Plan
 
@@ -40,13 +41,12 @@ class Snapshot:
     users: dict[str, UserState] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
     user_features: dict[str, tf.UserState] = field(default_factory=dict)
-    item_features: dict[str, tf.ItemState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SnapshotRequest:
-    """What to read for a batch: feature states of ``users``/``items``, the newest ``history_n``
-    history entries of ``hist_users``, the impression fields clicks refer to, item categories."""
+    """What to read for a batch: feature states of ``users``, the categories of ``items``, the
+    newest ``history_n`` history entries of ``hist_users``, the impression fields clicks refer to."""
 
     users: list[str]
     items: list[str]
@@ -66,41 +66,41 @@ class SnapshotRequest:
 
 
 def plan_interaction_batch(fresh: Sequence[Interaction], snap: Snapshot, params: EffectParams,
-                           tparams: tf.TransformParams, keys: Keys) -> Plan:
-    """Every effect of ``fresh`` (deduplicated, in partition order), plus FEATURES' transform states
-    folded over the events and stored as JSON under ``fs:`` keys in the same plan."""
-    plan = plan_interactions(fresh, snap.users, snap.categories, params, keys)
+                           tparams: tf.TransformParams, keys: Keys, keep: Keep | None = None) -> Plan:
+    """Every effect of ``fresh`` (deduplicated, in partition order): the effects, FEATURES' user
+    states folded over the events (binary, ``fs:user``) and the item states' deltas (merged in place,
+    ``fs:item``). ``keep`` filters the shared writes (see ``effects.Keep``)."""
+    plan = plan_interactions(fresh, snap.users, snap.categories, params, keys, keep)
     for ev in fresh:
-        cats = snap.categories.get(ev.item_id, [])
-        tf.apply_user_event(snap.user_features[ev.user_id], ev, cats, tparams)
-        tf.apply_item_event(snap.item_features[ev.item_id], ev)
-    for u, us in snap.user_features.items():
-        plan.setex[keys.user_features(u)] = (dumps_state(us), None)
-    for i, st in snap.item_features.items():
-        plan.setex[keys.item_features(i)] = (dumps_state(st), None)
+        tf.apply_user_event(snap.user_features[ev.user_id], ev, snap.categories.get(ev.item_id, []), tparams)
+        fkey = keys.item_features(ev.item_id)
+        if keep is None or keep(ev, fkey):
+            delta = plan.imerge.get(fkey)
+            if delta is None:
+                delta = plan.imerge[fkey] = ItemDelta()
+            delta.add_event(ev)
+    for user in dict.fromkeys(ev.user_id for ev in fresh):
+        plan.setex[keys.user_features(user)] = (tf.encode_user(snap.user_features[user]), None)
     return plan
 
 
-def plan_item_batch(items: Sequence[ItemUpsert], vectors: Mapping[str, bytes],
-                    states: Mapping[str, tf.ItemState], keys: Keys) -> Plan:
-    """Catalog records, content vectors, pools and the items' feature states (created_at)."""
+def plan_item_batch(items: Sequence[ItemUpsert], vectors: Mapping[str, bytes], keys: Keys,
+                    keep: Keep | None = None) -> Plan:
+    """Catalog records, content vectors, pools and the items' feature states (created_at). The other
+    writes are absolute (a replay rewrites the same values); ``keep`` filters the state merges."""
     plan = plan_items(items, vectors, keys)
     for it in items:
-        tf.apply_item_upsert(states[it.item_id], it)
-    for i, st in states.items():
-        plan.setex[keys.item_features(i)] = (dumps_state(st), None)
+        fkey = keys.item_features(it.item_id)
+        if keep is None or keep(it, fkey):
+            plan.imerge.setdefault(fkey, ItemDelta()).add_upsert(it)
     return plan
-
-
-def dumps_state(state: tf.UserState | tf.ItemState) -> str:
-    """Same JSON as ``tf.dumps_user``/``tf.dumps_item`` (``asdict`` + dumps) without asdict's deepcopy,
-    which cost ~1 ms per user state; the fields are plain JSON types (tuples become lists)."""
-    return json.dumps(vars(state), separators=(",", ":"))
 
 
 def plan_items(items: Sequence[ItemUpsert], vectors: Mapping[str, bytes], keys: Keys) -> Plan:
     """Catalog records, content vectors and the fresh pool; an inactive item leaves the pools."""
     plan = Plan()
+    if items:
+        plan.hincr[keys.catalog_version]["items"] += 1
     for it in items:
         plan.hset[keys.item(it.item_id)] = {
             "title": it.title, "text": it.text, "categories": json.dumps(it.categories),

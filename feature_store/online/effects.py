@@ -10,13 +10,14 @@ the batch and the items' categories; replaying the same fresh events yields the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.events import Interaction, InteractionType
 from feature_store.online import decay
 from feature_store.online.bandit_effects import BanditParams, add_bandit_effects
-from feature_store.online.keys import Keys
+from feature_store.online.keys import Keys, pop_slice
 from feature_store.online.plan import Plan
 
 TYPE_WEIGHTS: dict[InteractionType, float] = {
@@ -25,6 +26,9 @@ TYPE_WEIGHTS: dict[InteractionType, float] = {
 }
 POP, TREND = "pop", "trend"
 SEP = "\t"
+# Whether an event's write to a key's shard is still to be applied: False only when replaying a batch
+# whose writes reached some shards of a Redis Cluster before a crash (see ``writer``).
+Keep = Callable[[Any, str], bool]  # (event, key) -> write it
 
 
 @dataclass(frozen=True)
@@ -79,19 +83,21 @@ def decode_history(raw: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def plan_interactions(events: Sequence[Interaction], users: Mapping[str, UserState],
-                      categories: Mapping[str, Sequence[str]], p: EffectParams, keys: Keys) -> Plan:
-    """Every effect of ``events`` (fresh, deduplicated, in partition order) as one plan."""
+                      categories: Mapping[str, Sequence[str]], p: EffectParams, keys: Keys,
+                      keep: Keep | None = None) -> Plan:
+    """Every effect of ``events`` (fresh, deduplicated, in partition order) as one plan. ``keep``
+    filters the shared writes (popularity, co-visitation, bandit tables) per event and shard."""
     plan = Plan()
     state = {u: UserState(list(s.history), dict(s.impressions)) for u, s in users.items()}
     for ev in events:
         user = state.setdefault(ev.user_id, UserState())
         cats = categories.get(ev.item_id, ())
-        add_bandit_effects(plan, ev, user.impressions, p.bandit, keys)
+        add_bandit_effects(plan, ev, user.impressions, p.bandit, keys, keep)
         if ev.type is not InteractionType.IMPRESSION:
             plan.sadd[keys.seen(ev.user_id)].add(ev.item_id)
         if engaged(ev):
-            _add_popularity(plan, ev, cats, p, keys)
-            _add_covisit(plan, ev, user.history, p, keys)
+            _add_popularity(plan, ev, cats, p, keys, keep)
+            _add_covisit(plan, ev, user.history, p, keys, keep)
             user.history = [(ev.item_id, ev.timestamp), *user.history][: p.covisit_history]
             plan.lpush[keys.history(ev.user_id)].extend(encode_history([(ev.item_id, ev.timestamp)]))
             plan.ltrim[keys.history(ev.user_id)] = p.history_len
@@ -104,26 +110,36 @@ def plan_interactions(events: Sequence[Interaction], users: Mapping[str, UserSta
     return plan
 
 
-def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys) -> None:
+def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectParams, keys: Keys,
+                    keep: Keep | None) -> None:
     w = weight(ev)
+    part = pop_slice(ev.item_id)
     for kind, hl in ((POP, p.popularity_half_life_s), (TREND, p.trending_half_life_s)):
         epoch = decay.epoch_of(ev.timestamp, hl)
         inc = decay.grow(w, ev.timestamp, hl)
+        seg_key = keys.segments(kind, part)
+        if keep is not None and not keep(ev, seg_key):
+            continue
         for seg in segments(ev, cats, p.segment_keys):
-            key = keys.popularity(kind, epoch, seg)
+            key = keys.popularity(kind, epoch, seg, part)
             plan.zincr[key][ev.item_id] += inc
             plan.expire[key] = int(3 * decay.epoch_len(hl))
-            plan.sadd[keys.segments(kind)].add(seg)
+            plan.sadd[seg_key].add(seg)
 
 
 def _add_covisit(plan: Plan, ev: Interaction, history: Sequence[tuple[str, float]],
-                 p: EffectParams, keys: Keys) -> None:
+                 p: EffectParams, keys: Keys, keep: Keep | None) -> None:
     """``other`` was engaged ``d`` steps before ``ev``: the pair counts ``1/d`` forward (other -> this
     item: what people engage with next) and ``covisit_backward / d`` the other way."""
+    mine = keys.covisit(ev.item_id)
+    keep_mine = keep is None or keep(ev, mine)
     for d, (other, ts) in enumerate(history[: p.covisit_history], start=1):
         if other == ev.item_id or abs(ev.timestamp - ts) > p.covisit_window_s:
             continue
-        plan.zincr[keys.covisit(other)][ev.item_id] += 1.0 / d
-        plan.zincr[keys.covisit(ev.item_id)][other] += p.covisit_backward / d
-        plan.zcap[keys.covisit(ev.item_id)] = p.covisit_cap
-        plan.zcap[keys.covisit(other)] = p.covisit_cap
+        theirs = keys.covisit(other)
+        if keep is None or keep(ev, theirs):
+            plan.zincr[theirs][ev.item_id] += 1.0 / d
+            plan.zcap[theirs] = p.covisit_cap
+        if keep_mine:
+            plan.zincr[mine][other] += p.covisit_backward / d
+            plan.zcap[mine] = p.covisit_cap

@@ -13,8 +13,7 @@ Expiry (TTL) is not modelled: a replay runs at event time, where wall-clock expi
 from __future__ import annotations
 
 import heapq
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from core.online import F32, ItemInfo, Scored, UserState
 from core.protocols import Features
 from core.settings import Settings
 from feature_store import transforms as tf
-from feature_store.online import views
+from feature_store.online import item_merge, views
 from feature_store.online.batch import (
     Snapshot,
     SnapshotRequest,
@@ -36,8 +35,9 @@ from feature_store.online.batch import (
 )
 from feature_store.online.effects import POP, TREND, decode_history
 from feature_store.online.effects import UserState as EffectUserState
-from feature_store.online.keys import Keys
-from feature_store.online.plan import Plan
+from feature_store.online.item_merge import ItemDelta
+from feature_store.online.keys import SLICES, Keys, pop_slice
+from feature_store.online.plan import Plan, ops
 
 USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
 ITEM_FIELDS = names.ITEM_REALTIME.fields
@@ -51,8 +51,9 @@ def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
 
 
 class KeySpace:
-    """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them.
-    ``ztop`` answers ZREVRANGE from a cache that a write to the key invalidates."""
+    """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them
+    (the same op list, :func:`plan.ops`). ``ztop`` answers ZREVRANGE from a cache that a write to the
+    key invalidates."""
 
     def __init__(self) -> None:
         self.z: dict[str, dict[str, float]] = {}
@@ -68,52 +69,71 @@ class KeySpace:
             hit = self._top[key] = zrevrange(self.z.get(key), max(k, 64))
         return hit[:k]
 
-    def _touched(self, keys: Iterable[str]) -> None:
-        for key in keys:
+    def apply(self, plan: Plan) -> None:
+        for op in ops(plan):
+            self.apply_op(*op)
+
+    def apply_op(self, code: str, key: str, arg: Any) -> None:
+        if code in _ZSET_OPS:
             self._top.pop(key, None)
+        getattr(self, f"_{code}")(key, arg)
 
-    def apply(self, plan: Plan, marks: Sequence[str] = ()) -> None:
-        """Same order as ``OnlineWriter._queue``: the script, then the pipelined commands."""
-        self._touched(itertools.chain(plan.zincr, plan.zcap, plan.zadd, plan.zrem))
-        for key, members in plan.zincr.items():
-            zs = self.z.setdefault(key, {})
-            for m, inc in members.items():
-                zs[m] = zs.get(m, 0.0) + float(repr(inc))
-        for key, fields in plan.hincr.items():
-            hs = self.h.setdefault(key, {})
-            for f, inc in fields.items():
-                hs[f] = _float_text(float(hs.get(f, "0")) + inc)
-        for key, cap in plan.zcap.items():
-            self._zcap(key, cap)
-        for key, mapping in plan.hset.items():
-            self.h.setdefault(key, {}).update(mapping)
-        for key, values in plan.lpush.items():
-            self.l[key] = list(reversed(values)) + self.l.get(key, [])
-        for key, n in plan.ltrim.items():
-            self.l[key] = self.l.get(key, [])[:n]
-        for key, added in plan.sadd.items():
-            self.s.setdefault(key, set()).update(added)
-        for key in marks:
-            self.v[key] = "1"
-        self._pipelined(plan)
+    def _im(self, key: str, delta: ItemDelta) -> None:
+        item_merge.merge(self.h.setdefault(key, {}), delta)
 
-    def _pipelined(self, plan: Plan) -> None:
-        for key, values in plan.lists.items():
-            self.l[key] = list(values)
-        for key, rem in plan.srem.items():
-            self.s.get(key, set()).difference_update(rem)
-        for key, zmap in plan.zadd.items():
-            self.z.setdefault(key, {}).update({m: float(s) for m, s in zmap.items()})
-        for key, zmembers in plan.zrem.items():
-            for m in zmembers:
-                self.z.get(key, {}).pop(m, None)
-        for key, (value, _ttl) in plan.setex.items():
-            self.v[key] = value
+    def _zi(self, key: str, members: list[tuple[str, str]]) -> None:
+        zs = self.z.setdefault(key, {})
+        for m, inc in members:
+            zs[m] = zs.get(m, 0.0) + float(inc)
 
-    def _zcap(self, key: str, cap: int) -> None:
+    def _hi(self, key: str, fields: list[tuple[str, str]]) -> None:
+        hs = self.h.setdefault(key, {})
+        for f, inc in fields:
+            hs[f] = _float_text(float(hs.get(f, "0")) + float(inc))
+
+    def _hb(self, key: str, fields: list[tuple[str, str]]) -> None:
+        hs = self.h.setdefault(key, {})
+        for f, inc in fields:
+            hs[f] = str(int(hs.get(f, "0")) + int(inc))
+
+    def _zc(self, key: str, cap: int) -> None:
         zs = self.z.get(key)
         if zs is not None and len(zs) > cap:
             self.z[key] = dict(sorted(zs.items(), key=lambda kv: (kv[1], kv[0]))[-cap:])
+
+    def _hs(self, key: str, pairs: list[tuple[str, str]]) -> None:
+        self.h.setdefault(key, {}).update(pairs)
+
+    def _lp(self, key: str, values: list[str]) -> None:
+        self.l[key] = list(reversed(values)) + self.l.get(key, [])
+
+    def _lt(self, key: str, n: int) -> None:
+        self.l[key] = self.l.get(key, [])[:n]
+
+    def _ls(self, key: str, values: list[str]) -> None:
+        self.l[key] = list(values)
+
+    def _sa(self, key: str, members: list[str]) -> None:
+        self.s.setdefault(key, set()).update(members)
+
+    def _sr(self, key: str, members: list[str]) -> None:
+        self.s.get(key, set()).difference_update(members)
+
+    def _za(self, key: str, pairs: list[tuple[str, str]]) -> None:
+        self.z.setdefault(key, {}).update({m: float(score) for score, m in pairs})
+
+    def _zr(self, key: str, members: list[str]) -> None:
+        for m in members:
+            self.z.get(key, {}).pop(m, None)
+
+    def _set(self, key: str, value_ttl: tuple[str | bytes, int | None]) -> None:
+        self.v[key] = value_ttl[0]
+
+    def _ex(self, key: str, seconds: int) -> None:
+        """Expiry is not modelled (see the module docstring)."""
+
+
+_ZSET_OPS = frozenset({"zi", "zc", "za", "zr"})
 
 
 def _float_text(x: float) -> str:
@@ -154,9 +174,7 @@ class MemoryOnline:
     def apply_items(self, items: Sequence[ItemUpsert], vectors: Mapping[str, bytes]) -> None:
         for it in items:
             self._infos.pop(it.item_id, None)
-        states = {it.item_id: tf.loads_item(self.kv.v.get(self.keys.item_features(it.item_id)), it.item_id)
-                  for it in items}
-        self.kv.apply(plan_item_batch(items, vectors, states, self.keys))
+        self.kv.apply(plan_item_batch(items, vectors, self.keys))
 
     def apply_users(self, users: Sequence[UserUpsert]) -> None:
         self.kv.apply(plan_users(users, self.keys))
@@ -171,7 +189,6 @@ class MemoryOnline:
             snap.user_features[u] = tf.loads_user(kv.v.get(keys.user_features(u)), u)
         for i in req.items:
             snap.categories[i] = self._categories(i)
-            snap.item_features[i] = tf.loads_item(kv.v.get(keys.item_features(i)), i)
         return snap
 
     def _categories(self, item_id: str) -> list[str]:
@@ -200,7 +217,8 @@ class MemoryOnline:
             return []
         seg = self.segment_key(segment)
         for s in [seg] if seg == "all" else [seg, "all"]:
-            rows = [(e, self.kv.ztop(self.keys.popularity(kind, e, s), k))
+            rows = [(e, [row for part in range(SLICES)
+                         for row in self.kv.ztop(self.keys.popularity(kind, e, s, part), k)])
                     for e in views.epochs(now, half_life)]
             top = views.decayed_top(rows, now, half_life, k)
             if top:
@@ -237,13 +255,17 @@ class MemoryOnline:
     def item_popularity(self, item_ids: Sequence[str], now: float) -> F32:
         rows = []
         for e in views.epochs(now, self.pop_hl):
-            zs = self.kv.z.get(self.keys.popularity(POP, e, "all"), {})
-            rows.append((e, [zs.get(i) for i in item_ids]))
+            tables = [self.kv.z.get(self.keys.popularity(POP, e, "all", part), {}) for part in range(SLICES)]
+            rows.append((e, [tables[pop_slice(i)].get(i) for i in item_ids]))
         return views.decayed_scores(rows, now, self.pop_hl, len(item_ids))
 
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
-        table = self.kv.h.get(self.keys.bandit(self.segment_key(segment)), {})
-        counts = [(float(table.get(f"{i}:i", 0.0)), float(table.get(f"{i}:c", 0.0))) for i in item_ids]
+        seg = self.segment_key(segment)
+        tables = [self.kv.h.get(self.keys.bandit(seg, part), {}) for part in range(SLICES)]
+        counts = []
+        for i in item_ids:
+            table = tables[pop_slice(i)]
+            counts.append((float(table.get(f"{i}:i", 0.0)), float(table.get(f"{i}:c", 0.0))))
         b = self.settings.bandit
         return views.posterior_arrays(counts, b.prior_alpha, b.prior_beta)
 
@@ -258,17 +280,18 @@ class MemoryOnline:
         return row
 
     def item_features(self, item_ids: Sequence[str]) -> list[Features]:
-        """Projected once per stored state (the state string changes whenever the worker's plan
-        rewrites it; the row is a pure function of it)."""
+        """Projected once per stored state (a merge replaces the ``t`` field, the row timestamp,
+        whenever it changes the state; the row is a pure function of the state)."""
         out = []
         for iid in item_ids:
-            raw = self.kv.v.get(self.keys.item_features(iid))
+            fields = self.kv.h.get(self.keys.item_features(iid))
+            version = fields.get("t", "") if fields else ""
             hit = self._rows.get(iid)
-            if hit is None or hit[0] is not raw:
+            if hit is None or hit[0] != version:
                 row: dict[str, Any] = {names.ITEM_KEY: iid, **dict.fromkeys(ITEM_FIELDS)}
-                if raw:
-                    row.update(_fields(tf.project_item_realtime(tf.loads_item(raw, iid))))
-                hit = self._rows[iid] = (raw or "", row)
+                if fields:
+                    row.update(_fields(tf.project_item_realtime(item_merge.item_state(iid, fields))))
+                hit = self._rows[iid] = (version, row)
             out.append(dict(hit[1]))
         return out
 

@@ -1,9 +1,28 @@
-"""A Redis mutation plan: what one batch changes, built by pure functions, applied in one MULTI/EXEC."""
+"""A mutation plan: what one batch changes in the online state, built by pure functions.
+
+A :class:`Plan` is compiled to a list of :data:`Op` in one canonical order (:func:`ops`); the Redis
+writer ships each shard's ops to one Lua script (``writer``), and the in-process store interprets the
+same list (``memory_state.KeySpace``), so both apply the same writes in the same order.
+
+Ops are split by the hash tag of their key (one script per tag in a Redis Cluster) and by stage:
+``shared`` writes (popularity, co-visitation, bandit tables, item states) go before the ``owned``
+writes of the batch's users (their histories, seen sets, impressions, feature states and dedupe
+markers), see :func:`stage_of`.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+from feature_store.online.item_merge import ItemDelta
+
+# (code, key, args): codes are those of the Lua script in ``writer`` and of ``KeySpace.apply``.
+Op = tuple[str, str, Any]
+SHARED, OWNED = "s", "u"
+_OWNED_KINDS = ("hist:", "seen:", "imp:", "fs:user:", "dd:")
 
 
 def _nested() -> defaultdict[str, defaultdict[str, float]]:
@@ -27,7 +46,91 @@ class Plan:
     setex: dict[str, tuple[bytes | str, int | None]] = field(default_factory=dict)
     expire: dict[str, int] = field(default_factory=dict)
     zcap: dict[str, int] = field(default_factory=dict)
+    imerge: dict[str, ItemDelta] = field(default_factory=dict)
 
     def command_count(self) -> int:
         return (sum(len(v) for v in self.zincr.values()) + sum(len(v) for v in self.hincr.values())
-                + len(self.hset) + len(self.lists) + len(self.sadd) + len(self.setex) + len(self.expire))
+                + len(self.hset) + len(self.lists) + len(self.sadd) + len(self.setex) + len(self.expire)
+                + len(self.imerge))
+
+
+def ops(plan: Plan) -> Iterator[Op]:
+    """The plan's writes in the order both stores apply them. Increments travel as ``repr`` text
+    (exact); sets are sorted so that the order is deterministic."""
+    for key, delta in plan.imerge.items():
+        yield "im", key, delta
+    for key, members in plan.zincr.items():
+        yield "zi", key, [(m, repr(v)) for m, v in members.items()]
+    for key, fields in plan.hincr.items():
+        whole = [(f, str(int(v))) for f, v in fields.items() if v.is_integer()]
+        if whole:  # counts: HINCRBY is cheaper and stores the same text as HINCRBYFLOAT would
+            yield "hb", key, whole
+        if len(whole) < len(fields):
+            yield "hi", key, [(f, repr(v)) for f, v in fields.items() if not v.is_integer()]
+    for key, cap in plan.zcap.items():
+        yield "zc", key, cap
+    for key, mapping in plan.hset.items():
+        yield "hs", key, list(mapping.items())
+    for key, values in plan.lpush.items():
+        yield "lp", key, values
+    for key, n in plan.ltrim.items():
+        yield "lt", key, n
+    for key, values in plan.lists.items():
+        yield "ls", key, values
+    yield from _membership(plan)
+    for key, (value, ttl) in plan.setex.items():
+        yield "set", key, (value, ttl)
+    for key, seconds in plan.expire.items():
+        yield "ex", key, seconds
+
+
+def _membership(plan: Plan) -> Iterator[Op]:
+    for key, added in plan.sadd.items():
+        if added:
+            yield "sa", key, sorted(added)
+    for key, removed in plan.srem.items():
+        if removed:
+            yield "sr", key, sorted(removed)
+    for key, scores in plan.zadd.items():
+        if scores:
+            yield "za", key, [(repr(float(s)), m) for m, s in scores.items()]
+    for key, removed in plan.zrem.items():
+        if removed:
+            yield "zr", key, sorted(removed)
+
+
+def stage_of(key: str) -> str:
+    """``owned`` for the per-user keys a batch's partition owns, else ``shared``."""
+    close = key.index("}")
+    return OWNED if key.startswith(_OWNED_KINDS, close + 2) else SHARED
+
+
+def group_of(key: str) -> str:
+    """The hash tag (``{...}``) of a key."""
+    start = key.index("{")
+    return key[start:key.index("}", start) + 1]
+
+
+_PLACES: dict[str, tuple[str, str]] = {}
+
+
+def place(key: str) -> tuple[str, str]:
+    """``(stage, tag)`` of a key, remembered."""
+    got = _PLACES.get(key)
+    if got is None:
+        if len(_PLACES) >= 1 << 20:
+            _PLACES.clear()
+        got = _PLACES[key] = (stage_of(key), group_of(key))
+    return got
+
+
+def grouped(plan: Plan) -> dict[tuple[str, str], list[Op]]:
+    """``(stage, tag) -> ops`` in canonical order within each group."""
+    out: dict[tuple[str, str], list[Op]] = {}
+    for op in ops(plan):
+        where = place(op[1])
+        group = out.get(where)
+        if group is None:
+            group = out[where] = []
+        group.append(op)
+    return out

@@ -17,34 +17,33 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from core.errors import StoreUnavailable
 from core.online import F32, ItemInfo, Scored, UserState
 from core.settings import Settings
 from feature_store.online import views
 from feature_store.online.effects import POP, TREND
-from feature_store.online.keys import Keys
+from feature_store.online.keys import SLICES, Keys, pop_slice
+from feature_store.redis_url import parse
 
 P = ParamSpec("P")
 R = TypeVar("R")
 BREAKER_S = 1.0
-_USER_LUA = """
-local hist = redis.call('LRANGE', KEYS[1], 0, -1)
-local out = {}
-for i = 1, math.min(tonumber(ARGV[2]), #hist) do
-  local item = string.match(hist[i], '^(.*)\t[^\t]*$') or hist[i]
-  out[i] = redis.call('ZREVRANGE', ARGV[1] .. item, 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-end
-return {hist, out}
-"""
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """Sync client with bounded timeouts: a dead Redis costs at most ``socket_timeout_s`` per call."""
-    url = settings.redis.url or "redis://127.0.0.1:6379/0"
-    return redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout_s,
-                                socket_connect_timeout=settings.redis.connect_timeout_s,
-                                decode_responses=False, health_check_interval=0)
+    """Sync client with bounded timeouts: a dead Redis costs at most ``socket_timeout_s`` per call.
+    A ``redis+cluster://`` URL gives a ``RedisCluster`` (same commands; pipelines span nodes)."""
+    r = settings.redis
+    ep = parse(r.url or "redis://127.0.0.1:6379/0")
+    opts: dict[str, Any] = {"socket_timeout": r.socket_timeout_s,
+                            "socket_connect_timeout": r.connect_timeout_s, "decode_responses": False}
+    if ep.cluster:
+        nodes = [ClusterNode(host, port) for host, port in ep.nodes]
+        return RedisCluster(startup_nodes=nodes, username=ep.username, password=ep.password,  # type: ignore[return-value]
+                            ssl=ep.tls, **opts)
+    return redis.Redis.from_url(ep.single_url, health_check_interval=0, **opts)
 
 
 def _guard(fn: Callable[P, R]) -> Callable[P, R]:
@@ -59,11 +58,6 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
             self._down_until = time.monotonic() + BREAKER_S
             raise StoreUnavailable(f"redis: {exc}") from exc
     return wrapper
-
-
-def _rows(flat: Sequence[Any]) -> views.Rows:
-    """ZREVRANGE WITHSCORES as returned by a Lua script: [member, score, member, score, ...]."""
-    return [(views.text(m), float(s)) for m, s in zip(flat[0::2], flat[1::2], strict=True)]
 
 
 def _pairs(rows: Sequence[tuple[Any, Any]]) -> views.Rows:
@@ -94,20 +88,28 @@ class RedisOnlineState:
 
     @_guard
     def user(self, user_id: str) -> UserState:
-        """History, seen set, user record AND the co-visitation neighbours of the recent items, in
-        one round trip (the neighbours are read server-side by a small Lua script)."""
+        """History, seen set and user record (one slot: one round trip), then the co-visitation
+        neighbours of the recent items (their own shards: a second round trip)."""
         k = self.settings.retrieval.covisit
         with self.r.pipeline(transaction=False) as p:
-            p.eval(_USER_LUA, 1, self.keys.history(user_id), self.keys.covisit(""), views.COVISIT_RECENT,
-                   min(k, views.COVISIT_PER_ITEM))
+            p.lrange(self.keys.history(user_id), 0, -1)
             p.smembers(self.keys.seen(user_id))
             p.hgetall(self.keys.user(user_id))
-            (hist, neighbours), seen, rec = p.execute()
+            hist, seen, rec = p.execute()
+        history = [views.text(h) for h in hist]
+        recent = views.history_items(history, views.COVISIT_RECENT)
+        neighbours = []
+        if recent:
+            per = min(k, views.COVISIT_PER_ITEM)
+            with self.r.pipeline(transaction=False) as p:
+                for item in recent:
+                    p.zrevrange(self.keys.covisit(item), 0, per - 1, withscores=True)
+                neighbours = [_pairs(rows) for rows in p.execute()]
         record = {views.text(a): views.text(b) for a, b in rec.items()}
-        return views.user_state(user_id, [views.text(h) for h in hist], [_rows(n) for n in neighbours],
-                                {views.text(x) for x in seen}, record, k)
+        return views.user_state(user_id, history, neighbours, {views.text(x) for x in seen}, record, k)
 
     def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
+        """Each epoch's top-k of every slice (an item lives in one slice), merged."""
         if k <= 0:
             return []
         seg = self.segment_key(segment)
@@ -116,10 +118,13 @@ class RedisOnlineState:
         with self.r.pipeline(transaction=False) as p:
             for s in segs:
                 for e in epochs:
-                    p.zrevrange(self.keys.popularity(kind, e, s), 0, k - 1, withscores=True)
-            res = p.execute()
-        lists = [views.decayed_top([(e, _pairs(res[2 * j + n])) for n, e in enumerate(epochs)], now,
-                                   half_life, k) for j in range(len(segs))]
+                    for part in range(SLICES):
+                        p.zrevrange(self.keys.popularity(kind, e, s, part), 0, k - 1, withscores=True)
+            res = iter(p.execute())
+        lists = []
+        for _ in segs:
+            rows = [(e, [row for _ in range(SLICES) for row in _pairs(next(res))]) for e in epochs]
+            lists.append(views.decayed_top(rows, now, half_life, k))
         return next((lst for lst in lists if lst), [])
 
     def _shared(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> Scored:
@@ -191,11 +196,17 @@ class RedisOnlineState:
         if not item_ids:
             return np.zeros(0, np.float32)
         epochs = views.epochs(now, self.pop_hl)
+        parts = _by_slice(item_ids)
         with self.r.pipeline(transaction=False) as p:
             for e in epochs:
-                p.zmscore(self.keys.popularity(POP, e, "all"), list(item_ids))
-            res = p.execute()
-        return views.decayed_scores(list(zip(epochs, res, strict=True)), now, self.pop_hl, len(item_ids))
+                for part, ids in parts.items():
+                    p.zmscore(self.keys.popularity(POP, e, "all", part), ids)
+            res = iter(p.execute())
+        rows = []
+        for e in epochs:
+            score = {i: v for ids in parts.values() for i, v in zip(ids, next(res), strict=True)}
+            rows.append((e, [score[i] for i in item_ids]))
+        return views.decayed_scores(rows, now, self.pop_hl, len(item_ids))
 
     @_guard
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
@@ -205,12 +216,24 @@ class RedisOnlineState:
         cache = self._counts.setdefault(seg, {})
         stale = [i for i in item_ids if i not in cache or now - cache[i][0] >= ttl]
         if stale:
-            raw = self.r.hmget(self.keys.bandit(seg), [f for i in stale for f in (f"{i}:i", f"{i}:c")])
-            vals = [float(v) if v is not None else 0.0 for v in raw]
-            for j, iid in enumerate(stale):
-                cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
+            parts = _by_slice(stale)
+            with self.r.pipeline(transaction=False) as p:
+                for part, ids in parts.items():
+                    p.hmget(self.keys.bandit(seg, part), [f for i in ids for f in (f"{i}:i", f"{i}:c")])
+                res = p.execute()
+            for ids, raw in zip(parts.values(), res, strict=True):
+                vals = [float(v) if v is not None else 0.0 for v in raw]
+                for j, iid in enumerate(ids):
+                    cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
         counts = [cache[i][1:] for i in item_ids]
         if len(cache) > self._cache_size:
             cache.clear()
         b = self.settings.bandit
         return views.posterior_arrays(counts, b.prior_alpha, b.prior_beta)
+
+
+def _by_slice(item_ids: Sequence[str]) -> dict[int, list[str]]:
+    parts: dict[int, list[str]] = {}
+    for i in dict.fromkeys(item_ids):
+        parts.setdefault(pop_slice(i), []).append(i)
+    return parts

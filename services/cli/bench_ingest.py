@@ -144,8 +144,8 @@ def _measure_latency(s: Settings, prod: KafkaProducer, topics: Topics, world: Wo
     r, keys = redis.Redis.from_url(s.redis.url or ""), Keys(s.redis.key_prefix)
     evs = [e.model_copy(update={"event_id": f"lat-{k}"}) for k, e in
            enumerate(world.traffic(n, time.time(), rate))]
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    sent: dict[tuple[str, str], float] = {}
+    seen: dict[tuple[str, str], float] = {}
     done = threading.Event()
     poller = threading.Thread(target=_poll, args=(r, keys, sent, seen, done), daemon=True)
     poller.start()
@@ -156,7 +156,7 @@ def _measure_latency(s: Settings, prod: KafkaProducer, topics: Topics, world: Wo
             time.sleep(delay)
         prod.send(topics.interactions, key=ev.user_id.encode(), value=encode(ev))
         if k % 10 == 0:
-            sent[ev.event_id] = time.monotonic()
+            sent[(ev.user_id, ev.event_id)] = time.monotonic()
     prod.flush()
     deadline = time.monotonic() + 30
     while len(seen) < len(sent) and time.monotonic() < deadline:
@@ -168,14 +168,14 @@ def _measure_latency(s: Settings, prod: KafkaProducer, topics: Topics, world: Wo
             "latency_samples": len(lat), "latency_missing": len(sent) - len(seen), "latency_rate": rate}
 
 
-def _poll(r: redis.Redis, keys: Keys, sent: dict[str, float], seen: dict[str, float],
+def _poll(r: redis.Redis, keys: Keys, sent: dict[tuple[str, str], float], seen: dict[tuple[str, str], float],
           done: threading.Event) -> None:
     while not done.is_set():
         pending = [e for e in list(sent) if e not in seen]
         if pending:
             with r.pipeline(transaction=False) as pipe:
                 for e in pending:
-                    pipe.exists(keys.dedupe(e))
+                    pipe.exists(keys.dedupe(*e))
                 found = pipe.execute()
             now = time.monotonic()
             for e, ok in zip(pending, found, strict=True):

@@ -6,11 +6,10 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-import redis.asyncio as aredis
-
 from core.events import Interaction, ItemUpsert
 from core.settings import Settings
 from feature_store import transforms as tf
+from feature_store.online import resp
 from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
@@ -19,14 +18,14 @@ from feature_store.online.writer import OnlineWriter, StatsDelta
 def seed_state(settings: Settings, items: Sequence[ItemUpsert], events: Sequence[Interaction]) -> None:
     """Writes as the stream worker does with these settings (its writer, effect and transform params)."""
     async def run() -> None:
-        r = aredis.Redis.from_url(settings.redis.url or "", decode_responses=True)
+        r = resp.connect(settings.redis.url or "", 1.0, 30.0)
         w = OnlineWriter(r, Keys(settings.redis.key_prefix), effect_params(settings), 3600,
                          tf.TransformParams.from_settings(settings))
         if items:
-            await w.apply_items(list(items), {}, {}, StatsDelta("items"))
+            await w.apply_items([(None, it) for it in items], {}, {}, {}, StatsDelta("items"))
         if events:
-            await w.apply_interactions(list(events), {}, StatsDelta("interactions"))
-        await r.aclose()
+            await w.apply_interactions([(None, e) for e in events], {}, {}, StatsDelta("interactions"))
+        await r.close()
 
     asyncio.run(run())
 

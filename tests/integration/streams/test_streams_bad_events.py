@@ -77,10 +77,11 @@ def test_bad_events_go_to_dlq_and_state_is_as_if_never_sent(stream_settings) -> 
     assert all(d.key is not None and d.key.raw() == b"u1" for d in letters)
     expected = dump(s, reference_state(s, catalog, good))
     actual = dump(s, s.redis.key_prefix)
-    for key in [k for k in actual if k.startswith(("item:", "vec:", "fs:item:")) and "late" in k]:
+    keys = Keys("")
+    for key in (keys.item("late"), keys.vector("late"), keys.item_features("late")):
         del actual[key]
-    actual["fresh"] = {k: v for k, v in actual["fresh"].items() if k != b"late"}
-    actual["items:active"] = [i for i in actual["items:active"] if i != b"late"]
+    actual[keys.fresh] = {k: v for k, v in actual[keys.fresh].items() if k != b"late"}
+    actual[keys.active_items] = [i for i in actual[keys.active_items] if i != b"late"]
     assert_same(actual, expected)
 
 

@@ -8,7 +8,7 @@ from core.events import Interaction
 from feature_store.online import decay
 from feature_store.online.bandit_effects import context_indices
 from feature_store.online.effects import EffectParams, UserState, decode_history, plan_interactions
-from feature_store.online.keys import Keys
+from feature_store.online.keys import Keys, pop_slice
 
 K = Keys("t:")
 P = EffectParams(covisit_window_s=100.0)
@@ -37,7 +37,7 @@ def test_popularity_goes_to_global_category_and_context_segments() -> None:
 def test_impressions_do_not_count_for_popularity_but_for_bandit() -> None:
     plan = plan_interactions([ev(1, "u", "i1", "impression", feed_id="f", position=3)], {}, {}, P, K)
     assert not [k for k in plan.zincr if ":pop:" in k]
-    assert plan.hincr[K.bandit("all")]["i1:i"] == 1
+    assert plan.hincr[K.bandit("all", pop_slice("i1"))]["i1:i"] == 1
     assert plan.hset[K.impressions("u")]["f:3"].startswith("i1\t")
 
 
@@ -47,16 +47,16 @@ def test_click_is_attributed_once_through_feed_id_and_position() -> None:
               ev(3, "u", "i1", "click", ts=T0 + 2, feed_id="f", position=0),
               ev(4, "u", "i2", "click", ts=T0 + 3, feed_id="f", position=0)]
     plan = plan_interactions(events, {}, {}, P, K)
-    assert plan.hincr[K.bandit("all")]["i1:c"] == 1
-    assert plan.hincr[K.bandit("device:ios")]["i1:c"] == 1
-    assert "i2:c" not in plan.hincr[K.bandit("all")]
+    assert plan.hincr[K.bandit("all", pop_slice("i1"))]["i1:c"] == 1
+    assert plan.hincr[K.bandit("device:ios", pop_slice("i1"))]["i1:c"] == 1
+    assert "i2:c" not in plan.hincr[K.bandit("all", pop_slice("i2"))]
     assert plan.hset[K.impressions("u")]["f:0"].endswith("\t1")
 
 
 def test_click_attributes_to_impression_from_an_earlier_batch() -> None:
     state = {"u": UserState([], {"f:1": "i9\tandroid\t0"})}
     plan = plan_interactions([ev(1, "u", "i9", "click", feed_id="f", position=1)], state, {}, P, K)
-    assert plan.hincr[K.bandit("device:android")]["i9:c"] == 1
+    assert plan.hincr[K.bandit("device:android", pop_slice("i9"))]["i9:c"] == 1
     idx = context_indices({"device": "android"}, "device", 8)
     assert plan.hincr[K.linear("i9")][f"b:{idx[1]}"] == 1
 
