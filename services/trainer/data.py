@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -109,14 +109,22 @@ def training_catalog(archive: ParquetArchive, end: float, use_model: bool) -> Ca
     latest: dict[str, dict[str, Any]] = {}
     for rec in archive.iter_events(ITEMS, None, end):
         latest[rec["item_id"]] = rec
-    items = [ItemUpsert.model_validate(r) for r in latest.values() if r.get("active", True)]
+    items = [_record(ItemUpsert, r) for r in latest.values() if r.get("active", True)]
     users_latest: dict[str, dict[str, Any]] = {}
     for rec in archive.iter_events(USERS, None, end):
         users_latest[rec["user_id"]] = rec
-    users = [UserUpsert.model_validate(r) for r in users_latest.values()]
+    users = [_record(UserUpsert, r) for r in users_latest.values()]
     if not items:
         return Catalog([], None, users)
     encoder = ContentEncoder(ContentConfig(use_model=use_model))
     vectors = encoder.encode([item_text(it.title, it.text) for it in items],
                              [list(it.categories) for it in items])
     return Catalog(items, vectors, users)
+
+
+R = TypeVar("R", ItemUpsert, UserUpsert)
+
+
+def _record(model: type[R], archived: dict[str, Any]) -> R:
+    """The upsert back from its archived row (the archive adds bookkeeping such as ``_offset``)."""
+    return model.model_validate({k: v for k, v in archived.items() if k in model.model_fields})

@@ -14,12 +14,19 @@ from services.trainer.two_tower import TwoTowerBundle, user_sequences
 HOUR = 3600.0
 
 
+def _as_worker_archives(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Rows as the worker's ArchiveSink writes them: the record plus its Kafka offset."""
+    return [{**row, "_offset": n} for n, row in enumerate(rows)]
+
+
 def archive_catalogue(world: World, archive: ParquetArchive, now: float) -> None:
-    archive.append("items", [u.model_dump(mode="json") for u in world.item_upserts(now=now)])
+    rows = [u.model_dump(mode="json") for u in world.item_upserts(now=now)]
+    archive.append("items", _as_worker_archives(rows))  # type: ignore[arg-type]
 
 
 def archive_events(archive: ParquetArchive, events: list[Interaction]) -> None:
-    archive.append("interactions", [e.model_dump(mode="json") for e in events])
+    rows = [{**e.model_dump(mode="json"), "categories": []} for e in events]
+    archive.append("interactions", _as_worker_archives(rows))  # type: ignore[arg-type]
 
 
 def organic(world: World, archive: ParquetArchive, n: int, start: float, duration_s: float) -> float:

@@ -42,12 +42,13 @@ def _served(world: World, archive: ParquetArchive, start: float, rounds: int) ->
 def test_ranker_is_trained_on_point_in_time_groups_gated_and_loadable(tmp_path: Path) -> None:
     settings = load_settings(data_dir=str(tmp_path), worker={"content_model": False},
                              trainer={"window_s": 10 * HOUR, "holdout_fraction": 0.25})
-    world = World(WorldConfig(n_users=25, n_items=60, seed=4))
+    world = World(WorldConfig(n_users=40, n_items=60, seed=4))
     archive = ParquetArchive(settings.archive_dir)
     archive_catalogue(world, archive, world.config.epoch)
-    archive.append("users", [u.model_dump(mode="json") for u in world.user_upserts()])
+    users = [{**u.model_dump(mode="json"), "_offset": n} for n, u in enumerate(world.user_upserts())]
+    archive.append("users", users)
     now = organic(world, archive, 3000, world.config.epoch, 2 * HOUR)
-    now = _served(world, archive, now, rounds=6)
+    now = _served(world, archive, now, rounds=12)
     lc = Lifecycle(settings, archive=archive, cfg=CFG, clock=lambda: now + 1)
     out = lc.train("manual")
     first = out.decision("ranker")
