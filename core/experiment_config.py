@@ -115,8 +115,9 @@ class Experiment(_Strict):
 
 def experiment_problems(experiments: list[Experiment]) -> list[tuple[str, str]]:
     """Cross-experiment conflicts as (key, reason): duplicate names, two experiments of a layer whose
-    slices overlap while both run, and two experiments of different layers that run at the same
-    time and override the same setting (a user in both would get either)."""
+    slices overlap while both run, two experiments of different layers that run at the same time and
+    override the same setting (a user in both would get either), and two interleavings in different
+    layers at the same time."""
     problems: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
     for k, exp in enumerate(experiments):
@@ -130,6 +131,9 @@ def experiment_problems(experiments: list[Experiment]) -> list[tuple[str, str]]:
 
 
 def _pair_problems(k: int, exp: Experiment, j: int, other: Experiment) -> list[tuple[str, str]]:
+    if exp.kind == other.kind == "interleave" and exp.layer != other.layer:
+        return [(f"experiments.{k}.kind", f"a second interleaving runs beside {other.name!r}; a feed "
+                 "interleaves two rankings at most: put them in one layer")]
     if exp.layer == other.layer:
         lo, hi = max(exp.offset, other.offset), min(exp.offset + exp.traffic, other.offset + other.traffic)
         if lo < hi - SHARE_TOLERANCE:

@@ -65,6 +65,17 @@ def test_a_malformed_experiment_is_refused_naming_the_key(tmp_path: Path, change
         assert words in str(err.value)
 
 
+def test_two_interleavings_may_not_run_in_different_layers_at_once(tmp_path: Path):
+    head = 'name = "lambda"\nlayer = "rerank"'
+    text = GOOD.replace(head, head + '\nkind = "interleave"')
+    text = text.replace('share = 0.5, overrides = { diversity_lambda = 0.8, explore_slots = 1 }',
+                        'overrides = { explore_slots = 1 }').replace('{ name = "control", share = 0.5 }',
+                                                                      '{ name = "control" }')
+    with pytest.raises(ConfigError) as err:
+        load_experiments(_write(tmp_path, text))
+    assert "experiments.1.kind: a second interleaving" in str(err.value)
+
+
 def test_two_layers_may_not_override_the_same_setting_at_once(tmp_path: Path):
     text = GOOD.replace('overrides = { model_version = "7" }', 'overrides = { explore_slots = 0 }', 1)
     with pytest.raises(ConfigError) as err:
