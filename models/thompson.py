@@ -27,6 +27,7 @@ from scipy.special import betainc, betaln
 
 F64 = npt.NDArray[np.float64]
 Z_ITEM = np.linspace(-6.0, 6.0, 14)
+Z_COARSE = np.linspace(-6.0, 6.0, 5)
 UNIFORM_POINTS = 32
 # order-statistic CDF levels the grid is refined at: linear, and geometric in the lower tail, where an
 # item that rarely wins collects most of its probability and the integrand grows exponentially
@@ -68,10 +69,10 @@ def _contenders(a: F64, b: F64, ranks: int) -> tuple[npt.NDArray[np.int64], floa
     return keep, left
 
 
-def _grid(a: F64, b: F64, left: float) -> F64:
+def _grid(a: F64, b: F64, left: float, z: F64 = Z_ITEM) -> F64:
     mean, sd = _moments(a, b)
     right = min(1.0, float((mean + TAIL_SD * sd).max()))
-    own = (mean[:, None] + sd[:, None] * Z_ITEM[None, :]).ravel()
+    own = (mean[:, None] + sd[:, None] * z[None, :]).ravel()
     points = np.concatenate([own, np.linspace(left, right, UNIFORM_POINTS)])
     return np.unique(np.clip(points, left, right))
 
@@ -102,32 +103,38 @@ def _elementary(odds: F64, ranks: int) -> list[F64]:
     return e
 
 
-def _leave_one_out(cdf: F64, ranks: int) -> tuple[list[F64], F64]:
-    """P(exactly r of the OTHER draws exceed x) per item and point, and the CDF of the ``ranks``-th
-    largest draw (used to refine the grid)."""
+def _parts(cdf: F64, ranks: int) -> tuple[F64, F64, F64, list[F64]]:
     f = np.maximum(cdf, CLIP)
     logs = np.log(f)
-    total = logs.sum(axis=0)
-    odds = (1.0 - f) / f
-    e_all = _elementary(odds, ranks)
+    odds = 1.0 / f - 1.0
+    return logs, logs.sum(axis=0), odds, _elementary(odds, ranks)
+
+
+def _order_cdfs(cdf: F64, ranks: int) -> tuple[F64, F64]:
+    """The CDFs of the largest and of the ``ranks``-th largest draw (where the grid is refined)."""
+    _, total, _, e_all = _parts(cdf, 1 if ranks == 1 else ranks)
+    first = np.exp(total)
+    return first, np.asarray(first * np.sum(e_all, axis=0), np.float64)
+
+
+def _leave_one_out(cdf: F64, ranks: int) -> list[F64]:
+    """P(exactly r of the OTHER draws exceed x), per item and point, for r < ranks."""
+    logs, total, odds, e_all = _parts(cdf, ranks)
     base = np.exp(total[None, :] - logs)
-    loo, prev = [], np.ones_like(f)
-    for r in range(ranks):
-        cur = prev if r == 0 else e_all[r][None, :] - odds * prev
-        loo.append(base * cur)
-        prev = cur
-    order_cdf = np.exp(total) * np.sum(e_all, axis=0)
-    return loo, np.asarray(order_cdf, np.float64)
+    loo, prev = [base], None
+    for r in range(1, ranks):
+        prev = e_all[r][None, :] - odds * (1.0 if prev is None else prev)
+        loo.append(base * prev)
+    return loo
 
 
 def _integrate(a: F64, b: F64, left: float, ranks: int) -> F64:
     start = np.asarray(betainc(a, b, left), np.float64)
-    x = _grid(a, b, left)
-    cdf, _ = _cdf(a, b, x, start)
-    first = np.exp(np.log(np.maximum(cdf, CLIP)).sum(axis=0))
-    _, order = _leave_one_out(cdf, ranks)
-    extra = [np.interp(LEVELS, np.maximum.accumulate(c), x) for c in (first, order)]
-    x = np.unique(np.concatenate([x, *extra]))
+    coarse = _grid(a, b, left, Z_COARSE)  # only to find where the order statistics change
+    cdf, _ = _cdf(a, b, coarse, start)
+    first, order = _order_cdfs(cdf, ranks)
+    levels = [first] if ranks == 1 else [first, order]
+    extra = [np.interp(LEVELS, np.maximum.accumulate(c), coarse) for c in levels]
+    x = np.unique(np.concatenate([_grid(a, b, left), *extra]))
     cdf, d = _cdf(a, b, x, start)
-    loo, _ = _leave_one_out(cdf, ranks)
-    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in loo])
+    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in _leave_one_out(cdf, ranks)])
