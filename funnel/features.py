@@ -19,11 +19,13 @@ NaN means unknown: the ranker replaces it with the training mean.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from core.online import F32, ItemInfo, OnlineState, UserState
 from core.protocols import Features, ItemVectorLookup, VectorIndex
@@ -38,6 +40,7 @@ FEATURES: tuple[str, ...] = (
 )
 INDEX = {name: j for j, name in enumerate(FEATURES)}
 MISSING_RANK = math.log1p(1000.0)
+_LOG1P = np.array([math.log1p(r) for r in range(4096)])
 CTR_PRIOR_IMPRESSIONS = 20.0
 DAY, HOUR = 86400.0, 3600.0
 
@@ -69,10 +72,11 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
     infos = [inputs.cands.infos.get(i) or ItemInfo(i) for i in item_ids]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
-    out[:, INDEX["content_sim"]] = _content_sim(inputs.user, infos, state)
+    out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
     out[:, INDEX["item_pop"]] = np.log1p(state.item_popularity(item_ids, inputs.now))
     _item_stats(out, item_rows)
-    created = np.array([info.created_at if info.created_at > 0 else np.nan for info in infos], np.float64)
+    created = np.fromiter((info.created_at for info in infos), np.float64, len(infos))
+    created[created <= 0] = np.nan
     out[:, INDEX["item_age_days"]] = np.log1p(np.maximum(inputs.now - created, 0.0) / DAY)
     alpha, beta = state.posteriors(inputs.segment, item_ids)
     out[:, INDEX["bandit_mean"]] = alpha / np.maximum(alpha + beta, 1e-9)
@@ -81,10 +85,39 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
     return out
 
 
+def _log1p_ranks(ranks: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``math.log1p`` of each rank, from a table (numpy's log1p may differ in the last bit)."""
+    if len(ranks) and ranks.max() >= len(_LOG1P):
+        return np.array([math.log1p(r) for r in ranks.tolist()])
+    return _LOG1P[ranks]
+
+
 def _sources(out: F32, cands: CandidateSet, item_ids: Sequence[str]) -> None:
+    """Each source's score and log rank, scattered into the rows of its members (one dict lookup
+    per source member, not per source x candidate)."""
+    row = dict(zip(item_ids, range(len(item_ids)), strict=True))
+    if len(row) < len(item_ids):  # an id listed twice (a logged feed): fill every row by lookup
+        _sources_by_row(out, cands, item_ids)
+        return
     for src in SOURCE_COLUMNS:
-        signals, ranks = cands.signals.get(src, {}), cands.ranks.get(src, {})
-        out[:, INDEX[f"{src}_score"]] = [signals.get(i, 0.0) for i in item_ids]
+        score, rank = INDEX[f"{src}_score"], INDEX[f"{src}_rank"]
+        out[:, score] = 0.0
+        out[:, rank] = MISSING_RANK
+        members = cands.lists.get(src)
+        if members is None:
+            continue
+        rows = np.fromiter(map(row.get, members.ids, itertools.repeat(-1)), np.int64, len(members.ids))
+        ok = rows >= 0
+        out[rows[ok], score] = members.norms[ok]
+        out[rows[ok], rank] = _log1p_ranks(members.ranks[ok])
+
+
+def _sources_by_row(out: F32, cands: CandidateSet, item_ids: Sequence[str]) -> None:
+    signals = cands.signals
+    for src in SOURCE_COLUMNS:
+        members = cands.lists.get(src)
+        ranks = dict(zip(members.ids, members.ranks.tolist(), strict=True)) if members else {}
+        out[:, INDEX[f"{src}_score"]] = [signals.get(src, {}).get(i, 0.0) for i in item_ids]
         out[:, INDEX[f"{src}_rank"]] = [math.log1p(ranks[i]) if i in ranks else MISSING_RANK
                                         for i in item_ids]
 
@@ -101,7 +134,11 @@ def _unit(x: F32) -> F32:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def _content_sim(user: UserState, infos: Sequence[ItemInfo], state: OnlineState) -> F32:
+def _content_sim(inputs: FeatureInputs, item_ids: Sequence[str], infos: Sequence[ItemInfo],
+                 state: OnlineState) -> F32:
+    """Cosine with the user's profile (mean of the recent items' vectors). When every candidate has
+    a vector of that size, their unit vectors stay on the candidate set for the diversity step."""
+    user = inputs.user
     recent = [it.vector for it in state.items(user.recent[:10]) if it is not None and it.vector is not None]
     sims = np.full(len(infos), np.nan, np.float32)
     if not recent:
@@ -110,29 +147,44 @@ def _content_sim(user: UserState, infos: Sequence[ItemInfo], state: OnlineState)
     dim = profile.shape[0]
     rows = [j for j, info in enumerate(infos) if info.vector is not None and len(info.vector) == dim]
     if rows:
-        sims[rows] = _unit(np.stack([infos[j].vector for j in rows])) @ profile  # type: ignore[misc]
+        unit = _unit(np.stack([infos[j].vector for j in rows]))  # type: ignore[misc]
+        sims[rows] = unit @ profile
+        if len(rows) == len(infos) and list(item_ids) == inputs.cands.item_ids:
+            inputs.cands.unit_vectors = unit
     return sims
 
 
 def _item_stats(out: F32, rows: Sequence[Features]) -> None:
-    def col(name: str) -> F32:
-        return np.array([r.get(name) if r.get(name) is not None else np.nan for r in rows], np.float64)
-
-    imps, clicks = col("impressions_24h"), col("clicks_24h")
+    """Feast's item_realtime counts (None = unknown = NaN)."""
+    stats = np.array([(r.get("impressions_24h"), r.get("clicks_24h"), r.get("clicks_1h")) for r in rows],
+                     np.float64).reshape(-1, 3)
+    imps, clicks = stats[:, 0], stats[:, 1]
     out[:, INDEX["item_impressions_24h"]] = np.log1p(imps)
     out[:, INDEX["item_ctr_24h"]] = (clicks + 1.0) / (imps + CTR_PRIOR_IMPRESSIONS)
-    out[:, INDEX["item_clicks_1h"]] = np.log1p(col("clicks_1h"))
+    out[:, INDEX["item_clicks_1h"]] = np.log1p(stats[:, 2])
 
 
 def _affinity(out: F32, inputs: FeatureInputs, infos: Sequence[ItemInfo]) -> None:
     row = inputs.user_row
     scores = dict(zip(row.get("affinity_categories") or [], row.get("affinity_scores") or [], strict=False))
     top = max(scores.values(), default=0.0)
+    out[:, INDEX["affinity"]] = _best_affinity(scores, top, infos) if top > 0 else 0.0
     interests = declared_interests(inputs.user)
-    out[:, INDEX["affinity"]] = [max((scores.get(c, 0.0) for c in info.categories), default=0.0) / top
-                                 if top > 0 else 0.0 for info in infos]
     out[:, INDEX["declared_interest"]] = [float(bool(interests & {c.lower() for c in info.categories}))
-                                          for info in infos]
+                                          for info in infos] if interests else 0.0
+
+
+def _best_affinity(scores: dict[str, float], top: float, infos: Sequence[ItemInfo]) -> list[float]:
+    """Per item, its best category's affinity / the user's top one (memoised per category list)."""
+    memo: dict[tuple[str, ...], float] = {}
+    out = []
+    for info in infos:
+        cats = tuple(info.categories)
+        value = memo.get(cats)
+        if value is None:
+            value = memo[cats] = max((scores.get(c, 0.0) for c in cats), default=0.0) / top
+        out.append(value)
+    return out
 
 
 def _user_columns(out: F32, inputs: FeatureInputs) -> None:

@@ -245,7 +245,8 @@ class Pipeline:
         if not cands.item_ids or k <= 0:
             return [], {}
         infos = [cands.infos[i] for i in cands.item_ids]
-        c = Candidates(cands.item_ids, total.astype(np.float32), vectors.diversity_vectors(infos),
+        unit = cands.unit_vectors if cands.unit_vectors is not None else vectors.diversity_vectors(infos)
+        c = Candidates(cands.item_ids, total.astype(np.float32), unit,
                        [it.categories for it in infos], np.array([it.created_at for it in infos]),
                        [it.attributes for it in infos])
         out = rerank(c, k, self.settings.rerank, now=now)

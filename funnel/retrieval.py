@@ -12,11 +12,14 @@ features (``funnel.features``) and the per-source ablations of ``streamrec eval`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.online import F32, ItemInfo, OnlineState, Scored, UserState
 from core.protocols import Features, VectorIndex
@@ -28,42 +31,75 @@ SOURCES = ("ann", "seq", "cf", "covisit", "category", "popular", "trending", "fr
 PERSONAL = ("ann", "seq", "cf", "covisit", "category")
 LEARNED_I2I = ("seq", "cf")  # the trained item-to-item relations (models.item_neighbours)
 TOP_CATEGORIES = 3
+SHARED_READ_MIN = 128
+
+
+@dataclass(frozen=True)
+class SourceList:
+    """One source's members (unique, in the source's order), each with its normalised score (0..1)
+    and its 0-based rank (a member listed twice keeps its best score and its first rank)."""
+
+    ids: list[str]
+    norms: npt.NDArray[np.float64]
+    ranks: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, scored: Scored, by_rank: bool) -> SourceList:
+        """Signals are score / best score (``by_rank``: 1 - rank / n, for timestamps)."""
+        n = len(scored)
+        ids, raw = zip(*scored, strict=True)
+        scores = np.array(raw, np.float64)
+        top = scores.max()
+        norms = 1.0 - np.arange(n) / n if by_rank or top <= 0 else np.maximum(scores, 0.0) / top
+        if len(set(ids)) == n:
+            return cls(list(ids), norms, np.arange(n))
+        return cls._merged(ids, norms)
+
+    @classmethod
+    def _merged(cls, ids: Sequence[str], norms: npt.NDArray[np.float64]) -> SourceList:
+        best: dict[str, float] = {}
+        first: dict[str, int] = {}
+        for rank, (iid, norm) in enumerate(zip(ids, norms.tolist(), strict=True)):
+            if norm > best.get(iid, -1.0):
+                best[iid] = norm
+            first.setdefault(iid, rank)
+        return cls(list(first), np.array([best[i] for i in first]), np.array(list(first.values())))
 
 
 @dataclass
 class CandidateSet:
-    """Candidates in a stable order, each with its first source, and per source each member's
-    normalised score (0..1, ``signals``) and 0-based rank (``ranks``), source-major."""
+    """Candidates in a stable order, each with its first source, and per source the members with
+    their normalised score and rank (``lists``, source-major)."""
 
     item_ids: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)
-    signals: dict[str, dict[str, float]] = field(default_factory=dict)
-    ranks: dict[str, dict[str, int]] = field(default_factory=dict)
+    lists: dict[str, SourceList] = field(default_factory=dict)
     infos: dict[str, ItemInfo] = field(default_factory=dict)
     personal_weight: float = 0.0
     raw: dict[str, Scored] = field(default_factory=dict)
     user_vector: F32 | None = None
+    unit_vectors: F32 | None = None  # the candidates' unit content vectors, when features built them
+    _signals: dict[str, dict[str, float]] | None = None
 
     def add(self, name: str, scored: Scored, by_rank: bool = False) -> None:
-        """Signals are score / best score (``by_rank``: 1 - rank / n, for timestamps)."""
         self.raw[name] = scored
         if not scored:
             return
-        top = max(s for _, s in scored)
-        n = len(scored)
-        if by_rank or top <= 0:
-            norms = [1.0 - r / n for r in range(n)]
-        else:
-            norms = [max(s, 0.0) / top for _, s in scored]
-        column, ranks = self.signals.setdefault(name, {}), self.ranks.setdefault(name, {})
-        source, ids = self.source, self.item_ids
-        for rank, ((iid, _), norm) in enumerate(zip(scored, norms, strict=True)):
-            if iid not in source:
-                source[iid] = name
-                ids.append(iid)
-            if norm > column.get(iid, -1.0):
-                column[iid] = norm
-            ranks.setdefault(iid, rank)
+        members = SourceList.of(scored, by_rank)
+        self.lists[name] = members
+        source = self.source
+        new = [iid for iid in members.ids if iid not in source]
+        source.update(zip(new, itertools.repeat(name)))
+        self.item_ids.extend(new)
+        self._signals = None
+
+    @property
+    def signals(self) -> dict[str, dict[str, float]]:
+        """Per source, member -> normalised score (built on first use: explanations only)."""
+        if self._signals is None:
+            self._signals = {name: dict(zip(lst.ids, lst.norms.tolist(), strict=True))
+                             for name, lst in self.lists.items()}
+        return self._signals
 
     def signals_of(self, item_id: str) -> dict[str, float]:
         return {src: col[item_id] for src, col in self.signals.items() if item_id in col}
@@ -131,11 +167,21 @@ def category_candidates(state: OnlineState, user_row: Features, k: int, now: flo
     acc: dict[str, float] = {}
     for cat, affinity in cats:
         share = affinity / total
-        rows = state.popular(f"cat:{cat}", max(1, round(k * share)), now)
+        rows = shared_top(functools.partial(state.popular, f"cat:{cat}", now=now), max(1, round(k * share)))
         top = rows[0][1] if rows and rows[0][1] > 0 else 1.0
         for item, score in rows:
             acc[item] = max(acc.get(item, 0.0), share * score / top)
     return sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def shared_top(read: Callable[[int], Scored], k: int) -> Scored:
+    """The top ``k`` of a list that is the same for every user (popular, trending, fresh), read at a
+    size from a few fixed ones (a power of two, at least SHARED_READ_MIN) and cut: the stores cache
+    such lists per size, and a size that follows each user's quota would miss every time. (Ties at
+    the cut are broken by member, as in the rest of the list.)"""
+    if k <= 0:
+        return []
+    return read(max(SHARED_READ_MIN, 1 << (k - 1).bit_length()))[:k]
 
 
 @dataclass(frozen=True)
@@ -166,11 +212,12 @@ def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSet
             cands.add(name, lists[name]())
     unused = sum(q[s] for s in PERSONAL) - len(cands.item_ids)  # e.g. no index yet: popular fills in
     if "popular" in sources:
-        cands.add("popular", state.popular(req.segment, q["popular"] + max(unused, 0), req.now))
+        k = q["popular"] + max(unused, 0)
+        cands.add("popular", shared_top(lambda n: state.popular(req.segment, n, req.now), k))
     if "trending" in sources:
-        cands.add("trending", state.trending(req.segment, q["trending"], req.now))
+        cands.add("trending", shared_top(lambda n: state.trending(req.segment, n, req.now), q["trending"]))
     if "fresh" in sources:
-        cands.add("fresh", state.fresh(q["fresh"]), by_rank=True)
+        cands.add("fresh", shared_top(state.fresh, q["fresh"]), by_rank=True)
     return _filter(cands, state, req.user, req.blocked, cfg.candidates)
 
 
@@ -189,13 +236,16 @@ def _covisit(state: OnlineState, user: UserState, k: int) -> Scored:
 
 def _filter(cands: CandidateSet, state: OnlineState, user: UserState, blocked: frozenset[str],
             limit: int) -> CandidateSet:
-    keep = [i for i in cands.item_ids if i not in user.seen and i not in blocked]
-    infos = state.items(keep)
+    drop = user.seen | blocked if blocked else user.seen
+    keep = [i for i in cands.item_ids if i not in drop]
+    infos = cands.infos
     out: list[str] = []
-    for iid, info in zip(keep, infos, strict=True):
-        if info is not None and not info.active:
+    for iid, info in zip(keep, state.items(keep), strict=True):
+        if info is None:
+            info = ItemInfo(iid)
+        elif not info.active:
             continue
-        cands.infos[iid] = info or ItemInfo(iid)
+        infos[iid] = info
         out.append(iid)
     cands.item_ids = _round_robin(out, cands.source, limit) if len(out) > limit else out
     return cands
@@ -209,18 +259,10 @@ def describe(cands: CandidateSet, item_ids: Sequence[str], state: OnlineState) -
 
 
 def _round_robin(item_ids: list[str], source: dict[str, str], limit: int) -> list[str]:
-    """Truncate fairly: take from each source in turn, so no source is starved by the budget."""
+    """Truncate fairly: take from each source in turn (in :data:`SOURCES` order), so no source is
+    starved by the budget."""
     by_src: dict[str, list[str]] = {}
     for iid in item_ids:
         by_src.setdefault(source[iid], []).append(iid)
-    queues = [by_src[s][::-1] for s in SOURCES if s in by_src]
-    out: list[str] = []
-    while len(out) < limit and queues:
-        for q in list(queues):
-            if q:
-                out.append(q.pop())
-            else:
-                queues.remove(q)
-            if len(out) >= limit:
-                break
-    return out
+    rounds = itertools.zip_longest(*(by_src[s] for s in SOURCES if s in by_src))
+    return list(itertools.islice((i for i in itertools.chain.from_iterable(rounds) if i is not None), limit))

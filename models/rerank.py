@@ -66,6 +66,8 @@ def apply_rules(c: Candidates, rules: list[BusinessRule]) -> tuple[F32, dict[int
     rel = c.relevance.astype(np.float32).copy()
     hits: dict[int, list[str]] = {}
     pins: dict[int, int] = {}
+    if not rules:
+        return rel, hits, pins
     attrs_list = c.attributes or [{} for _ in c.item_ids]
     for i, (iid, attrs) in enumerate(zip(c.item_ids, attrs_list, strict=True)):
         for rule in rules:
@@ -116,20 +118,55 @@ class _Caps:
 
 
 def select_mmr(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps) -> list[int]:
-    """Greedy MMR: argmax lam*rel - (1-lam)*max similarity to what is already chosen."""
+    """Greedy MMR: argmax lam*rel - (1-lam)*max similarity to what is already chosen.
+
+    Exact, but run over the contenders only when that is provably the same: a step's best gain is at
+    least lam * (the next-best relevance) - (1 - lam) * (the largest possible similarity), so items
+    whose lam * relevance is below that bound for every step taken can never be picked."""
+    alive = np.flatnonzero(rel > _NEG / 2)
+    for steps in (k + 8, 4 * k + 32):
+        if len(alive) <= 2 * steps:
+            break
+        sub = _contenders(rel, vectors, alive, steps, lam)
+        before = caps.count.copy()
+        chosen, taken = _mmr(rel[sub], vectors[sub], sub, k, lam, caps)
+        if len(chosen) == k and taken <= steps:
+            return chosen
+        caps.count = before
+    return _mmr(rel[alive], vectors[alive], alive, k, lam, caps)[0]
+
+
+def _contenders(rel: F32, vectors: F32, alive: npt.NDArray[np.intp], steps: int, lam: float
+                ) -> npt.NDArray[np.intp]:
+    """Alive items (ascending) that can win one of the first ``steps`` MMR steps."""
+    r = rel[alive].astype(np.float64)
+    kth = float(np.partition(r, len(r) - steps)[len(r) - steps])  # the steps-th largest relevance
+    s_max = float(np.einsum("ij,ij->i", vectors[alive], vectors[alive]).max())  # max |v|^2 >= any v.w
+    bound = lam * kth - (1.0 - lam) * max(s_max, 0.0) - 1e-4  # margin: float32 gains
+    return alive[lam * r >= bound]
+
+
+def _mmr(rel: F32, vectors: F32, index: npt.NDArray[np.intp], k: int, lam: float,
+         caps: _Caps) -> tuple[list[int], int]:
+    """MMR over the rows given (``index`` maps them to the caller's); returns the picks (caller's
+    indices) and the number of steps taken (picks and cap refusals)."""
     max_sim = np.zeros(len(rel), np.float32)
-    alive = rel > _NEG / 2
+    alive = np.ones(len(rel), bool)
     chosen: list[int] = []
-    while len(chosen) < k and alive.any():
+    steps = 0
+    while len(chosen) < k and steps < len(rel):
         gain = np.where(alive, lam * rel - (1.0 - lam) * max_sim, _NEG)
         pick = int(np.argmax(gain))
         alive[pick] = False
-        if not caps.allowed(pick):
+        steps += 1
+        item = int(index[pick])
+        if not caps.allowed(item):
             continue
-        chosen.append(pick)
-        caps.take(pick)
-        np.maximum(max_sim, vectors @ vectors[pick], out=max_sim)
-    return chosen
+        chosen.append(item)
+        caps.take(item)
+        if lam < 1.0:
+            np.maximum(max_sim, vectors @ vectors[pick], out=max_sim)
+    return chosen, steps
 
 
 def select_dpp(rel: F32, vectors: F32, k: int, lam: float, caps: _Caps, smooth: float = 0.1) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,8 @@ def epochs(now: float, half_life_s: float) -> list[int]:
 
 
 def by_score(scores: dict[str, float], k: int) -> Scored:
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    """Score descending, ties by member ascending (two C-level stable sorts, no key lambda)."""
+    return sorted(sorted(scores.items()), key=itemgetter(1), reverse=True)[:k]
 
 
 def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life_s: float, k: int) -> Scored:
@@ -43,8 +45,14 @@ def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life
     acc: dict[str, float] = {}
     for epoch, rows in rows_by_epoch:
         w = decay.epoch_weight(epoch, now, half_life_s)
+        if not acc:  # the first non-empty epoch: 0.0 + score * w is score * w (members unique)
+            acc = {member: score * w for member, score in rows}
+            if len(acc) == len(rows):
+                continue
+            acc = {}
+        get = acc.get
         for member, score in rows:
-            acc[member] = acc.get(member, 0.0) + score * w
+            acc[member] = get(member, 0.0) + score * w
     return by_score(acc, k)
 
 
