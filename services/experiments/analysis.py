@@ -9,7 +9,9 @@ bootstrap over users. Each treatment arm is compared with the control (the first
 at ``looks`` points in time (the running minimum p-value and the intersected confidence sequence, so
 reading the report every hour does not inflate false alarms), and the users per arm are checked
 against the configured shares (sample-ratio mismatch). Interleave experiments report the per-user
-preference between the two arms instead.
+preference between the two arms instead. A report declares at ``alpha`` family-wise: each of its
+metric comparisons is tested at ``alpha`` / (metrics x treatment arms) (Bonferroni), and the
+confidence sequences it shows are at that level too; the p-values are the raw always-valid ones.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
         alpha: float, tau_rel: float) -> dict[str, Any]:
     names = [a.name for a in exp.arms]
     control, treatments = names[0], names[1:]
+    per_test = alpha / ((len(RATIOS) + 1) * max(len(treatments), 1))  # Bonferroni: the report, not a metric
     crossed = feeds.groupby("user_id")["arm"].nunique()
     history: dict[tuple[str, str], list[SequentialTest]] = {}
     timeline, last = [], {}
@@ -183,13 +186,13 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
         f, s = feeds[feeds["ts"] <= t], slots[slots["ts"] <= t]
         users = user_table(f, s)
         stats = {a: arm_stats(users, a) for a in names}
-        last = {a: {m: _compare(stats[control][m], stats[a][m], (m, a), alpha, tau_rel, history)
+        last = {a: {m: _compare(stats[control][m], stats[a][m], (m, a), per_test, tau_rel, history)
                     for m in RATIOS} for a in treatments}
         timeline.append(_point(t, s, stats, last))
     users = user_table(feeds, slots)
     stats = {a: arm_stats(users, a) for a in names}
     cover = coverage(slots, names, lg.catalog_size)
-    cover_cmp = {a: compare(cover[control], cover[a], alpha, tau_rel) for a in treatments}
+    cover_cmp = {a: compare(cover[control], cover[a], per_test, tau_rel) for a in treatments}
     counts = {a: int((users.index.get_level_values(0) == a).sum()) for a in names}
     arms = {a: {"users": counts[a], "feeds": int((feeds["arm"] == a).sum()),
                 "impressions": int((slots["arm"] == a).sum()),
@@ -198,7 +201,8 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
     comparisons = {a: {**{m: c.as_dict() for m, c in last.get(a, {}).items()},
                        "coverage": cover_cmp[a].as_dict()} for a in treatments}
     srm = sample_ratio(counts, {a.name: a.share for a in exp.arms})
-    return {"control": control, "arms": arms, "comparisons": comparisons, "sample_ratio": srm.as_dict(),
+    return {"control": control, "alpha": alpha, "alpha_per_test": per_test, "arms": arms,
+            "comparisons": comparisons, "sample_ratio": srm.as_dict(),
             "users_in_several_arms": int((crossed > 1).sum()), "timeline": timeline,
             "decisions": _decisions(comparisons, srm.mismatch)}
 
