@@ -65,8 +65,9 @@ USER_VIEWS = (USER_PROFILE, USER_REALTIME, USER_AFFINITY)
 ITEM_VIEWS = (ITEM_META, ITEM_REALTIME)
 
 # Feature services.
-RANKING_SERVICE = "ranking"
+RANKING_SERVICE = "ranking"  # the stream views: what the funnel ranks on
 RETRIEVAL_SERVICE = "retrieval"
+ALL_SERVICE = "all"  # every view, batch ones too (``streamrec features show``)
 # Item fields left out of ranking (large; the retrieval stage reads them).
 RANKING_EXCLUDED = frozenset({"content_vector"})
 RETRIEVAL_FIELDS: dict[str, tuple[str, ...]] = {

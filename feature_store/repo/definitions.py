@@ -53,10 +53,15 @@ def feature_views(offline_dir: Path) -> dict[str, FeatureView]:
 
 
 def feature_services(views: dict[str, FeatureView]) -> list[FeatureService]:
+    # The funnel ranks on what the stream keeps fresh (and what the training job's replay computes):
+    # the stream views. The batch views stay for offline use and `streamrec features show`.
     ranking = [views[v.view][[f for f in v.fields if f not in names.RANKING_EXCLUDED]]
-               for v in names.ALL_VIEWS]
+               for v in names.STREAM_VIEWS]
     retrieval = [views[view][list(fields)] for view, fields in names.RETRIEVAL_FIELDS.items()]
+    everything = [views[v.view][[f for f in v.fields if f not in names.RANKING_EXCLUDED]]
+                  for v in names.ALL_VIEWS]
     return [FeatureService(name=names.RANKING_SERVICE, features=ranking),
+            FeatureService(name=names.ALL_SERVICE, features=everything),
             FeatureService(name=names.RETRIEVAL_SERVICE, features=retrieval)]
 
 

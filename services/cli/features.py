@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from core.features import ALL_SERVICE
 from core.settings import Settings, load_settings
 from feature_store.reader import FastFeatureReader
 from feature_store.repository import apply as apply_definitions
@@ -49,9 +50,10 @@ def materialize_cmd(
 
 @show_app.command("user")
 def show_user(user_id: str, config: Path | None = ConfigOpt) -> None:
-    _print(FastFeatureReader.from_settings(_settings(config)).user_features(user_id))
+    _print(FastFeatureReader.from_settings(_settings(config), service=ALL_SERVICE).user_features(user_id))
 
 
 @show_app.command("item")
 def show_item(item_id: str, config: Path | None = ConfigOpt) -> None:
-    _print(FastFeatureReader.from_settings(_settings(config)).item_features([item_id])[0])
+    reader = FastFeatureReader.from_settings(_settings(config), service=ALL_SERVICE)
+    _print(reader.item_features([item_id])[0])

@@ -47,7 +47,8 @@ def _check_registry(tmp: Path, redis_url: str, registry_url: str | None) -> None
     apply(a)  # idempotent
     other = feature_store(a)  # a second store (another process) sees the same registry
     assert {v.name for v in other.list_feature_views()} == {v.view for v in names.ALL_VIEWS}
-    assert {s.name for s in other.list_feature_services()} == {names.RANKING_SERVICE, names.RETRIEVAL_SERVICE}
+    assert {s.name for s in other.list_feature_services()} == {names.RANKING_SERVICE, names.RETRIEVAL_SERVICE,
+                                                                names.ALL_SERVICE}
     push = {v.stream_source.name for v in other.list_feature_views() if v.stream_source is not None}
     assert push == {v.push_source for v in names.STREAM_VIEWS}
     teardown(store_a)

@@ -158,4 +158,6 @@ def test_fast_reader_matches_get_online_features(world: World):
         for n, row in enumerate(got):
             for f in fields:
                 assert _same(row[f], sdk[f][n]), (ids[n], f, row[f], sdk[f][n])
-    assert world.reader.item_features(items[:1])[0]["categories"]  # materialized batch view is there
+    everything = FastFeatureReader.from_settings(world.settings, world.store, service=names.ALL_SERVICE)
+    assert everything.item_features(items[:1])[0]["categories"]  # materialized batch view is there
+    assert "categories" not in world.reader.item_features(items[:1])[0]  # ranking: the stream views
