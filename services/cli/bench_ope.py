@@ -92,12 +92,28 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _accuracy(run: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, v in run["policies"].items():
+        dr = v["estimates"]["position_based"]["dr"]
+        rel = dr["value"] / v["truth"] - 1.0
+        out[name] = {"truth": v["truth"], "dr": dr["value"], "dr_ci": dr["ci"], "dr_se": dr["se"],
+                     "rel_error": rel, "within_10pct": abs(rel) <= 0.1,
+                     "ci_covers": dr["ci"][0] <= v["truth"] <= dr["ci"][1]}
+    return out
+
+
 @app.command("ope")
 def bench_ope(seeds: int = typer.Option(20, min=1), feeds: int = typer.Option(1000, min=50),
               users: int = typer.Option(300, min=10), items: int = typer.Option(400, min=50),
+              accuracy_feeds: int = typer.Option(6000, min=0, help="one long logged run (0: none)"),
               json_out: Path = typer.Option(Path("bench_ope.json"), "--json")) -> None:
-    """DR (and IPS, SNIPS) estimates of three candidate policies vs their true CTR, over seeds."""
+    """DR (and IPS, SNIPS) estimates of three candidate policies vs their true CTR: one long logged
+    run (accuracy), and ``--seeds`` shorter ones (interval coverage)."""
     t0 = time.perf_counter()
+    long_run = run_seed(1000, accuracy_feeds, users, items) if accuracy_feeds else None
+    if long_run is not None:
+        typer.echo(f"long run: {_accuracy(long_run)}", err=True)
     runs = []
     for seed in range(seeds):
         runs.append(run_seed(seed, feeds, users, items))
@@ -106,6 +122,10 @@ def bench_ope(seeds: int = typer.Option(20, min=1), feeds: int = typer.Option(10
             f"{n} truth {v['truth']:.4f} dr {v['estimates']['position_based']['dr']['value']:.4f}"
             for n, v in pol.items()), err=True)
     result = {"seeds": seeds, "feeds_per_seed": feeds, "users": users, "items": items,
+              "accuracy_run": None if long_run is None else {"feeds": accuracy_feeds, "seed": 1000,
+                                                              "policies": _accuracy(long_run),
+                                                              "theta": long_run["theta"],
+                                                              "replay_fidelity": long_run["replay_fidelity"]},
               "policies": summarise(runs), "runs": runs, "seconds": time.perf_counter() - t0}
     json_out.write_text(json.dumps(result, indent=2))
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
