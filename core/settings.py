@@ -72,6 +72,8 @@ class RedisSettings(_Section):
     socket_timeout_s: float = Field(0.5, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
     connect_retries: int = Field(5, ge=0)
+    read_timeout_s: float = Field(
+        0.1, gt=0, le=10, description="deadline of one pipelined read on a feed request's path (serving)")
 
 
 class DatabaseSettings(_Section):

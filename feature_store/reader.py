@@ -88,6 +88,23 @@ class FastFeatureReader:
                          settings.redis.socket_timeout_s)
         return cls(pipe, fs.project, plan_from_service(fs, service))
 
+    @property
+    def pipe(self) -> RedisPipe:
+        """The transport; a caller may send these commands with its own on it (one round trip)."""
+        return self._pipe
+
+    def packed(self, join_key: str, ids: Sequence[str]) -> bytes:
+        """The HMGETs of ``ids`` (one command each), for a caller's own pipelined round trip."""
+        plan = self._plans[join_key]
+        return b"".join([self._command(plan, i) for i in ids])
+
+    def decoded(self, join_key: str, ids: Sequence[str], replies: Sequence[Any],
+                copy: bool = True) -> list[Features]:
+        """The rows of ``ids`` from the replies to :meth:`packed` (what ``*_features`` returns).
+        ``copy=False``: the memoised rows themselves, for a caller that only reads them."""
+        plan = self._plans[join_key]
+        return [self._decode(plan, i, raw, copy) for i, raw in zip(ids, replies, strict=True)]
+
     def user_features(self, user_id: str) -> Features:
         return self._read(names.USER_KEY, [user_id])[0]
 
@@ -95,12 +112,10 @@ class FastFeatureReader:
         return self._read(names.ITEM_KEY, item_ids)
 
     def _read(self, join_key: str, ids: Sequence[str]) -> list[Features]:
-        plan = self._plans[join_key]
         if not ids:
             return []
-        packed = b"".join([self._command(plan, i) for i in ids])
-        rows = self._pipe.execute(packed, len(ids))
-        return [self._decode(plan, i, raw) for i, raw in zip(ids, rows, strict=True)]
+        rows = self._pipe.execute(self.packed(join_key, ids), len(ids))
+        return self.decoded(join_key, ids, rows)
 
     def _command(self, plan: _EntityPlan, entity_id: str) -> bytes:
         """``HMGET <feast entity key> <field hashes...>``, packed once per entity."""
@@ -114,7 +129,8 @@ class FastFeatureReader:
             self._keys[(plan.join_key, entity_id)] = cmd
         return cmd
 
-    def _decode(self, plan: _EntityPlan, entity_id: str, raw: list[bytes | None]) -> Features:
+    def _decode(self, plan: _EntityPlan, entity_id: str, raw: list[bytes | None],
+                copy: bool = True) -> Features:
         ck = (plan.join_key, entity_id)
         hit = self._rows.get(ck)
         if hit is None or hit[0] != raw:
@@ -124,6 +140,8 @@ class FastFeatureReader:
             if len(self._rows) >= _MAX_CACHE:
                 self._rows.clear()
             self._rows[ck] = hit = (raw, row)
+        if not copy:
+            return hit[1]
         out = dict(hit[1])
         for name in plan.list_fields:
             if out[name] is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -34,6 +35,14 @@ class _Closed(Exception):
 def pack(*args: bytes) -> bytes:
     """One command in RESP2 wire format."""
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _left(sock: socket.socket, deadline: float) -> None:
+    """Give the socket's next call what is left of the deadline (none left: a timeout now)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("redis round trip deadline passed")
+    sock.settimeout(left)
 
 
 class RedisPipe:
@@ -60,15 +69,18 @@ class RedisPipe:
             cmds.append(pack(b"SELECT", db.encode()))
         return cmds
 
-    def execute(self, packed: bytes, n_replies: int) -> list[Any]:
+    def execute(self, packed: bytes, n_replies: int, timeout_s: float | None = None) -> list[Any]:
         """Send ``packed`` (n commands) and return the n replies. Raises StoreUnavailable.
 
-        A kept-alive socket the server has since closed is retried once on a fresh one; a timeout
-        or a failure on a fresh socket is not retried.
+        ``timeout_s`` bounds the whole round trip (every send and receive together; default the
+        socket timeout), so a request's read fits its latency budget however the reply arrives.
+        A kept-alive socket the server has since closed is retried once on a fresh one (within the
+        same deadline); a timeout or a failure on a fresh socket is not retried.
         """
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self._timeout)
         reused = getattr(self._local, "sock", None) is not None
         try:
-            return self._roundtrip(packed, n_replies)
+            return self._roundtrip(packed, n_replies, deadline)
         except (BrokenPipeError, ConnectionResetError, _Closed) as exc:
             self.close()
             if not reused:
@@ -77,15 +89,16 @@ class RedisPipe:
             self.close()
             raise self._unavailable(exc) from exc
         try:
-            return self._roundtrip(packed, n_replies)
+            return self._roundtrip(packed, n_replies, deadline)
         except (OSError, _Closed) as exc:
             self.close()
             raise self._unavailable(exc) from exc
 
-    def _roundtrip(self, packed: bytes, n_replies: int) -> list[Any]:
-        sock = self._socket()
+    def _roundtrip(self, packed: bytes, n_replies: int, deadline: float) -> list[Any]:
+        sock = self._socket(deadline)
+        _left(sock, deadline)
         sock.sendall(packed)
-        return self._read(sock, n_replies)
+        return self._read(sock, n_replies, deadline)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"redis {self._addr[0]}:{self._addr[1]} unavailable: {exc}")
@@ -96,10 +109,12 @@ class RedisPipe:
         if sock is not None:
             sock.close()
 
-    def _socket(self) -> socket.socket:
+    def _socket(self, deadline: float | None = None) -> socket.socket:
         sock: socket.socket | None = getattr(self._local, "sock", None)
         if sock is None:
-            sock = socket.create_connection(self._addr, timeout=self._connect_timeout)
+            connect_s = self._connect_timeout if deadline is None else \
+                min(self._connect_timeout, max(deadline - time.monotonic(), 1e-3))
+            sock = socket.create_connection(self._addr, timeout=connect_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._addr[0])
@@ -111,10 +126,12 @@ class RedisPipe:
         return sock
 
     @staticmethod
-    def _read(sock: socket.socket, n: int) -> list[Any]:
+    def _read(sock: socket.socket, n: int, deadline: float | None = None) -> list[Any]:
         reader = hiredis.Reader()
         out: list[Any] = []
         while len(out) < n:
+            if deadline is not None:
+                _left(sock, deadline)
             data = sock.recv(1 << 20)
             if not data:
                 raise _Closed("connection closed by server")

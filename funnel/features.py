@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from core.online import F32, ItemInfo, OnlineState, UserState
 from core.protocols import Features, ItemVectorLookup, VectorIndex
+from funnel.reads import ItemReads
 from funnel.retrieval import CandidateSet
 
 SOURCE_COLUMNS = ("ann", "seq", "cf", "covisit", "category", "popular", "trending", "fresh")
@@ -65,20 +66,21 @@ def declared_interests(user: UserState) -> set[str]:
     return out
 
 
-def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, item_rows: Sequence[Features],
+def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, item_reads: ItemReads,
           index: VectorIndex | None) -> F32:
-    """The ``[len(item_ids), len(FEATURES)]`` matrix. ``item_rows`` are Feast's rows of the items."""
+    """The ``[len(item_ids), len(FEATURES)]`` matrix. ``item_reads``: the items' Feast rows,
+    popularity and bandit posteriors (``funnel.reads``)."""
     out = np.full((len(item_ids), len(FEATURES)), np.nan, np.float32)
     infos = [inputs.cands.infos.get(i) or ItemInfo(i) for i in item_ids]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
     out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
-    out[:, INDEX["item_pop"]] = np.log1p(state.item_popularity(item_ids, inputs.now))
-    _item_stats(out, item_rows)
+    out[:, INDEX["item_pop"]] = np.log1p(item_reads.popularity)
+    _item_stats(out, item_reads.rows)
     created = np.fromiter((info.created_at for info in infos), np.float64, len(infos))
     created[created <= 0] = np.nan
     out[:, INDEX["item_age_days"]] = np.log1p(np.maximum(inputs.now - created, 0.0) / DAY)
-    alpha, beta = state.posteriors(inputs.segment, item_ids)
+    alpha, beta = item_reads.alpha, item_reads.beta
     out[:, INDEX["bandit_mean"]] = alpha / np.maximum(alpha + beta, 1e-9)
     _affinity(out, inputs, infos)
     _user_columns(out, inputs)

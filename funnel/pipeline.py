@@ -28,10 +28,10 @@ import numpy as np
 from core.errors import StoreUnavailable
 from core.events import Feed, FeedItem
 from core.online import F32, Clock, OnlineState, UserState
-from core.protocols import FeatureReader, Features
+from core.protocols import FeatureReader
 from core.settings import Settings
 from funnel import features as feats
-from funnel import vectors
+from funnel import reads, vectors
 from funnel.explore import explore_slots, slot_positions
 from funnel.fallback import FeedCache, PopularitySnapshot, degraded_feed
 from funnel.modelset import ModelSet, ModelSlot
@@ -85,6 +85,13 @@ def _unique(items: Iterator[str]) -> Iterator[str]:
         if item not in seen:
             seen.add(item)
             yield item
+
+
+def explore_candidates(cands: CandidateSet) -> list[str]:
+    """Every item an exploration pool can draw from (fresh, popular, trending candidates): their
+    bandit counts are read with the candidates' features."""
+    return [i for name in ("fresh", "popular", "trending") for i, _ in cands.raw.get(name, [])
+            if i in cands.infos]
 
 
 def _explore_pool(cands: CandidateSet, taken: set[str], limit: int) -> list[str]:
@@ -159,53 +166,41 @@ class Pipeline:
                     segment: str | None = None) -> RankInputs:
         """Candidates and features as a feed request at ``now`` would see them; with ``item_ids`` (a
         logged feed's items) the features of those items instead of the retrieved ones."""
-        user = self.state.user(user_id)
-        return self._inputs(user, segment or user.segment, now, self.models.current, item_ids)
+        ur = reads.read_user(self.state, user_id, self.reader)
+        return self._inputs(ur, segment or ur.user.segment, now, self.models.current, item_ids)
 
-    def _inputs(self, user: UserState, segment: str | None, now: float, models: ModelSet,
-                item_ids: Sequence[str] | None = None) -> RankInputs:
-        user_row, ok = self._user_row(user.user_id)
-        req = Request(user, user_row, segment, now, self._blocked())
+    def _inputs(self, ur: reads.UserReads, segment: str | None, now: float, models: ModelSet,
+                item_ids: Sequence[str] | None = None, stages: dict[str, float] | None = None) -> RankInputs:
+        t0 = time.perf_counter()
+        req = Request(ur.user, ur.row, segment, now, self._blocked())
         cands = gather(self.state, models, req, self.settings.retrieval,
                        self.settings.retrieval.cold_start_halfway, self.sources)
         ids = list(cands.item_ids if item_ids is None else item_ids)
         if item_ids is not None:
             describe(cands, ids, self.state)
-        rows, ok_items = self._item_rows(ids)
-        inputs = feats.FeatureInputs(user, user_row, now, segment, cands)
-        matrix = feats.build(inputs, ids, self.state, rows, models.index)
-        return RankInputs(cands, ids, matrix, ok and ok_items)
-
-    def _user_row(self, user_id: str) -> tuple[Features, bool]:
-        if self.reader is None:
-            return {}, True
-        try:
-            return dict(self.reader.user_features(user_id)), True
-        except StoreUnavailable as exc:
-            log.warning("user features unavailable: %s", exc)
-            return {}, False
-
-    def _item_rows(self, item_ids: Sequence[str]) -> tuple[list[Features], bool]:
-        if self.reader is None or not item_ids:
-            return [{} for _ in item_ids], True
-        try:
-            return list(self.reader.item_features(item_ids)), True
-        except StoreUnavailable as exc:
-            log.warning("item features unavailable: %s", exc)
-            return [{} for _ in item_ids], False
+        t1 = time.perf_counter()
+        pool = explore_candidates(cands) if self.settings.rerank.explore_slots else []
+        ir = reads.read_items(self.state, ids, segment, now, self.reader, pool)
+        inputs = feats.FeatureInputs(ur.user, ur.row, now, segment, cands)
+        matrix = feats.build(inputs, ids, self.state, ir, models.index)
+        if stages is not None:
+            stages["retrieval"] = stages.get("retrieval", 0.0) + (t1 - t0) * 1e3
+            stages["features"] = (time.perf_counter() - t1) * 1e3
+        return RankInputs(cands, ids, matrix, ur.row_ok and ir.rows_ok)
 
     def _compute(self, user_id: str, n: int, segment: str | None, salt: int, now: float) -> FeedResult:
         t0 = time.perf_counter()
-        user = self.state.user(user_id)
+        ur = reads.read_user(self.state, user_id, self.reader)
+        user = ur.user
         segment = segment or user.segment
         rng = np.random.default_rng([self.settings.bandit.seed, _seed(user_id), user.n_interactions,
                                      len(user.recent), salt])
         req = _Request(user, segment, n, now, self.models.current, rng)
-        inputs = self._inputs(user, segment, now, req.models)
+        req.stages_ms["retrieval"] = (time.perf_counter() - t0) * 1e3
+        inputs = self._inputs(ur, segment, now, req.models, stages=req.stages_ms)
         self.snapshot.update(segment, inputs.cands.raw.get("popular", []))
         req.degraded = not inputs.features_ok and req.models.ranker is not None
         t1 = time.perf_counter()
-        req.stages_ms["retrieval"] = (t1 - t0) * 1e3
         heads = self._rank(req, inputs)
         req.stages_ms["ranking"] = (time.perf_counter() - t1) * 1e3
         return self._finish(req, inputs.cands, heads)

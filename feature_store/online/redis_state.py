@@ -9,27 +9,34 @@ The answers come from ``views`` (shared with the in-process store).
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from core import features as names
 from core.errors import StoreUnavailable
 from core.online import F32, ItemInfo, Scored, UserState
+from core.protocols import FeatureReader, Features
 from core.settings import Settings
-from feature_store.online import views
+from feature_store.online import pipelined, views
 from feature_store.online.effects import POP, TREND
 from feature_store.online.keys import SLICES, Keys, pop_slice
+from feature_store.redis_pipe import RedisPipe
 from feature_store.redis_url import parse
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 BREAKER_S = 1.0
+BREAKER_TIMEOUTS = 3  # consecutive missed deadlines of serving reads that open the breaker
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -67,16 +74,21 @@ def _pairs(rows: Sequence[tuple[Any, Any]]) -> views.Rows:
 class RedisOnlineState:
     """Implements ``core.online.OnlineState`` over a sync ``redis.Redis`` (decode_responses=False)."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, cache_size: int = 20_000) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, cache_size: int = 20_000,
+                 pipe: RedisPipe | None = None) -> None:
         self.r, self.settings = client, settings
+        self.pipe = pipe if pipe is not None else serving_pipe(settings)
         self.keys = Keys(settings.redis.key_prefix)
         self.pop_hl = settings.worker.popularity_half_life_s
         self.trend_hl = settings.worker.trending_half_life_s
         self._down_until = 0.0
+        self._timeouts = 0
         self._cache: OrderedDict[str, tuple[float, ItemInfo | None]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
+        self._reloading: set[tuple[Any, ...]] = set()
+        self._pool: ThreadPoolExecutor | None = None
         self._counts: dict[str, dict[str, tuple[float, float, float]]] = {}
 
     def segment_key(self, segment: str | None) -> str:
@@ -108,6 +120,83 @@ class RedisOnlineState:
         record = {views.text(a): views.text(b) for a, b in rec.items()}
         return views.user_state(user_id, history, neighbours, {views.text(x) for x in seen}, record, k)
 
+    # ---- the request's two round trips (funnel.reads.BatchedReads) -----------------------------
+    def read_user(self, user_id: str, reader: FeatureReader | None) -> tuple[UserState, Features, bool]:
+        """The user (as :meth:`user`) and Feast's user row, in one round trip."""
+        rows = _pipelined_rows(reader)
+        if self.pipe is None:
+            return self.user(user_id), *_row(reader, user_id)
+        packed = pipelined.user_commands(self.keys, user_id, self.settings.retrieval.covisit)
+        if rows is not None:
+            packed += rows.packed(names.USER_KEY, [user_id])
+        replies = self._trip(packed, 4 if rows is not None else 3)
+        hist, neighbours, seen, record = pipelined.user_parts(replies[:3])
+        user = views.user_state(user_id, hist, neighbours, seen, record, self.settings.retrieval.covisit)
+        if rows is not None:
+            return user, rows.decoded(names.USER_KEY, [user_id], replies[3:])[0], True
+        return user, *_row(reader, user_id)
+
+    def read_items(self, item_ids: Sequence[str], segment: str | None, now: float,
+                   reader: FeatureReader | None, also_counts: Sequence[str] = ()
+                   ) -> tuple[list[Features], F32, F32, F32, bool]:
+        """Feast's item rows, popularity and posteriors (as :meth:`item_popularity` and
+        :meth:`posteriors`) in one round trip; ``also_counts`` items' bandit counts too."""
+        if self.pipe is None or not item_ids:
+            return self._read_items_apart(item_ids, segment, now, reader)
+        rows = _pipelined_rows(reader)
+        epochs, parts = views.epochs(now, self.pop_hl), _by_slice(item_ids)
+        seg = self.segment_key(segment)
+        stale = self._stale_counts(seg, [*item_ids, *also_counts])
+        count_parts = _by_slice(stale)
+        packed = b"".join(pipelined.pack("ZMSCORE", self.keys.popularity(POP, e, "all", part), *ids)
+                          for e in epochs for part, ids in parts.items())
+        packed += b"".join(pipelined.pack("HMGET", self.keys.bandit(seg, part), *_count_fields(ids))
+                           for part, ids in count_parts.items())
+        if rows is not None:
+            packed += rows.packed(names.ITEM_KEY, item_ids)
+        n_pop, n_counts = len(epochs) * len(parts), len(count_parts)
+        replies = self._trip(packed, n_pop + n_counts + (len(item_ids) if rows is not None else 0))
+        popularity = self._popularity(item_ids, epochs, parts, replies[:n_pop], now)
+        self._store_counts(seg, count_parts, replies[n_pop:n_pop + n_counts])
+        alpha, beta = self._posterior_arrays(seg, item_ids)
+        if rows is None:
+            feast, ok = _item_rows(reader, item_ids)
+            return feast, popularity, alpha, beta, ok
+        return rows.decoded(names.ITEM_KEY, item_ids, replies[n_pop + n_counts:], copy=False), \
+            popularity, alpha, beta, True
+
+    def _read_items_apart(self, item_ids: Sequence[str], segment: str | None, now: float,
+                          reader: FeatureReader | None) -> tuple[list[Features], F32, F32, F32, bool]:
+        feast, ok = _item_rows(reader, item_ids)
+        alpha, beta = self.posteriors(segment, item_ids)
+        return feast, self.item_popularity(item_ids, now), alpha, beta, ok
+
+    def _trip(self, packed: bytes, n_replies: int) -> list[Any]:
+        """One round trip on the serving pipe, within ``redis.read_timeout_s``; a failure opens the
+        circuit breaker like any other read."""
+        assert self.pipe is not None
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("redis marked down (circuit breaker open)")
+        try:
+            replies = self.pipe.execute(packed, n_replies, self.settings.redis.read_timeout_s)
+        except StoreUnavailable as exc:
+            slow = isinstance(exc.__cause__, TimeoutError)
+            self._timeouts = self._timeouts + 1 if slow else BREAKER_TIMEOUTS
+            if self._timeouts >= BREAKER_TIMEOUTS:  # down, or slow again and again: stop asking for a while
+                self._down_until = time.monotonic() + BREAKER_S
+            raise
+        self._timeouts = 0
+        return replies
+
+    def _popularity(self, item_ids: Sequence[str], epochs: list[int], parts: dict[int, list[str]],
+                    replies: Sequence[Any], now: float) -> F32:
+        res, rows = iter(replies), []
+        for e in epochs:
+            score = {i: None if v is None else float(v) for ids in parts.values()
+                     for i, v in zip(ids, next(res), strict=True)}
+            rows.append((e, [score[i] for i in item_ids]))
+        return views.decayed_scores(rows, now, self.pop_hl, len(item_ids))
+
     def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
         """Each epoch's top-k of every slice (an item lives in one slice), merged."""
         if k <= 0:
@@ -128,13 +217,37 @@ class RedisOnlineState:
         return next((lst for lst in lists if lst), [])
 
     def _shared(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> Scored:
-        """Lists that are the same for every user, cached for shared_cache_ttl_s of request time."""
+        """Lists that are the same for every user, cached for shared_cache_ttl_s of request time.
+        Past half the TTL a hit also starts a reload in the background (one at a time per list), so
+        under steady traffic a request rarely waits for one (they are many large reads)."""
         hit = self._lists.get(key)
-        if hit is not None and 0.0 <= now - hit[0] < self.settings.retrieval.shared_cache_ttl_s:
+        age = now - hit[0] if hit is not None else -1.0
+        ttl = self.settings.retrieval.shared_cache_ttl_s
+        if hit is not None and 0.0 <= age < ttl:
+            if age >= ttl / 2 and key not in self._reloading:
+                self._reloading.add(key)
+                self._reloader().submit(self._reload, key, now, load)
             return hit[1]
         value = load()
         self._lists[key] = (now, value)
         return value
+
+    def _reload(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> None:
+        try:
+            value = load()
+            current = self._lists.get(key)
+            if current is None or current[0] <= now:
+                self._lists[key] = (now, value)
+        except Exception as exc:  # noqa: BLE001 - the next request past the TTL reads it itself
+            log.warning("background reload of %s failed: %s", key, exc)
+        finally:
+            self._reloading.discard(key)
+
+    def _reloader(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="shared-lists")
+            return self._pool
 
     @_guard
     def popular(self, segment: str | None, k: int, now: float) -> Scored:
@@ -211,20 +324,30 @@ class RedisOnlineState:
     @_guard
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
         """Counts cached for shared_cache_ttl_s (wall clock: they only grow)."""
-        seg, now = self.segment_key(segment), time.monotonic()
-        ttl = self.settings.retrieval.shared_cache_ttl_s
-        cache = self._counts.setdefault(seg, {})
-        stale = [i for i in item_ids if i not in cache or now - cache[i][0] >= ttl]
+        seg = self.segment_key(segment)
+        stale = self._stale_counts(seg, item_ids)
         if stale:
             parts = _by_slice(stale)
             with self.r.pipeline(transaction=False) as p:
                 for part, ids in parts.items():
-                    p.hmget(self.keys.bandit(seg, part), [f for i in ids for f in (f"{i}:i", f"{i}:c")])
-                res = p.execute()
-            for ids, raw in zip(parts.values(), res, strict=True):
-                vals = [float(v) if v is not None else 0.0 for v in raw]
-                for j, iid in enumerate(ids):
-                    cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
+                    p.hmget(self.keys.bandit(seg, part), _count_fields(ids))
+                self._store_counts(seg, parts, p.execute())
+        return self._posterior_arrays(seg, item_ids)
+
+    def _stale_counts(self, seg: str, item_ids: Sequence[str]) -> list[str]:
+        now, ttl = time.monotonic(), self.settings.retrieval.shared_cache_ttl_s
+        cache = self._counts.setdefault(seg, {})
+        return [i for i in dict.fromkeys(item_ids) if i not in cache or now - cache[i][0] >= ttl]
+
+    def _store_counts(self, seg: str, parts: dict[int, list[str]], replies: Sequence[Any]) -> None:
+        now, cache = time.monotonic(), self._counts.setdefault(seg, {})
+        for ids, raw in zip(parts.values(), replies, strict=True):
+            vals = [float(v) if v is not None else 0.0 for v in raw]
+            for j, iid in enumerate(ids):
+                cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
+
+    def _posterior_arrays(self, seg: str, item_ids: Sequence[str]) -> tuple[F32, F32]:
+        cache = self._counts.setdefault(seg, {})
         counts = [cache[i][1:] for i in item_ids]
         if len(cache) > self._cache_size:
             cache.clear()
@@ -237,3 +360,42 @@ def _by_slice(item_ids: Sequence[str]) -> dict[int, list[str]]:
     for i in dict.fromkeys(item_ids):
         parts.setdefault(pop_slice(i), []).append(i)
     return parts
+
+
+def _count_fields(item_ids: Sequence[str]) -> list[str]:
+    return [f for i in item_ids for f in (f"{i}:i", f"{i}:c")]
+
+
+def serving_pipe(settings: Settings) -> RedisPipe | None:
+    """The serving round trips' transport, on one Redis; None on a Redis Cluster (read call by call)."""
+    url = settings.redis.url or "redis://127.0.0.1:6379/0"
+    ep = parse(url)
+    if ep.cluster:
+        return None
+    r = settings.redis
+    return RedisPipe(ep.single_url, r.connect_timeout_s, r.socket_timeout_s)
+
+
+def _pipelined_rows(reader: FeatureReader | None) -> pipelined.Rows | None:
+    """Feast's reader as pipelined commands, when it has them and is built (``LazyReader``)."""
+    target = getattr(reader, "pipelined", None)
+    rows = target() if callable(target) else reader
+    return rows if rows is not None and hasattr(rows, "packed") and hasattr(rows, "decoded") else None  # type: ignore[return-value]
+
+
+def _row(reader: FeatureReader | None, user_id: str) -> tuple[Features, bool]:
+    if reader is None:
+        return {}, True
+    try:
+        return dict(reader.user_features(user_id)), True
+    except StoreUnavailable:
+        return {}, False
+
+
+def _item_rows(reader: FeatureReader | None, item_ids: Sequence[str]) -> tuple[list[Features], bool]:
+    if reader is None or not item_ids:
+        return [{} for _ in item_ids], True
+    try:
+        return list(reader.item_features(item_ids)), True
+    except StoreUnavailable:
+        return [{} for _ in item_ids], False

@@ -78,6 +78,13 @@ class LazyReader:
         self.start()
         raise StoreUnavailable(f"feature reader not built yet{' (' + self.error + ')' if self.error else ''}")
 
+    def pipelined(self) -> FeatureReader | None:
+        """The built reader (its commands can join the state's round trip), or None (not yet)."""
+        reader = self._reader
+        if reader is None:
+            self.start()
+        return reader
+
     def user_features(self, user_id: str) -> Features:
         return self._get().user_features(user_id)
 

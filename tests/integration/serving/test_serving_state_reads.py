@@ -13,8 +13,10 @@ import time
 import numpy as np
 from serving_helpers import seed_state
 
+from core.errors import StoreUnavailable
 from core.events import Interaction, ItemUpsert
 from core.settings import Settings
+from feature_store.online.pipelined import pack
 from feature_store.online.redis_state import RedisOnlineState, redis_client
 
 ITEMS = [f"i{j}" for j in range(12)]
@@ -93,3 +95,81 @@ def test_shared_lists_are_cached_for_a_ttl_of_request_time(settings: Settings):
     assert other.popular(None, 3, now + 5.0)[0][0] == "i11"
     seed_state(settings, [], [_ev(f"later{k}", "i10", now) for k in range(80)])
     assert other.popular(None, 3, now)[0][0] == "i10"  # an earlier request time never reuses a later read
+
+
+class StubRows:
+    """Feast's pipelined reader reduced to its shape: one HMGET per entity, decoded to a row."""
+
+    def __init__(self, client: object) -> None:
+        self.client = client
+
+    def packed(self, join_key: str, ids: list[str]) -> bytes:
+        return b"".join(pack("HMGET", f"stub:{join_key}:{i}", "v") for i in ids)
+
+    def decoded(self, join_key: str, ids: list[str], replies: list[object], copy: bool = True) -> list[dict]:
+        return [{join_key: i, "v": _text(r[0])} for i, r in zip(ids, replies, strict=True)]  # type: ignore[index]
+
+    def user_features(self, user_id: str) -> dict:
+        return {"user_id": user_id, "v": _text(self.client.hget(f"stub:user_id:{user_id}", "v"))}  # type: ignore[attr-defined]
+
+    def item_features(self, item_ids: list[str]) -> list[dict]:
+        return [{"item_id": i, "v": _text(self.client.hget(f"stub:item_id:{i}", "v"))}  # type: ignore[attr-defined]
+                for i in item_ids]
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
+
+
+def test_each_request_read_is_one_round_trip_equal_to_the_single_reads(settings: Settings):
+    now = time.time()
+    events = _by_device(now) + [_ev("co0", "i5", now - 300), _ev("co0", "i8", now - 240),
+                                _ev("reader", "i0", now - 120), _ev("reader", "i5", now - 100)]
+    seed_state(settings, _catalog(now), events)
+    client = redis_client(settings)
+    for entity, ids in (("user_id", ["reader", "t0"]), ("item_id", ITEMS[:5])):
+        for i in ids:
+            client.hset(f"stub:{entity}:{i}", "v", f"{entity}={i}")
+    rows = StubRows(client)
+    state, single = RedisOnlineState(client, settings), RedisOnlineState(redis_client(settings), settings)
+    assert state.pipe is not None
+    trips = []
+    execute = state.pipe.execute
+    state.pipe.execute = lambda *a, **k: trips.append(a[1]) or execute(*a, **k)  # type: ignore[method-assign]
+    for user in ("reader", "t0", "p0", "nobody"):
+        got, row, ok = state.read_user(user, rows)
+        want = single.user(user)
+        assert (got.recent, got.seen, got.n_interactions, got.segment, got.attributes, got.covisit) == \
+               (want.recent, want.seen, want.n_interactions, want.segment, want.attributes, want.covisit)
+        assert ok and row == rows.user_features(user)
+    assert state.read_user("reader", rows)[0].covisit  # the script found the rows in the items' shards
+    assert len(trips) == 5
+    ids = ITEMS + ["missing"]
+    for segment in (None, "tablet", "phone"):
+        feast, pop, alpha, beta, ok = state.read_items(ids, segment, now, rows, also_counts=["i3", "zz"])
+        assert ok and feast == rows.item_features(ids)
+        np.testing.assert_array_equal(pop, single.item_popularity(ids, now))
+        for x, y in zip((alpha, beta), single.posteriors(segment, ids), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert len(trips) == 8
+    state.posteriors("tablet", ["i3", "zz"])  # fetched with the candidates: no trip, no redis-py call
+    assert len(trips) == 8
+
+
+def test_the_request_reads_fall_back_when_feast_cannot_be_read(settings: Settings):
+    now = time.time()
+    seed_state(settings, _catalog(now), _by_device(now))
+    state = RedisOnlineState(redis_client(settings), settings)
+
+    class Down:
+        def user_features(self, user_id: str) -> dict:
+            raise StoreUnavailable("feast down")
+
+        def item_features(self, item_ids: list[str]) -> list[dict]:
+            raise StoreUnavailable("feast down")
+
+    user, row, ok = state.read_user("t0", Down())
+    assert user.recent and row == {} and not ok
+    feast, pop, _, _, ok = state.read_items(ITEMS, None, now, Down())
+    assert feast == [{} for _ in ITEMS] and not ok and pop.max() > 0
+    assert state.read_user("t0", None)[1:] == ({}, True)
