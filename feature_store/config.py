@@ -9,14 +9,14 @@ keys namespaced by ``settings.feast.project``. Offline store: file (parquet writ
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.registry.sql import SqlRegistryConfig
 
-from core.settings import ConfigError, Settings
+from core.settings import Settings
+from feature_store.redis_url import parse
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -27,16 +27,17 @@ def offline_dir(settings: Settings) -> Path:
 
 
 def redis_connection_string(url: str, socket_timeout_s: float, connect_timeout_s: float) -> str:
-    """``redis://[:pw@]host:port/db`` -> Feast's ``host:port,db=N,password=...`` form."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ConfigError(["redis.url"], f"redis.url must look like redis://host:port/db, got {url!r}")
-    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
-    db = parsed.path.lstrip("/")
-    parts.append(f"db={int(db) if db else 0}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    if parsed.scheme == "rediss":
+    """``redis.url`` -> Feast's connection string: ``host:port,db=N,password=...`` for one server,
+    ``host1:port1,host2:port2,password=...`` for a Redis Cluster (``redis+cluster://``)."""
+    ep = parse(url)
+    parts = [f"{host}:{port}" for host, port in ep.nodes]
+    if not ep.cluster:
+        parts.append(f"db={ep.db}")
+    if ep.username:
+        parts.append(f"username={ep.username}")
+    if ep.password:
+        parts.append(f"password={ep.password}")
+    if ep.tls:
         parts.append("ssl=true")
     parts += [f"socket_timeout={socket_timeout_s}", f"socket_connect_timeout={connect_timeout_s}"]
     return ",".join(parts)
@@ -53,7 +54,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         provider="local",
         registry=SqlRegistryConfig(registry_type="sql", path=registry_url, cache_ttl_seconds=60,
                                    sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True}),
-        online_store=RedisOnlineStoreConfig(connection_string=conn),
+        online_store=RedisOnlineStoreConfig(
+            connection_string=conn, redis_type="redis_cluster" if parse(url).cluster else "redis"),
         offline_store=DaskOfflineStoreConfig(),
         repo_path=offline_dir(settings),
         entity_key_serialization_version=3,

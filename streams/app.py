@@ -54,7 +54,7 @@ class Work:
     """One applied batch: its last offset per partition and its follow-up."""
 
     offsets: dict[TopicPartition, int]
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Future[Any] | None = None
 
 
 @dataclass
@@ -108,9 +108,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        async with self.loop.applying:  # the batch being applied, if any, finishes first
-            pass
-        await self.loop.drain()
+        await self.loop.drain()  # every batch fetched so far is applied, followed up and committed
         await self.loop.commit(force=True)
         self.loop.state.assigned = False
 
@@ -130,7 +128,7 @@ class ConsumerLoop:
         self.consumer = consumer(settings, Rebalance(self))
         self._committed_at = 0.0
         self._done: dict[TopicPartition, int] = {}
-        self.applying = asyncio.Lock()
+        self._applied: dict[str, asyncio.Future[None]] = {}  # per topic: its last batch is applied
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -139,8 +137,7 @@ class ConsumerLoop:
             while not self.state.stopping:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=size)
                 if batch:
-                    async with self.applying:
-                        await self._handle(batch)
+                    await self._handle(batch)
                 await self.commit()
             await self.drain()
             await self.commit(force=True)
@@ -148,14 +145,20 @@ class ConsumerLoop:
             await self.consumer.stop()
 
     async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Queue each topic's records behind that topic's previous batch (applies stay in order per
+        topic, while a slow item batch, waiting on its content vectors, does not hold up the
+        interactions); the batch is done when every part is applied and followed up."""
         by_base: dict[str, list[RawRecord]] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, msgs in batch.items():
             by_base.setdefault(self.base[tp.topic], []).extend(_raw(m) for m in msgs)
             offsets[tp] = msgs[-1].offset
-        follow_ups = [await self._apply(base, records) for base, records in by_base.items()]
-        work = Work(offsets)
-        work.task = asyncio.ensure_future(self._finish(follow_ups))
+        parts = []
+        for base, records in by_base.items():
+            applied = asyncio.get_running_loop().create_future()
+            parts.append(self._part(self._applied.get(base), applied, base, records))
+            self._applied[base] = applied
+        work = Work(offsets, asyncio.ensure_future(asyncio.gather(*parts)))
         self.state.in_flight.append(work)
         self._update_lag(offsets)
         while len(self.state.in_flight) > MAX_IN_FLIGHT:
@@ -164,12 +167,18 @@ class ConsumerLoop:
             await asyncio.wait([head])
             self._collect()
 
+    async def _part(self, before: asyncio.Future[None] | None, applied: asyncio.Future[None], base: str,
+                    records: list[RawRecord]) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            follow_up = await self._apply(base, records)
+        finally:
+            applied.set_result(None)
+        await _retrying(self.state.metrics, "follow_up", follow_up)
+
     async def _apply(self, base: str, records: list[RawRecord]) -> Callable[[], Awaitable[None]]:
         return await _retrying(self.state.metrics, base, lambda: self._processor().process(base, records))
-
-    async def _finish(self, follow_ups: list[Callable[[], Awaitable[None]]]) -> None:
-        for follow_up in follow_ups:
-            await _retrying(self.state.metrics, "follow_up", follow_up)
 
     def _processor(self) -> BatchProcessor:
         assert self.state.processor is not None

@@ -53,6 +53,7 @@ class Parsed:
     offsets: dict[TP, int]
     marks: dict[TP, int]
     coords: dict[int, Coord] = field(default_factory=dict)  # id(record) -> coordinates
+    redelivered: int = 0  # records at or below the watermark, valid or not
 
 
 class BatchProcessor:
@@ -76,7 +77,7 @@ class BatchProcessor:
             sent = await self._dead_letter(base, parsed.dead)
             clock.lap("parse_dlq")
             stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
-                               skipped=len(parsed.dead) - len(sent))
+                               skipped=len(parsed.dead) - len(sent), replayed=parsed.redelivered)
             try:
                 applied = await self._apply(base, parsed, stats)
                 break
@@ -98,6 +99,7 @@ class BatchProcessor:
         for rec in records:
             tp = tp_of(rec)
             replay = rec.offset <= marks[tp]
+            out.redelivered += replay
             try:
                 ev = validate(base, rec.value, now, self.skew)
             except EventError as err:
@@ -128,10 +130,13 @@ class BatchProcessor:
         return None
 
     async def _follow_up(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
-        """Archive, Feast rows, then feed triggers (they ask for a feed built on those rows)."""
+        """The archive, and meanwhile Feast rows then feed triggers (a trigger asks for a feed built
+        on those rows)."""
+        await asyncio.gather(self._archive(base, parsed, applied),
+                             self._rows_then_triggers(base, parsed, applied))
+
+    async def _rows_then_triggers(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
         clock = _PhaseClock(self.metrics, base)
-        await self._archive(base, parsed, applied)
-        clock.lap("archive")
         events = [ev for _, ev in parsed.new] + [ev for _, ev in parsed.replayed]
         await self._push_features(base, events, applied)
         clock.lap("features")

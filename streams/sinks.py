@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,28 +28,42 @@ States = Callable[[Sequence[str], Sequence[str]],
 
 
 class ArchiveSink:
-    """Appends records per partition; file names come from offsets, so retries overwrite. Rows are
-    built in the writer thread (the record as JSON, the categories planning saw, the offset)."""
+    """Appends records per topic and partition, coalesced over ``interval_s`` (fewer, larger parquet
+    files): a batch's follow-up waits for the write that holds its records. A file is named by the
+    offsets it holds, so a retried write replaces it; a replay after a crash may group records
+    differently, and the archive's reader keeps one record per event id."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, interval_s: float = 0.5) -> None:
         from feature_store.archive import ParquetArchive
 
         self._archive = ParquetArchive.from_settings(settings)
+        self._out = Coalescer(self._flush, dict, interval_s)
 
     async def __call__(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
                        cats: Mapping[str, list[str]] | None) -> None:
-        await asyncio.to_thread(self._append, base, pairs, cats)
+        rows = [(rec, ev, cats) for rec, ev in pairs]
 
-    def _append(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
-                cats: Mapping[str, list[str]] | None) -> None:
-        by_part: dict[int, list[tuple[RawRecord, Any]]] = {}
-        for rec, ev in pairs:
-            by_part.setdefault(rec.partition, []).append((rec, ev))
+        def add(pending: dict[str, list[tuple[RawRecord, Any, Any]]]) -> None:
+            pending.setdefault(base, []).extend(rows)
+
+        await self._out.submit(add)
+
+    async def _flush(self, pending: dict[str, list[tuple[RawRecord, Any, Any]]]) -> None:
+        for base, rows in pending.items():
+            await asyncio.to_thread(self._append, base, rows)
+
+    def _append(self, base: str, rows: Sequence[tuple[RawRecord, Any, Any]]) -> None:
+        by_part: dict[int, list[tuple[RawRecord, Any, Any]]] = {}
+        for row in rows:
+            by_part.setdefault(row[0].partition, []).append(row)
         for part, group in by_part.items():
-            offs = [rec.offset for rec, _ in group]
-            self._archive.append(base, [_place(rec, ev) for rec, ev in group], partition=part,
+            offs = [rec.offset for rec, _, _ in group]
+            self._archive.append(base, [_place(rec, ev) for rec, ev, _ in group], partition=part,
                                  first_offset=min(offs), last_offset=max(offs),
-                                 payloads=[_payload(rec, ev, cats) for rec, ev in group])
+                                 payloads=[_payload(rec, ev, cats) for rec, ev, cats in group])
+
+    async def close(self) -> None:
+        await self._out.close()
 
 
 def _place(rec: RawRecord, ev: Any) -> dict[str, Any]:
@@ -71,27 +86,21 @@ def _payload(rec: RawRecord, ev: Any, cats: Mapping[str, list[str]] | None) -> s
     return ev.model_dump_json()[:-1] + extra
 
 
-class FeatureRows:
-    """Feast's online rows of the entities batches touched, written in the background.
+class Coalescer:
+    """Runs ``flush`` on everything submitted since the last one, at most once per ``interval_s``
+    (from the start of one flush to the next); ``submit`` returns once a flush that covers its items
+    succeeded (a failure is raised to every submitter of that flush, who retry). An idle worker
+    flushes right away; under load each flush takes what accumulated meanwhile."""
 
-    Batches register their users (with the states their plans computed, when they have them) and
-    items, and wait for the write that covers them; one write runs at a time and takes everything
-    registered meanwhile, so under load the rows of many batches (and of an entity touched by
-    several) go out together, while an idle worker writes after each batch. Item states, merged in
-    Redis, and users' states a batch did not compute are read at write time (after their batch was
-    applied), so a row always reflects at least its batch; Feast keeps the newest
-    (``FeastRedisWriter``)."""
-
-    def __init__(self, states: States, feast: Any, tparams: tf.TransformParams,
-                 metrics: WorkerMetrics | None = None) -> None:
-        self.states, self.feast, self.tparams, self.metrics = states, feast, tparams, metrics
-        self._users: dict[str, tf.UserState | None] = {}
-        self._items: set[str] = set()
+    def __init__(self, flush: Callable[[Any], Awaitable[None]], empty: Callable[[], Any],
+                 interval_s: float) -> None:
+        self.flush, self.empty, self.interval_s = flush, empty, interval_s
+        self.pending = empty()
         self._next: asyncio.Future[None] | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def __call__(self, users: Mapping[str, tf.UserState | None], items: Sequence[str]) -> None:
+    async def submit(self, add: Callable[[Any], None]) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.ensure_future(self._run())
@@ -99,23 +108,22 @@ class FeatureRows:
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         fut = self._next
-        for u, st in users.items():
-            old = self._users.get(u)
-            if old is None or (st is not None and st.ts_us >= old.ts_us):
-                self._users[u] = st if st is not None else old
-        self._items.update(items)
+        add(self.pending)
         self._wake.set()
         await asyncio.shield(fut)
 
     async def _run(self) -> None:
         assert self._wake is not None
+        last = 0.0
         while True:
             await self._wake.wait()
+            await asyncio.sleep(max(0.0, last + self.interval_s - time.monotonic()))
             self._wake.clear()
-            users, items, fut = self._users, sorted(self._items), self._next
-            self._users, self._items, self._next = {}, set(), None
+            last = time.monotonic()
+            batch, fut = self.pending, self._next
+            self.pending, self._next = self.empty(), None
             try:
-                await self._write(users, items)
+                await self.flush(batch)
             except Exception as exc:  # noqa: BLE001 - every waiting batch retries
                 if fut is not None:
                     fut.set_exception(exc)
@@ -124,9 +132,39 @@ class FeatureRows:
             if fut is not None:
                 fut.set_result(None)
 
-    async def _write(self, users: dict[str, tf.UserState | None], items: Sequence[str]) -> None:
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class FeatureRows:
+    """Feast's online rows of the entities batches touched, written in the background, coalesced
+    (:class:`Coalescer`, every ``feast.push_interval_ms`` at most): an entity touched by several
+    batches meanwhile gets one row. Users come with the states their batch's plan computed (the
+    newest wins); item states, merged in Redis, and users' states a batch did not compute are read at
+    write time (after their batch was applied), so a row always reflects at least its batch. Feast
+    keeps the newest row (``FeastRedisWriter``)."""
+
+    def __init__(self, states: States, feast: Any, tparams: tf.TransformParams, interval_s: float,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.states, self.feast, self.tparams, self.metrics = states, feast, tparams, metrics
+        self._rows = Coalescer(self._write, lambda: ({}, set()), interval_s)
+
+    async def __call__(self, users: Mapping[str, tf.UserState | None], items: Sequence[str]) -> None:
+        def add(pending: tuple[dict[str, tf.UserState | None], set[str]]) -> None:
+            known, wanted = pending
+            for u, st in users.items():
+                old = known.get(u)
+                if old is None or (st is not None and st.ts_us >= old.ts_us):
+                    known[u] = st if st is not None else old
+            wanted.update(items)
+
+        await self._rows.submit(add)
+
+    async def _write(self, pending: tuple[dict[str, tf.UserState | None], set[str]]) -> None:
+        users, items = pending
         missing = sorted(u for u, st in users.items() if st is None)
-        read, istates = await self.states(missing, items)
+        read, istates = await self.states(missing, sorted(items))
         ustates = [st for st in users.values() if st is not None] + list(read.values())
         rows = {USER_REALTIME.view: [_stamped(tf.project_user_realtime(s), s.ts_us) for s in ustates],
                 USER_AFFINITY.view: [_stamped(tf.project_user_affinity(s, params=self.tparams), s.ts_us)
@@ -136,8 +174,7 @@ class FeatureRows:
         await self.feast.write(rows)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await self._rows.close()
 
 
 def _stamped(row: dict[str, Any], ts_us: int) -> dict[str, Any]:
@@ -160,7 +197,8 @@ def feast_rows(settings: Settings, client: Any, states: States, metrics: WorkerM
         log.warning("Feast pushes disabled: feature repo not usable (%s); run `streamrec features apply`",
                     exc)
         return None
-    return FeatureRows(states, writer, tf.TransformParams.from_settings(settings), metrics)
+    return FeatureRows(states, writer, tf.TransformParams.from_settings(settings),
+                       settings.feast.push_interval_ms / 1000.0, metrics)
 
 
 class ItemVectors:
@@ -172,6 +210,11 @@ class ItemVectors:
         self.use_model = use_model
         self._pool: ProcessPoolExecutor | None = None
         self._local = None if use_model else content.Encoder(False)
+
+    async def start(self) -> None:
+        """Load the model in the child now, so that the first item batch does not wait for it."""
+        if self.use_model:
+            await self._remote([""], [[]])
 
     async def __call__(self, items: Sequence[ItemUpsert]) -> dict[str, bytes]:
         if not items:

@@ -46,6 +46,12 @@ log = logging.getLogger("streams.worker")
 SHUTDOWN_GRACE_S = 8.0
 
 
+def _early(signum: int, frame: Any) -> None:
+    """SIGTERM/SIGINT before the consumer started: nothing was read or applied, so just go."""
+    logging.shutdown()
+    os._exit(0)
+
+
 def _arm_watchdog(grace_s: float) -> None:
     def expire() -> None:
         time.sleep(grace_s)
@@ -119,11 +125,12 @@ async def run(settings: Settings, port: int) -> int:
         return await prod.send(topic, value, key=key)
 
     vectors = ItemVectors(w.content_model)
+    warm = asyncio.ensure_future(vectors.start())  # in its own process, meanwhile
     rows = feast_rows(settings, client, writer.feature_states, metrics)
+    archive = ArchiveSink(settings)
     state.processor = BatchProcessor(
         Topics(settings.kafka.topic_prefix), writer, send, metrics,
-        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=ArchiveSink(settings),
-        push=rows)
+        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=archive, push=rows)
     topics = Topics(settings.kafka.topic_prefix)
     guard = IncarnationGuard([topics.name(b) for b in INPUT_TOPICS], KafkaTopicIds(
         {**{k: v for k, v in kafka_options(settings).items() if k != "ssl_context"},
@@ -136,15 +143,18 @@ async def run(settings: Settings, port: int) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, _stopper(state, stop))
+
     checker = asyncio.ensure_future(timer(guard, state))
     tune_gc()
     try:
         await loop.run()
     finally:
         checker.cancel()
+        warm.cancel()
         vectors.close()
         if rows is not None:
             await rows.close()
+        await archive.close()
         await prod.stop()
         await runner.cleanup()
         await client.close()
@@ -170,6 +180,8 @@ def _stopper(state: WorkerState, stop: asyncio.Event) -> Any:
 
 
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _early)
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

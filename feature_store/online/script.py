@@ -53,6 +53,8 @@ while i <= n do
   elseif op == 'set' then
     if na > 1 then redis.call('SET', k, ARGV[a], 'EX', ARGV[a + 1]) else redis.call('SET', k, ARGV[a]) end
   elseif op == 'ex' then redis.call('EXPIRE', k, ARGV[a])
+  elseif op == 'mk' then
+    for j = a + 1, b, 2 do redis.call('SET', KEYS[tonumber(ARGV[j])], ARGV[j + 1], 'EX', ARGV[a]) end
   else return redis.error_reply('unknown op ' .. tostring(op)) end
 end
 for j = 2, g - 1, 3 do redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2]) end
@@ -75,9 +77,18 @@ def arguments(guard_key: str, guards: Sequence[Guard], ops: Sequence[Op]) -> lis
         args += [name, str(old), str(new)]
     for code, key, arg in ops:
         k = index.setdefault(key, len(index) + 1)
-        values = flat(code, arg)
+        values = _markers(index, arg) if code == "mk" else flat(code, arg)
         args += [code, k, len(values), *values]
     return ["EVALSHA", SHA, len(index), *index, *args]
+
+
+def _markers(index: dict[str, int], arg: tuple[int, Sequence[tuple[str, str]]]) -> list[Any]:
+    """``mk``: dedupe markers of one shard, ``(ttl, [(key, value), ...])`` -> ttl, key index, value..."""
+    ttl, marks = arg
+    out: list[Any] = [ttl]
+    for key, value in marks:
+        out += [index.setdefault(key, len(index) + 1), value]
+    return out
 
 
 def flat(code: str, arg: Any) -> list[Any]:

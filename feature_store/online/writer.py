@@ -61,6 +61,7 @@ class StatsDelta:
     dead_lettered: int = 0
     dead_by_reason: dict[str, int] | None = None
     skipped: int = 0  # invalid records whose dead letter the broker refused for good
+    replayed: int = 0  # records delivered again at or below the watermark (after a crash or rebalance)
 
 
 @dataclass
@@ -107,12 +108,15 @@ class OnlineWriter(StateReads):
         keep = self._keep(events, offsets)
         plan = plan_interaction_batch(out.fresh, snap, self.params, self.tparams, self.keys, keep)
         groups = grouped(plan)
-        coords = {id(ev): c for c, ev in events}
-        for ev in out.fresh:  # the markers go with their user's writes (placed here: never seen twice)
-            c, key = coords[id(ev)], self.keys.dedupe(ev.user_id, ev.event_id)
-            marker = ("set", key, (c.marker() if c else "1", self.ttl))
-            groups.setdefault((OWNED, tag(ev.user_id)), []).append(marker)
-        await self._apply(_Batch(groups, _stats(stats, out.duplicates), offsets, marks))
+        coords = _first_coords(events)
+        marks_by_tag: dict[str, list[tuple[str, str]]] = {}
+        for ev in out.fresh:  # the markers go with their user's writes, one op per shard
+            c = coords[id(ev)]
+            marks_by_tag.setdefault(tag(ev.user_id), []).append(
+                (self.keys.dedupe(ev.user_id, ev.event_id), c.marker() if c else "1"))
+        for where, marks_ in marks_by_tag.items():
+            groups.setdefault((OWNED, where), []).append(("mk", marks_[0][0], (self.ttl, marks_)))
+        await self._apply(_Batch(groups, _stats(stats, out.duplicates, len(out.earlier)), offsets, marks))
         out.categories = snap.categories
         out.user_states = {ev.user_id: snap.user_features[ev.user_id] for ev in out.fresh}
         return out
@@ -161,7 +165,7 @@ class OnlineWriter(StateReads):
                 if stage == SHARED and tp in first and off >= first[tp]}
         if not done:
             return None
-        coords = {id(ev): c for c, ev in events}
+        coords = _first_coords(events)
 
         def keep(ev: Any, key: str) -> bool:
             c = coords[id(ev)]
@@ -214,6 +218,14 @@ class OnlineWriter(StateReads):
             del self._aw[k]
 
 
+def _first_coords(events: Sequence[tuple[Coord | None, Any]]) -> dict[int, Coord | None]:
+    """Coordinates by event object: its first delivery (a duplicate may be the very same object)."""
+    out: dict[int, Coord | None] = {}
+    for c, ev in events:
+        out.setdefault(id(ev), c)
+    return out
+
+
 def _classify(events: Sequence[tuple[Coord | None, Interaction]], found: Sequence[Any]) -> Applied:
     out = Applied()
     seen: set[str] = set()
@@ -229,10 +241,13 @@ def _classify(events: Sequence[tuple[Coord | None, Interaction]], found: Sequenc
     return out
 
 
-def _stats(stats: StatsDelta, duplicates: int) -> list[tuple[str, int]]:
+def _stats(stats: StatsDelta, duplicates: int, resumed: int = 0) -> list[tuple[str, int]]:
+    """Exactly once with the watermarks (same script or guard), except ``replayed``, which counts
+    every redelivery; ``resumed``: events a crashed attempt had applied (a cluster only)."""
     base = stats.base
     incr = {f"{base}:processed": stats.processed, f"{base}:dead_lettered": stats.dead_lettered,
-            f"{base}:duplicates": duplicates, "events_processed": stats.processed,
+            f"{base}:duplicates": duplicates, f"{base}:replayed": stats.replayed,
+            f"{base}:resumed": resumed, "events_processed": stats.processed,
             "events_dead_lettered": stats.dead_lettered, f"{base}:skipped": stats.skipped,
             "events_skipped": stats.skipped}
     for reason, n in (stats.dead_by_reason or {}).items():

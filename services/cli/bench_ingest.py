@@ -1,12 +1,24 @@
-"""``streamrec bench ingest --events N --json PATH``: stream-worker throughput and effect latency.
+"""``streamrec bench ingest --events N --json PATH [--workers W --partitions P]``: stream-worker
+throughput, its CPU cost, and effect / feature latency at 80 % of the measured maximum.
 
-Against an embedded Tansu broker and redis-server: pre-produce a catalog and N simulator interactions,
-start ONE ``python -m streams.worker`` (all effects on; Feast pushes when ``--feast``), and measure
-  * events_per_s: sustained drain rate between 10 % and 90 % of the backlog (worker startup excluded);
-  * effect_latency_ms_p50/p99: a paced stream after the drain, produce -> effect visible in Redis
-    (the event's dedupe marker, written in the same MULTI/EXEC as all its effects);
-  * rss_mb / cpu_percent of the worker process (cpu: 100 = one core), and events_per_cpu_s (the rate
-    per CPU-second the worker actually got: the capacity of one core on a machine shared with others).
+Against an embedded Tansu broker and a redis-server (or, with ``--redis-cluster``, a local 3-master
+Redis Cluster), with every effect on (Feast rows, content vectors of item upserts with the sentence
+model in the worker's encoder process):
+
+1. a catalogue is produced and applied, the workers stop; N interactions (with about one new item
+   per 1,000) are produced as a backlog; W workers start in one consumer group over P partitions;
+2. ``events_per_s``: the drain rate between 10 % and 90 % of the backlog (start-up excluded);
+   ``cpu_s_per_1k_events``: CPU seconds of the workers (encoder children included) per 1,000 events
+   in that window, with the same for redis, the broker and this process, the cores each used and how
+   busy the whole machine was (what bounds the rate on a small machine);
+3. ``latency_measured_at_events_per_s`` = 80 % of that rate is produced, paced, for ``--latency-s``;
+   ``effect_latency_ms_*``: produce -> the event's dedupe marker in Redis (same script as its
+   effects); ``feature_latency_ms_*``: produce -> Feast's ``user_realtime`` row of its user carries a
+   timestamp at or after the event's;
+4. ``rss_mb``: the largest worker process; ``encoder_rss_mb``: its encoder child.
+
+With W > 1 the same drain is first run with one worker (``single_worker``, same data on its own
+topics and keys) and ``scaling`` = W-worker rate / one-worker rate.
 """
 
 from __future__ import annotations
@@ -15,40 +27,46 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import psutil
-import redis
 import typer
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from core.events import Interaction, encode
+from core.events import ItemUpsert, encode
 from core.settings import Settings, load_settings
 from core.topics import Topics
 from feature_store.online.keys import Keys
-from iokit import ChildProcess, free_port, spawn, wait_for_tcp
+from feature_store.online.redis_state import redis_client
+from iokit import ChildProcess, free_port, spawn
 from models.simulator import World, WorldConfig
+from services.cli.ingest_probe import LatencyProbe, Sampler
 from services.localstack import local_infra
 
 app = typer.Typer()
+N_USERS, N_ITEMS = 2000, 2000
 
 
 @app.command()
-def ingest(events: int = typer.Option(100_000, "--events", min=1000),
+def ingest(events: int = typer.Option(200_000, "--events", min=1000),
            json_path: Path | None = typer.Option(None, "--json"),
-           latency_events: int = typer.Option(3000, "--latency-events", min=100),
-           latency_rate: float = typer.Option(500.0, "--latency-rate", min=10.0),
-           feast: bool = typer.Option(True, "--feast/--no-feast", help="push features to Feast"),
+           workers: int = typer.Option(1, "--workers", min=1),
+           partitions: int = typer.Option(4, "--partitions", min=1),
+           latency_s: float = typer.Option(30.0, "--latency-s", min=5.0),
+           feast: bool = typer.Option(True, "--feast/--no-feast", help="write Feast's online rows"),
            content_model: bool = typer.Option(True, "--content-model/--no-content-model",
-                                              help="embed item text with the sentence model")) -> None:
+                                              help="embed item text with the sentence model"),
+           redis_cluster: bool = typer.Option(False, "--redis-cluster", help="a local 3-master cluster"),
+           single_baseline: bool = typer.Option(True, "--single-baseline/--no-single-baseline",
+                                                help="with --workers > 1, also drain with one worker"),
+           ) -> None:
     """Run the ingest benchmark and print (and optionally write) its JSON result."""
-    result = run_ingest_bench(events=events, latency_events=latency_events, latency_rate=latency_rate,
-                              feast=feast, content_model=content_model)
+    result = run_ingest_bench(events, workers, partitions, latency_s, feast, content_model, redis_cluster,
+                              single_baseline and workers > 1)
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if json_path is not None:
@@ -56,129 +74,187 @@ def ingest(events: int = typer.Option(100_000, "--events", min=1000),
         json_path.write_text(text)
 
 
-def run_ingest_bench(events: int, latency_events: int = 3000, latency_rate: float = 500.0,
-                     feast: bool = True, content_model: bool = True) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, local_infra(Path(tmp)) as infra:
-        s = load_settings(data_dir=tmp, kafka={"bootstrap_servers": infra.kafka_bootstrap},
-                          redis={"url": infra.redis_url, "key_prefix": "sr:bench:"},
-                          worker={"metrics_port": free_port(), "feature_push": feast,
-                                  "content_model": content_model})
-        if feast:
-            from feature_store.repository import apply
-
-            apply(s)
-        return _run(s, events, latency_events, latency_rate)
+@dataclass
+class Infra:
+    settings: Settings
+    pids: dict[str, list[int]] = field(default_factory=dict)
 
 
-def _run(s: Settings, events: int, latency_events: int, latency_rate: float) -> dict[str, Any]:
-    topics = Topics(s.kafka.topic_prefix)
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(n, s.kafka.partitions, 1) for n in topics.all()])
-    admin.close()
-    world = World(WorldConfig(n_users=2000, n_items=2000, seed=1))
-    now = time.time()
-    prod = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, linger_ms=20, batch_size=1 << 18)
-    for up in world.item_upserts(now - 3600):
-        prod.send(topics.items, key=up.item_id.encode(), value=encode(up))
-    backlog = list(world.traffic(events, now - 600, events / 590.0))
-    _produce(prod, topics.interactions, backlog)
-    worker = spawn("worker", [sys.executable, "-m", "streams.worker"], s.data_dir / "logs", _env(s))
-    try:
-        drain = _measure_drain(s, worker, events)
-        latency = _measure_latency(s, prod, topics, world, latency_events, latency_rate, events)
-    except (StopIteration, OSError) as exc:
-        log = worker.log_path.read_text()[-3000:] if worker.log_path else ""
-        raise RuntimeError(f"worker made no progress ({exc!r}); log tail:\n{log}") from None
-    finally:
-        worker.stop()
-    return {**drain, **latency, "events": events, "workers": 1, "partitions": s.kafka.partitions,
-            "batch_size": s.worker.batch_size, "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
-            "feast_push": s.worker.feature_push}
+def run_ingest_bench(events: int, workers: int = 1, partitions: int = 4, latency_s: float = 30.0,
+                     feast: bool = True, content_model: bool = True, cluster: bool = False,
+                     baseline: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, ExitStack() as stack:
+        infra = _infra(Path(tmp), stack, partitions, feast, content_model, cluster)
+        result: dict[str, Any] = {}
+        if baseline:
+            single = Run(infra, "w1", 1, events)
+            result["single_worker"] = single.drain()
+            single.stop()
+        run = Run(infra, f"w{workers}", workers, events)
+        try:
+            result.update(run.drain())
+            result.update(run.latency(0.8 * result["events_per_s"], latency_s))
+        finally:
+            run.stop()
+        result.update(rss_mb=round(run.sampler.rss_mb, 1), encoder_rss_mb=round(run.sampler.child_rss_mb, 1),
+                      workers=workers, partitions=partitions, events=events, redis_cluster=cluster,
+                      feast_rows=feast, content_model=content_model,
+                      batch_size=infra.settings.worker.batch_size, cpus=os.cpu_count(),
+                      load_avg_1m=round(os.getloadavg()[0], 2))
+        if baseline:
+            result["scaling"] = round(result["events_per_s"] / result["single_worker"]["events_per_s"], 3)
+        return result
+
+
+def _infra(tmp: Path, stack: ExitStack, partitions: int, feast: bool, content_model: bool,
+           cluster: bool) -> Infra:
+    local = stack.enter_context(local_infra(tmp, need_redis=not cluster))
+    pids = {"broker": [local.children[0].pid], "bench": [os.getpid()]}
+    url = local.redis_url
+    if cluster:
+        from services.local_cluster import local_cluster
+
+        lc = stack.enter_context(local_cluster(tmp / "cluster", tmp / "logs"))
+        url, pids["redis"] = lc.url, [c.pid for c in lc.children]
+    else:
+        pids["redis"] = [local.children[1].pid]
+    kafka = {"bootstrap_servers": local.kafka_bootstrap, "partitions": partitions}
+    s = load_settings(data_dir=str(tmp), kafka=kafka,
+                      redis={"url": url, "key_prefix": "sr:bench:"}, feast={"project": "bench_ingest"},
+                      worker={"feature_push": feast, "content_model": content_model})
+    if feast:
+        from feature_store.repository import apply
+
+        apply(s)
+    return Infra(s, pids)
+
+
+class Run:
+    """One group of ``n`` workers on its own topics and keys."""
+
+    def __init__(self, infra: Infra, name: str, n: int, events: int) -> None:
+        base = infra.settings
+        self.infra, self.n, self.events, self.name = infra, n, events, name
+        self.s = base.model_copy(update={
+            "kafka": base.kafka.model_copy(update={"topic_prefix": f"{name}-"}),
+            "redis": base.redis.model_copy(update={"key_prefix": f"sr:{name}:"}),
+            "worker": base.worker.model_copy(update={"group_id": f"bench-{name}"})})
+        self.topics, self.keys = Topics(self.s.kafka.topic_prefix), Keys(self.s.redis.key_prefix)
+        self.client = redis_client(self.s)
+        self.world = World(WorldConfig(n_users=N_USERS, n_items=N_ITEMS, seed=1))
+        self.workers: list[ChildProcess] = []
+        pids = dict(infra.pids)
+        self.sampler = Sampler(lambda: self._stat("interactions:processed"), self._pids)
+        self._infra_pids = pids
+
+    def _pids(self, role: str) -> list[int]:
+        return [w.pid for w in self.workers] if role == "workers" else self._infra_pids[role]
+
+    def _stat(self, name: str) -> int:
+        return int(self.client.hget(self.keys.stats, name) or 0)  # type: ignore[arg-type]
+
+    def drain(self) -> dict[str, Any]:
+        admin = KafkaAdminClient(bootstrap_servers=self.s.kafka.bootstrap_servers)
+        admin.create_topics([NewTopic(t, self.s.kafka.partitions, 1) for t in self.topics.all()])
+        admin.close()
+        prod = _producer(self.s)
+        catalog = self.world.item_upserts(time.time() - 3600)
+        _send(prod, [(self.topics.items, it.item_id, encode(it)) for it in catalog])
+        self._start()
+        self._wait(lambda: self._stat("items:processed") >= len(catalog), 600, "the catalogue")
+        self.stop()
+        self._produce_backlog(prod)
+        self._start()
+        deadline = time.monotonic() + max(300.0, self.events / 200.0)
+        while time.monotonic() < deadline and self.sampler.sample().processed < self.events:
+            self._check_alive()
+            time.sleep(0.2)
+        if self.sampler.samples[-1].processed < self.events:
+            raise RuntimeError(f"{self.name}: drained {self.sampler.samples[-1].processed} of {self.events}")
+        return {**self.sampler.window(0.1, 0.9, self.events), "drained": True}
+
+    def _produce_backlog(self, prod: KafkaProducer) -> None:
+        now, rate = time.time(), self.events / 590.0
+        world = World(WorldConfig(n_users=N_USERS, n_items=N_ITEMS, seed=1, new_item_rate=rate / 1000))
+        records = []
+        for ev in world.stream(self.events, now - 600, rate):
+            topic = self.topics.items if isinstance(ev, ItemUpsert) else self.topics.interactions
+            records.append((topic, ev.item_id if isinstance(ev, ItemUpsert) else ev.user_id, encode(ev)))
+        _send(prod, records)
+        prod.close()
+
+    def latency(self, rate: float, seconds: float) -> dict[str, Any]:
+        """Produce at ``rate`` (paced every 10 ms) and watch every 20th event."""
+        probe = LatencyProbe(redis_client(self.s), self.keys,
+                             self.s.feast.project if self.s.worker.feature_push else None)
+        probe.start()
+        prod, before = _producer(self.s), self.sampler.sample()
+        evs = self.world.traffic(int(rate * seconds) + 1, time.time(), rate)
+        start, k = time.monotonic(), 0
+        for ev in evs:
+            due = start + k / rate
+            if due > time.monotonic() + 0.01:
+                time.sleep(due - time.monotonic())
+            ev = ev.model_copy(update={"event_id": f"lat-{k}", "timestamp": time.time()})
+            prod.send(self.topics.interactions, key=ev.user_id.encode(), value=encode(ev))
+            if k % 20 == 0:
+                probe.watch(ev.event_id, ev.user_id, ev.timestamp)
+            k += 1
+        prod.flush()
+        produced_s = time.monotonic() - start
+        out = probe.finish(30.0)
+        after = self.sampler.sample()
+        applied = (after.processed - before.processed) / max(after.t - before.t, 1e-6)
+        return {**out, "latency_measured_at_events_per_s": round(rate, 1),
+                "latency_produced_events_per_s": round(k / produced_s, 1),
+                "latency_applied_events_per_s": round(applied, 1), "latency_phase_s": round(produced_s, 1)}
+
+    def _start(self) -> None:
+        env = _env(self.s)
+        argv = [sys.executable, "-m", "streams.worker"]
+        self.workers = [spawn(f"{self.name}-worker-{j}", argv, self.s.data_dir / "logs",
+                              {**env, "STREAMREC_WORKER__METRICS_PORT": str(free_port())})
+                        for j in range(self.n)]
+
+    def _check_alive(self) -> None:
+        for w in self.workers:
+            if not w.alive():
+                tail = w.log_path.read_text()[-3000:] if w.log_path else ""
+                raise RuntimeError(f"{w.name} exited with {w.returncode}; log tail:\n{tail}")
+
+    def _wait(self, pred: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: timed out waiting for {what}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            self.sampler._memory()  # noqa: SLF001 - the last reading before they go
+            w.stop()
+        self.workers = []
+
+
+def _producer(s: Settings) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, linger_ms=5, batch_size=1 << 18)
+
+
+def _send(prod: KafkaProducer, records: list[tuple[str, str, bytes]]) -> None:
+    for topic, key, value in records:
+        prod.send(topic, key=key.encode(), value=value)
+    prod.flush()
 
 
 def _env(s: Settings) -> dict[str, str]:
     return {"STREAMREC_DATA_DIR": str(s.data_dir),
             "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": str(s.kafka.bootstrap_servers),
+            "STREAMREC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+            "STREAMREC_KAFKA__PARTITIONS": str(s.kafka.partitions),
             "STREAMREC_REDIS__URL": str(s.redis.url), "STREAMREC_REDIS__KEY_PREFIX": s.redis.key_prefix,
-            "STREAMREC_WORKER__METRICS_PORT": str(s.worker.metrics_port), "STREAMREC_LOG_LEVEL": "WARNING",
+            "STREAMREC_WORKER__GROUP_ID": s.worker.group_id, "STREAMREC_LOG_LEVEL": "WARNING",
             "STREAMREC_WORKER__FEATURE_PUSH": str(s.worker.feature_push).lower(),
             "STREAMREC_WORKER__CONTENT_MODEL": str(s.worker.content_model).lower(),
             "STREAMREC_FEAST__PROJECT": s.feast.project}
 
-
-def _produce(prod: KafkaProducer, topic: str, evs: list[Interaction]) -> None:
-    for ev in evs:
-        prod.send(topic, key=ev.user_id.encode(), value=encode(ev))
-    prod.flush()
-
-
-def _processed(r: redis.Redis, keys: Keys) -> int:
-    return int(r.hget(keys.stats, "interactions:processed") or 0)  # type: ignore[arg-type]
-
-
-def _measure_drain(s: Settings, worker: ChildProcess, events: int) -> dict[str, Any]:
-    r, keys = redis.Redis.from_url(s.redis.url or ""), Keys(s.redis.key_prefix)
-    wait_for_tcp("127.0.0.1", s.worker.metrics_port, 60, worker.proc)
-    proc = psutil.Process(worker.pid)
-    samples: list[tuple[float, int, float]] = []
-    rss = 0.0
-    deadline = time.monotonic() + max(120.0, events / 200.0)
-    while time.monotonic() < deadline:
-        n = _processed(r, keys)
-        times = proc.cpu_times()
-        samples.append((time.monotonic(), n, times.user + times.system))
-        rss = max(rss, proc.memory_info().rss / 2**20)
-        if n >= events:
-            break
-        time.sleep(0.1)
-    lo = next(x for x in samples if x[1] >= 0.1 * events)
-    hi = next((x for x in samples if x[1] >= 0.9 * events), samples[-1])
-    secs = max(hi[0] - lo[0], 1e-6)
-    rate, cpu = (hi[1] - lo[1]) / secs, (hi[2] - lo[2]) / secs
-    return {"events_per_s": round(rate, 1), "rss_mb": round(rss, 1), "cpu_percent": round(100 * cpu, 1),
-            "events_per_cpu_s": round(rate / max(cpu, 1e-6), 1), "drained": samples[-1][1] >= events}
-
-
-def _measure_latency(s: Settings, prod: KafkaProducer, topics: Topics, world: World, n: int,
-                     rate: float, already: int) -> dict[str, Any]:
-    r, keys = redis.Redis.from_url(s.redis.url or ""), Keys(s.redis.key_prefix)
-    evs = [e.model_copy(update={"event_id": f"lat-{k}"}) for k, e in
-           enumerate(world.traffic(n, time.time(), rate))]
-    sent: dict[tuple[str, str], float] = {}
-    seen: dict[tuple[str, str], float] = {}
-    done = threading.Event()
-    poller = threading.Thread(target=_poll, args=(r, keys, sent, seen, done), daemon=True)
-    poller.start()
-    start = time.monotonic()
-    for k, ev in enumerate(evs):
-        delay = start + k / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        prod.send(topics.interactions, key=ev.user_id.encode(), value=encode(ev))
-        if k % 10 == 0:
-            sent[(ev.user_id, ev.event_id)] = time.monotonic()
-    prod.flush()
-    deadline = time.monotonic() + 30
-    while len(seen) < len(sent) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    done.set()
-    lat = np.array([seen[e] - sent[e] for e in seen]) * 1000
-    return {"effect_latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
-            "effect_latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-            "latency_samples": len(lat), "latency_missing": len(sent) - len(seen), "latency_rate": rate}
-
-
-def _poll(r: redis.Redis, keys: Keys, sent: dict[tuple[str, str], float], seen: dict[tuple[str, str], float],
-          done: threading.Event) -> None:
-    while not done.is_set():
-        pending = [e for e in list(sent) if e not in seen]
-        if pending:
-            with r.pipeline(transaction=False) as pipe:
-                for e in pending:
-                    pipe.exists(keys.dedupe(*e))
-                found = pipe.execute()
-            now = time.monotonic()
-            for e, ok in zip(pending, found, strict=True):
-                if ok:
-                    seen[e] = now
-        time.sleep(0.005)

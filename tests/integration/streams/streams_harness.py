@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -27,6 +26,7 @@ from feature_store.online import resp
 from feature_store.online.batch import effect_params
 from feature_store.online.item_merge import item_state
 from feature_store.online.keys import Keys
+from feature_store.online.redis_state import redis_client
 from feature_store.online.writer import OnlineWriter, StatsDelta
 from feature_store.transforms import TransformParams
 from iokit import ChildProcess, free_port, spawn
@@ -72,8 +72,11 @@ def create_topics(s: Settings) -> None:
 
 
 def stats(s: Settings) -> dict[str, int]:
-    r = redis.Redis.from_url(s.redis.url or "", decode_responses=True)
-    return {k: int(v) for k, v in r.hgetall(Keys(s.redis.key_prefix).stats).items()}
+    r = redis_client(s)
+    try:
+        return {k.decode(): int(v) for k, v in r.hgetall(Keys(s.redis.key_prefix).stats).items()}
+    finally:
+        r.close()
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str, worker: ChildProcess | None = None) -> None:
@@ -161,7 +164,7 @@ def reference_state(s: Settings, item_list: list[ItemUpsert], events: list[Inter
 
 def dump(s: Settings, prefix: str) -> dict[str, Any]:
     """Every key under ``prefix`` (minus bookkeeping) with a normalized value (pipelined reads)."""
-    r = redis.Redis.from_url(s.redis.url or "")
+    r = redis_client(s)
     keys = [k for k in r.scan_iter(match=f"{prefix}*".encode(), count=5000)
             if not k.decode()[len(prefix):].startswith("ref:") and not _bookkeeping(k.decode())]
     with r.pipeline(transaction=False) as pipe:
@@ -233,6 +236,15 @@ def _num(v: Any) -> float | None:
         return None
 
 
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local three-master Redis Cluster (``redis+cluster://``) for the tests of this module."""
+    from services.local_cluster import local_cluster
+
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.url
+
+
 @pytest.fixture
 def stream_settings(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[Settings]:
     s = make_settings(tmp_path, kafka_bootstrap, redis_url)
@@ -246,7 +258,7 @@ def assert_feast_matches(s: Settings, ref_prefix: str, users: list[str], item_id
     from feature_store import transforms as tf
     from feature_store.config import feature_store
 
-    r = redis.Redis.from_url(s.redis.url or "")
+    r = redis_client(s)
     keys, tp = Keys(ref_prefix), TransformParams.from_settings(s)
     fs = feature_store(s)
     got = fs.get_online_features(features=USER_REALTIME.refs + USER_AFFINITY.refs,

@@ -1,6 +1,12 @@
-"""SIGKILL the worker three times mid-stream: after catch-up every counter, posterior and feature
-state in Redis, and every stream feature in Feast online, equals a crash-free recomputation from the
-input (0 lost, 0 applied twice), and a final SIGTERM drains and commits every offset."""
+"""Two workers in one group over four partitions; one of them is SIGKILLed three times mid-stream
+(and, once, frozen past its session so that it comes back as a zombie the guards must fence). Each
+time the other takes its partitions over, replays what was not committed, and the killed one rejoins
+(rebalances both ways). After catch-up every counter, posterior and feature state in Redis, and every
+stream feature in Feast online, equals a crash-free recomputation from the input (0 lost, 0 applied
+twice), replays did happen, and a final SIGTERM drains and commits every offset.
+
+On one redis-server and on a local three-master Redis Cluster (where a batch is one script per
+shard, so a kill can land between shards)."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from streams_harness import (
     assert_feast_matches,
     assert_same,
+    cluster_url,  # noqa: F401 - fixture
     dump,
     interactions,
     items,
@@ -25,16 +32,35 @@ from streams_harness import (
 )
 
 from core.events import encode
+from core.settings import Settings
 from core.topics import Topics
 from feature_store.repository import apply
+from iokit import ChildProcess, free_port
 
 pytestmark = pytest.mark.integration
 N_EVENTS, CHUNKS = 20_000, 4
 
 
-def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> None:  # noqa: F811
-    s = stream_settings.model_copy(update={"worker": stream_settings.worker.model_copy(
-        update={"feature_push": True})})
+def _on(request: pytest.FixtureRequest, s: Settings) -> Settings:
+    w = s.worker.model_copy(update={"feature_push": True})
+    if request.param == "cluster":
+        url = request.getfixturevalue("cluster_url")
+        return s.model_copy(update={"worker": w, "redis": s.redis.model_copy(update={"url": url})})
+    return s.model_copy(update={"worker": w})
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def kill_settings(request: pytest.FixtureRequest, stream_settings: Settings) -> Settings:  # noqa: F811
+    return _on(request, stream_settings)
+
+
+def _worker(s: Settings, name: str) -> ChildProcess:
+    return start_worker(s.model_copy(update={"worker": s.worker.model_copy(
+        update={"metrics_port": free_port()})}), name)
+
+
+def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_settings: Settings) -> None:
+    s = kill_settings
     apply(s)
     topics = Topics(s.kafka.topic_prefix)
     now = time.time()
@@ -45,8 +71,8 @@ def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> 
     for it in catalog:
         prod.send(topics.items, key=it.item_id.encode(), value=encode(it))
     prod.flush()
-    worker = start_worker(s, "worker-0")
-    wait_for(lambda: stats(s).get("items:processed", 0) == len(catalog), 60, "catalog", worker)
+    steady, victim = _worker(s, "steady"), _worker(s, "victim-0")
+    wait_for(lambda: stats(s).get("items:processed", 0) == len(catalog), 60, "catalog", victim)
 
     size = len(stream) // CHUNKS + 1
     kills = 0
@@ -54,22 +80,25 @@ def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> 
         for ev in stream[c * size:(c + 1) * size]:
             prod.send(topics.interactions, key=ev.user_id.encode(), value=encode(ev))
         prod.flush()
+        if c == 1:
+            _freeze(victim, s.worker.session_timeout_s + 2.0)  # comes back a zombie
         if c < CHUNKS - 1:
             floor = c * size + 300
-            wait_for(lambda f=floor: stats(s).get("interactions:processed", 0) > f, 60, "progress", worker)
-            worker.signal(signal.SIGKILL)
-            worker.proc.wait(5)
+            wait_for(lambda f=floor: stats(s).get("interactions:processed", 0) > f, 60, "progress", steady)
+            victim.signal(signal.SIGKILL)
+            victim.proc.wait(5)
             kills += 1
-            worker = start_worker(s, f"worker-{kills}")
-        print(f"chunk {c} done at {time.time() - now:.1f}s", flush=True)
-    wait_for(lambda: stats(s).get("interactions:processed", 0) >= len(stream), 120, "catch-up", worker)
-    print(f"caught up at {time.time() - now:.1f}s", flush=True)
-    assert worker.stop() == 0
+            time.sleep(s.worker.session_timeout_s)  # the steady worker takes every partition over
+            victim = _worker(s, f"victim-{kills}")
+    wait_for(lambda: stats(s).get("interactions:processed", 0) >= len(stream), 180, "catch-up", steady)
+    assert victim.stop() == 0
+    assert steady.stop() == 0
 
     st = stats(s)
     assert kills == 3
     assert st["interactions:processed"] == len(stream)
     assert st["interactions:duplicates"] == len(stream) - len(unique)
+    assert st.get("interactions:replayed", 0) > 0, st  # the kills did make batches be delivered again
     assert st.get("events_dead_lettered", 0) == 0
     ref = reference_state(s, catalog, unique)
     expected = dump(s, ref)
@@ -80,7 +109,14 @@ def test_kill_worker_three_times_state_equals_recomputation(stream_settings) -> 
     assert_feast_matches(s, ref, sorted({e.user_id for e in unique}), [it.item_id for it in catalog])
 
 
-def _assert_offsets_committed(s, topic: str) -> None:
+def _freeze(worker: ChildProcess, seconds: float) -> None:
+    """SIGSTOP past the session timeout: the group moves on, then the worker resumes mid-batch."""
+    worker.signal(signal.SIGSTOP)
+    time.sleep(seconds)
+    worker.signal(signal.SIGCONT)
+
+
+def _assert_offsets_committed(s: Settings, topic: str) -> None:
     consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap_servers, group_id=s.worker.group_id,
                              enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in range(4)]

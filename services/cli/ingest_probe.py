@@ -1,0 +1,186 @@
+"""Measuring helpers of ``streamrec bench ingest``: CPU and memory of the processes involved, the
+machine's busy share, and the effect / Feast-row latency of sampled events.
+
+* :class:`Sampler` reads, every ``interval``, the processed count (the workers' durable stats) and the
+  CPU seconds of each role (workers with their children, redis-server(s), the broker, this process)
+  and of the whole machine (``/proc/stat``), and the workers' memory;
+* :class:`LatencyProbe` watches sampled events: *effect* = the event's dedupe marker is in Redis
+  (written by the same script as every effect of it); *feature* = Feast's ``user_realtime`` row of its
+  user carries a row timestamp at or after the event's (the row of the state that includes it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from core.features import USER_KEY, USER_REALTIME
+from feature_store.online.keys import Keys
+
+ROLES = ("workers", "redis", "broker", "bench")
+
+
+def cpu_s(procs: Sequence[psutil.Process], children: bool = False) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            group = [p, *p.children(recursive=True)] if children else [p]
+            for q in group:
+                t = q.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine since boot, all cores."""
+    with open("/proc/stat") as fh:
+        fields = [float(x) for x in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+@dataclass
+class Sample:
+    t: float
+    processed: int
+    cpu: dict[str, float]
+    machine: tuple[float, float]
+
+
+@dataclass
+class Sampler:
+    """Samples until ``stop``; ``workers`` may change (restarts), read through ``pids``."""
+
+    processed: Callable[[], int]
+    pids: Callable[[str], list[int]]  # role -> pids
+    samples: list[Sample] = field(default_factory=list)
+    rss_mb: float = 0.0
+    child_rss_mb: float = 0.0
+
+    def sample(self) -> Sample:
+        cpu = {}
+        for role in ROLES:
+            procs = [psutil.Process(p) for p in self.pids(role) if psutil.pid_exists(p)]
+            cpu[role] = cpu_s(procs, children=role == "workers")
+        self._memory()
+        s = Sample(time.monotonic(), self.processed(), cpu, machine_busy_s())
+        self.samples.append(s)
+        return s
+
+    def _memory(self) -> None:
+        for pid in self.pids("workers"):
+            try:
+                p = psutil.Process(pid)
+                self.rss_mb = max(self.rss_mb, p.memory_info().rss / 2**20)
+                for c in p.children(recursive=True):
+                    self.child_rss_mb = max(self.child_rss_mb, c.memory_info().rss / 2**20)
+            except psutil.Error:
+                continue
+
+    def window(self, lo: float, hi: float, total: int) -> dict[str, Any]:
+        """Rates between the samples where ``lo`` and ``hi`` of ``total`` were processed."""
+        a = next(s for s in self.samples if s.processed >= lo * total)
+        b = next((s for s in self.samples if s.processed >= hi * total), self.samples[-1])
+        secs, n = max(b.t - a.t, 1e-6), max(b.processed - a.processed, 1)
+        busy = (b.machine[0] - a.machine[0]) / max(b.machine[1] - a.machine[1], 1e-6)
+        per_1k = {role: round(1000 * (b.cpu[role] - a.cpu[role]) / n, 4) for role in ROLES}
+        cores = {role: round((b.cpu[role] - a.cpu[role]) / secs, 3) for role in ROLES}
+        return {"events_per_s": round(n / secs, 1), "cpu_s_per_1k_events": per_1k["workers"],
+                "cpu_s_per_1k_events_by_role": per_1k, "cores_used_by_role": cores,
+                "machine_busy_fraction": round(busy, 3), "machine_cores": psutil.cpu_count(),
+                "window_s": round(secs, 2)}
+
+
+def user_row_key(project: str, user_id: str) -> bytes:
+    ek = EntityKey(join_keys=[USER_KEY], entity_values=[Value(string_val=user_id)])
+    return bytes(serialize_entity_key(ek, entity_key_serialization_version=3)) + project.encode()
+
+
+def row_us(raw: bytes | None) -> int:
+    if not raw:
+        return -1
+    ts = Timestamp()
+    ts.ParseFromString(raw)
+    return int(ts.seconds * 1_000_000 + ts.nanos // 1000)
+
+
+class LatencyProbe:
+    """Polls sampled events' effects and Feast rows from a thread (``client``: a sync redis client,
+    RedisCluster included)."""
+
+    def __init__(self, client: Any, keys: Keys, project: str | None) -> None:
+        self.client, self.keys, self.project = client, keys, project
+        self.sent: dict[str, tuple[float, str, int]] = {}  # event id -> (sent at, user, event us)
+        self.effect: dict[str, float] = {}
+        self.feature: dict[str, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, event_id: str, user_id: str, event_ts: float) -> None:
+        self.sent[event_id] = (time.monotonic(), user_id, int(round(event_ts * 1_000_000)))
+
+    def finish(self, wait_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not self._complete():
+            time.sleep(0.05)
+        self._done.set()
+        self._thread.join(5)
+        return self.summary()
+
+    def _complete(self) -> bool:
+        n = len(self.sent)
+        return len(self.effect) >= n and (self.project is None or len(self.feature) >= n)
+
+    def _run(self) -> None:
+        field_name = f"_ts:{USER_REALTIME.view}".encode()
+        while not self._done.is_set():
+            pending = [(e, v) for e, v in list(self.sent.items()) if e not in self.effect or
+                       (self.project is not None and e not in self.feature)]
+            if pending:
+                self._poll(pending, field_name)
+            time.sleep(0.005)
+
+    def _poll(self, pending: list[tuple[str, tuple[float, str, int]]], field_name: bytes) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for e, (_, user, _) in pending:
+                pipe.exists(self.keys.dedupe(user, e))
+                if self.project is not None:
+                    pipe.hget(user_row_key(self.project, user), field_name)
+            res = pipe.execute()
+        now, step = time.monotonic(), 2 if self.project is not None else 1
+        for j, (e, (_, _, us)) in enumerate(pending):
+            if res[step * j] and e not in self.effect:
+                self.effect[e] = now
+            if self.project is not None and row_us(res[step * j + 1]) >= us and e not in self.feature:
+                self.feature[e] = now
+
+    def summary(self) -> dict[str, Any]:
+        def pct(done: dict[str, float]) -> tuple[float | None, float | None]:
+            lat = np.array([done[e] - self.sent[e][0] for e in done]) * 1000
+            if not len(lat):
+                return None, None
+            return round(float(np.percentile(lat, 50)), 1), round(float(np.percentile(lat, 99)), 1)
+
+        e50, e99 = pct(self.effect)
+        f50, f99 = pct(self.feature)
+        return {"effect_latency_ms_p50": e50, "effect_latency_ms_p99": e99,
+                "feature_latency_ms_p50": f50, "feature_latency_ms_p99": f99,
+                "latency_samples": len(self.sent), "effect_missing": len(self.sent) - len(self.effect),
+                "feature_missing": (len(self.sent) - len(self.feature)) if self.project else None}
