@@ -89,6 +89,8 @@ class FeastSettings(_Section):
 
 class ArtifactSettings(_Section):
     url: str | None = Field(None, description="file:// dir or s3://bucket/prefix; None = data_dir")
+    poll_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="how often serving processes look for newer models and indexes")
 
 
 class WorkerSettings(_Section):
@@ -129,6 +131,19 @@ class ApiSettings(_Section):
         1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="larger request bodies get a 413")
     max_batch_events: int = Field(
         1000, ge=1, le=100_000, description="longer POST /v1/events batches get a 422")
+    workers: int = Field(
+        1, ge=1, le=64, description="API worker processes on one port (about one per core; models and "
+        "indexes are shared through memory-mapped files)")
+    feed_threads: int = Field(
+        2, ge=1, le=64, description="threads per process computing feeds (the event loop only admits)")
+    max_in_flight: int = Field(
+        16, ge=1, le=10_000, description="feed requests admitted per process; beyond it: shed at once")
+    queue_timeout_ms: float = Field(
+        40.0, gt=0, le=10_000, description="an admitted feed request not started within this is shed")
+    overload: Literal["reject", "degraded"] = Field(
+        "reject", description="a shed feed request gets: reject = 503 with Retry-After, degraded = the "
+        "user's last feed or the popularity snapshot, marked degraded (200)")
+    retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After of a 503 when overloaded")
 
 
 class PublisherSettings(_Section):
@@ -136,6 +151,9 @@ class PublisherSettings(_Section):
     debounce_ms: int = Field(100, ge=0)
     feed_size: int = Field(20, ge=1)
     active_user_window_s: float = Field(3600.0, gt=0)
+    refresh_per_s: float = Field(
+        50.0, gt=0, description="at most this many feeds per second for schedule and model refreshes "
+        "(event-triggered feeds are never held back by them)")
     host: BindHost = Field("127.0.0.1", description=_BIND_DOC)
     metrics_port: int = Field(0, ge=0, le=65535)
 

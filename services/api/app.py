@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from core.topics import Topics
 from funnel.pipeline import Pipeline
+from services.api.admission import Admission
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
 from services.api.routes import router
+from services.pipeline.threads import serving_process
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
 
@@ -34,6 +36,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer.start()
         yield
+        ctx.feeds.close()
+        ctx.impressions.close()
         producer.close()
         for close in closers:
             close()
@@ -45,4 +49,13 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     app.add_exception_handler(RequestValidationError, validation_handler(lambda r: refused(r).inc()))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,  # type: ignore[arg-type]
                        setting="api.max_body_bytes", on_refuse=lambda r: refused(r).inc())
+    shed = ctx.metrics.shed.labels
+    app.add_middleware(Admission, limit=settings.api.max_in_flight,  # type: ignore[arg-type]
+                       shed=ctx.feeds.shed, on_shed=lambda r: shed(r).inc())
     return app
+
+
+def create_app_from_settings() -> FastAPI:
+    """The app of one API worker process (``uvicorn --factory``; each worker loads the settings)."""
+    serving_process()
+    return create_app(load_settings())

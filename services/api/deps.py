@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from core.settings import Settings
 from core.topics import Topics
 from funnel.pipeline import Pipeline
+from services.api.feeds import FeedService
 from services.api.metrics import ApiMetrics
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
@@ -23,6 +24,10 @@ class ApiContext:
     producer: LazyProducer
     impressions: ImpressionLog
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    feeds: FeedService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.feeds = FeedService(self)
 
     @property
     def topics(self) -> Topics:

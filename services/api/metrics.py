@@ -24,6 +24,9 @@ class ApiMetrics:
         self.refused = Counter("streamrec_api_requests_refused",
                                "Requests refused: body_too_large (413), batch_too_long, invalid (422)",
                                ["reason"], registry=self.registry)
+        self.shed = Counter("streamrec_api_feeds_shed",
+                            "Feed requests shed under overload: in_flight (on arrival), queue_timeout",
+                            ["reason"], registry=self.registry)
         self.store_unavailable = Counter("streamrec_api_store_unavailable",
                                          "Requests answered degraded because a store was unreachable",
                                          ["endpoint"], registry=self.registry)

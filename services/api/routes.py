@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
-from core.events import Feed, Interaction, encode
+from core.events import Feed, Interaction
+from services.api.admission import Overloaded
 from services.api.catalog import router as catalog_router
 from services.api.deps import ContextDep, PipelineDep, SettingsDep
 from services.api.experiments import router as experiments_router
@@ -19,36 +20,34 @@ from services.api.similar import SimilarResponse, similar_items
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=256)]
 RESERVED = frozenset({"n"})
-STORE_FALLBACK = "fallback:store"  # Feed.trigger of the fallback the pipeline serves on StoreUnavailable
 # One event or a list of them; the shape picks the branch, so a 422 lists only that branch's errors.
 Events = Annotated[Annotated[Interaction, Tag("event")] | Annotated[list[Interaction], Tag("batch")],
                    Discriminator(lambda v: "batch" if isinstance(v, list) else "event")]
 
 
-@router.get("/v1/feed/{user_id}", response_model=Feed, tags=["feed"])
+@router.get("/v1/feed/{user_id}", response_model=Feed, tags=["feed"],
+            responses={503: {"description": "overloaded: shed at once, retry after Retry-After seconds"}})
 async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
                    n: Annotated[int | None, Query(ge=1, description="feed size (<= api.max_n)")] = None,
                    ) -> Response:
     """The user's feed. Extra query parameters are request context (e.g. ``?device=mobile``).
 
-    Runs on the event loop on purpose: the pipeline is a few ms of CPU plus sub-ms Redis calls with
-    bounded timeouts, and serial execution beats a thread pool fighting over the GIL on 2 cores."""
+    Computed by a feed thread (``services.api.feeds``), so a slow store read never holds the event
+    loop; under overload the request is shed at once (``api.max_in_flight``, ``api.queue_timeout_ms``):
+    a 503 with ``Retry-After``, or with ``api.overload = degraded`` a feed marked ``degraded``."""
     if n is not None and n > ctx.settings.api.max_n:
         raise HTTPException(422, f"n={n} exceeds api.max_n={ctx.settings.api.max_n}")
     context = {k: v for k, v in request.query_params.items() if k not in RESERVED}
-    t0 = time.perf_counter()
-    result = ctx.pipeline.feed(user_id, n or ctx.settings.api.default_n, context)
-    elapsed = time.perf_counter() - t0
-    ctx.metrics.latency.observe(elapsed)
-    ctx.metrics.feeds.labels(str(result.feed.degraded).lower()).inc()
-    if result.feed.trigger == STORE_FALLBACK:
-        ctx.metrics.store_unavailable.labels("feed").inc()
-    for stage, ms in result.stages_ms.items():
-        ctx.metrics.stage.labels(stage).observe(ms / 1e3)
-    ctx.impressions.log(result.feed, elapsed * 1e3)
-    timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.stages_ms.items())
-    return Response(encode(result.feed), media_type="application/json",
-                    headers={"Server-Timing": timing, "X-Candidates": str(result.candidates)})
+    admitted_at = request.scope.get("state", {}).get("admitted_at")
+    loop = asyncio.get_running_loop()
+    try:
+        status, headers, body = await loop.run_in_executor(
+            ctx.feeds.pool, ctx.feeds.compute, user_id, n or ctx.settings.api.default_n, context, admitted_at)
+    except Overloaded as exc:
+        ctx.metrics.shed.labels(exc.reason).inc()
+        status, headers, body = ctx.feeds.shed(request.scope, exc.reason)
+    return Response(body, status_code=status, media_type="application/json",
+                    headers={k.decode(): v.decode() for k, v in headers})
 
 
 @router.post("/v1/events", status_code=202, tags=["events"])

@@ -5,6 +5,10 @@ SIGTERM/SIGINT: stop polling, publish what is pending, flush, commit, exit 0.
 
 from __future__ import annotations
 
+# isort: off
+import services.pipeline.threads  # noqa: F401 - first: one-thread native pools before numpy loads
+# isort: on
+
 import logging
 import signal
 import threading
@@ -15,6 +19,7 @@ from core.settings import load_settings
 from iokit import retry
 from services.health import HealthServer
 from services.pipeline.build import build_pipeline
+from services.pipeline.threads import serving_process
 from services.publisher.kafka_io import LazyProducer
 from services.publisher.service import Publisher
 
@@ -27,6 +32,7 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     if not settings.kafka.bootstrap_servers:
         raise StartupError("kafka.bootstrap_servers is not set (streamrec up sets it for children)")
+    serving_process()
     models_changed = threading.Event()
     pipeline, close_pipeline = build_pipeline(settings, on_swap=models_changed.set)
     producer = LazyProducer(settings, "publisher")

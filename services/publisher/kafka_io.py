@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from typing import Any
 
 from kafka import KafkaProducer
@@ -74,13 +76,31 @@ class LazyProducer:
 
 
 class ImpressionLog:
-    """Logs every served feed to the ``impressions`` topic keyed by user_id (fire and forget)."""
+    """Logs every served feed to the ``impressions`` topic keyed by user_id, from a background thread:
+    ``log`` only queues (bounded), so Kafka (encoding, partitioning, a broker that stalls) is never on
+    a request's path. A full queue or a failed send drops the impression and counts it (``dropped``)."""
 
-    def __init__(self, producer: LazyProducer, topics: Topics, origin: str) -> None:
+    def __init__(self, producer: LazyProducer, topics: Topics, origin: str, capacity: int = 10_000) -> None:
         self._producer, self._topic, self._origin = producer, topics.impressions, origin
         self.dropped = 0
+        self._queue: queue.Queue[tuple[Feed, float | None] | None] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self._thread.start()
 
     def log(self, feed: Feed, latency_ms: float | None = None) -> None:
+        try:
+            self._queue.put_nowait((feed, latency_ms))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._send(*item)
+            finally:
+                self._queue.task_done()
+
+    def _send(self, feed: Feed, latency_ms: float | None) -> None:
         producer = self._producer.get()
         if producer is None:
             self.dropped += 1
@@ -91,3 +111,17 @@ class ImpressionLog:
         except Exception as exc:  # noqa: BLE001 - losing an impression must not fail the feed
             self.dropped += 1
             log.warning("impression for feed %s dropped: %s", feed.feed_id, exc)
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) until the queued impressions were handed to the producer."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (bounded wait), then stop the thread."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)

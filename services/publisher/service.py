@@ -19,7 +19,7 @@ from core.settings import Settings
 from core.topics import Topics
 from funnel.pipeline import Pipeline
 from services.artifacts.loader import register_loader_metrics
-from services.publisher.debounce import Debouncer, Pending
+from services.publisher.debounce import Debouncer, Pending, TokenBucket
 from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_security
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Publisher:
         self._last_commit = 0.0
         self._last_schedule = time.monotonic()
         self.models_changed = models_changed or threading.Event()
+        self.refresh_bucket = TokenBucket(settings.publisher.refresh_per_s, time.monotonic())
 
     # ---- consumer --------------------------------------------------------------------------
     def connect(self) -> None:
@@ -109,6 +110,12 @@ class Publisher:
             if not batch:
                 return
             for p in batch:
+                if p.first_event_ts is None and not self.refresh_bucket.take(time.monotonic()):
+                    # a refresh over publisher.refresh_per_s waits (event-triggered feeds came first
+                    # in this batch; the rest of the due ones are refreshes too)
+                    for q in batch[batch.index(p):]:
+                        self.debouncer.defer(q, now + self.refresh_bucket.wait_s())
+                    return
                 if not self.publish_user(p.user_id, p.reason, p.first_event_ts):
                     self.debouncer.retry(p, now, RETRY_DELAY_S * min(2 ** p.attempts, 30))
 

@@ -70,6 +70,7 @@ def test_publisher_never_publishes_a_degraded_feed_and_retries():
     assert fake.sent == [] and len(pub.debouncer) == 1  # queued again, with backoff
     state.down = False  # the store is back
     pub.publish_due(now=10.0)
+    pub.impressions.flush()  # impressions go out from a background thread
     topics = [t for t, _ in fake.sent]
     assert topics == [pub.topics.feeds, pub.topics.impressions] and len(pub.debouncer) == 0
 
@@ -96,6 +97,25 @@ def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
     pub.publish_due(now=0.0)
     assert 0 < len(pub.debouncer) < 5000  # returned to polling with refreshes left
     pub.debouncer.add("acted", 1.0, now=0.0)
+    pub.impressions.flush()
     fake.sent.clear()
     pub.publish_due(now=0.0)
     assert fake.sent[0] == (pub.topics.feeds, b"acted")
+
+
+def test_refreshes_are_held_to_their_rate_and_events_are_not():
+    settings = Settings(publisher={"debounce_ms": 0, "refresh_per_s": 20.0})
+    lazy = LazyProducer(settings, "test")
+    fake = _FakeProducer()
+    lazy._producer = fake  # type: ignore[assignment]
+    pub = Publisher(settings, Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")])), lazy)
+    for i in range(200):
+        pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
+    for i in range(30):
+        pub.debouncer.add(f"e{i}", 1.0, now=0.0)
+    for _ in range(5):
+        pub.publish_due(now=0.0)
+    users = [key.decode() for topic, key in fake.sent if topic == pub.topics.feeds]
+    assert sum(u.startswith("e") for u in users) == 30  # every event-triggered feed, at once
+    assert 0 < sum(u.startswith("r") for u in users) <= 21  # one second's worth of refreshes (+1 refill)
+    assert len(pub.debouncer) == 200 - sum(u.startswith("r") for u in users)
