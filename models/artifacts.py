@@ -108,12 +108,14 @@ def save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
     torch.save({k: v.detach().cpu() for k, v in state.items()}, path)
 
 
-def load_state(manifest: Mapping[str, Any], directory: Path, name: str) -> dict[str, torch.Tensor]:
-    """Load a verified state_dict (``verify`` first) with ``weights_only=True``."""
+def load_state(manifest: Mapping[str, Any], directory: Path, name: str,
+               mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load a verified state_dict (``verify`` first) with ``weights_only=True``. ``mmap``: the tensors
+    are views of the file (copy-on-write pages), shared by every process that maps it."""
     if name not in manifest.get("files", {}):
         raise ArtifactError(f"{directory}: {name} is not listed in the manifest")
     try:
-        state = torch.load(directory / name, map_location="cpu", weights_only=True)
+        state = torch.load(directory / name, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for unreadable pickles
         raise ArtifactError(f"{directory / name}: cannot load weights ({exc})") from None
     if not isinstance(state, dict):

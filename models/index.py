@@ -95,10 +95,20 @@ class ItemIndex:
         self._ids.extend(item_ids)
         self._pos.update({i: start + n for n, i in enumerate(item_ids)})
 
+    def matrix(self) -> F32:
+        """Every stored vector, by slot: a view of the index's own storage when it keeps raw float32
+        vectors (flat and HNSW-flat: no copy, so a memory-mapped index stays shared), else a copy."""
+        if self._matrix is None:
+            self._matrix = _storage_view(self._index)
+            if self._matrix is None:
+                self._matrix = self._index.reconstruct_n(0, self._index.ntotal).astype(np.float32)
+        return self._matrix
+
     def vectors(self, item_ids: Sequence[str]) -> tuple[F32, npt.NDArray[np.bool_]]:
         """Stored vectors of ``item_ids`` (zeros where unknown) and which ids were found."""
         if self._matrix is None:
-            self._matrix = self._index.reconstruct_n(0, self._index.ntotal).astype(np.float32)
+            self.matrix()
+        assert self._matrix is not None
         rows = np.array([self._pos.get(i, -1) for i in item_ids], np.int64)
         found = rows >= 0
         out = np.zeros((len(rows), self.dim), np.float32)
@@ -131,16 +141,27 @@ class ItemIndex:
                               model_version=self.model_version, item_count=len(self))
 
     @classmethod
-    def load(cls, directory: Path) -> ItemIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> ItemIndex:
+        """``mmap``: the vectors stay in the (page-cached, shared) file instead of a copy per process."""
         manifest = verify(directory, KIND)
         try:
-            index = faiss.read_index(str(directory / "index.faiss"))
+            index = faiss.read_index(str(directory / "index.faiss"), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
             ids = json.loads((directory / "ids.json").read_text())
         except Exception as exc:  # faiss raises RuntimeError, json ValueError
             raise ArtifactError(f"{directory}: unreadable index artifact ({exc})") from None
         if not isinstance(ids, list) or index.ntotal != len(ids):
             raise ArtifactError(f"{directory}: id map does not match the index ({index.ntotal} vectors)")
         return cls(index, ids, str(manifest["version"]), str(manifest.get("model_version") or ""))
+
+
+def _storage_view(index: Any) -> F32 | None:
+    """The raw vectors of a flat (or HNSW-flat) index as a zero-copy [n, d] view, else None."""
+    storage = faiss.downcast_index(index.storage) if hasattr(index, "storage") else index
+    if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
+        return None
+    n, d = storage.ntotal, storage.d
+    view: F32 = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+    return view
 
 
 def _as_matrix(vectors: F32) -> F32:

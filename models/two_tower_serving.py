@@ -91,14 +91,16 @@ class TwoTowerServing:
                               model_version=self.version, item_count=len(self.item_ids))
 
     @classmethod
-    def load(cls, directory: Path) -> TwoTowerServing:
+    def load(cls, directory: Path, mmap: bool = False) -> TwoTowerServing:
+        """``mmap``: the weights (the content table above all: items x content_dim floats) stay views
+        of the file, shared by every serving process that loads this version."""
         manifest = verify(directory, KIND)
         cfg = TwoTowerConfig(**manifest["config"])
         model = TwoTowerModel(cfg)
-        state = load_state(manifest, directory, "weights.pt")
+        state = load_state(manifest, directory, "weights.pt", mmap=mmap)
         try:
             model.items.content = torch.empty_like(state["items.content"])
-            model.load_state_dict(state)
+            model.load_state_dict(state, assign=mmap)
             item_ids = json.loads((directory / "items.json").read_text())
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: weights do not fit the config ({exc})") from None

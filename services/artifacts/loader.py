@@ -9,9 +9,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +22,11 @@ from typing import Generic, Literal, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from core.errors import ArtifactError
-from services.artifacts.manifest import Manifest, Release, parse_version
+from services.artifacts.manifest import MANIFEST_NAME, Manifest, Release, parse_version
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PRUNE_AFTER_S = 300.0  # a version directory is old enough to delete (all sharers moved on)
 
 LOAD_FAILURES = Counter("streamrec_artifact_load_failures", "Artifact loads refused", ["kind"])
 LOADED_VERSION = Gauge("streamrec_artifact_loaded_version", "Version currently serving", ["kind"])
@@ -136,7 +139,7 @@ class Loader(Generic[T]):
             return False
         try:
             manifest = self.store.manifest(self.kind, version)
-            path = self.store.fetch(self.kind, version, self.workdir / version)
+            path = self._fetch(version)
             value = self._load(path, manifest)
         except Exception as exc:
             self._record_failure(seq, version, exc)
@@ -160,14 +163,36 @@ class Loader(Generic[T]):
             except Exception:
                 log.exception("recording the %s load failure failed", self.kind)
 
+    def _fetch(self, version: str) -> Path:
+        """The version's files under ``workdir``, which several processes may share (the API's
+        workers): fetched (and checksummed) into a private directory, then renamed into place in one
+        step, so a process never sees a half-written version; one already in place is reused (its
+        files are verified again by the kind's loader)."""
+        dest = self.workdir / version
+        if (dest / MANIFEST_NAME).is_file():
+            return dest
+        tmp = self.workdir / f".{version}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            self.store.fetch(self.kind, version, tmp)
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / MANIFEST_NAME).is_file():  # not another process winning the race
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
     def _prune(self, keep_version: str) -> None:
+        """Drop versions beyond the newest ``keep`` that nobody fetched for a while (another process
+        sharing the directory may still be loading a recent one; a mapped file outlives its name)."""
         if not self.workdir.is_dir():
             return
         dirs = sorted((p for p in self.workdir.iterdir() if p.is_dir() and p.name.isdigit()),
                       key=lambda p: int(p.name))
         old = [p for p in dirs if p.name != keep_version][: max(len(dirs) - self.keep, 0)]
         for path in old:
-            shutil.rmtree(path, ignore_errors=True)
+            if time.time() - path.stat().st_mtime > PRUNE_AFTER_S:
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- optional background polling -----------------------------------------------------
     def start(self, interval_s: float = 5.0) -> None:

@@ -4,7 +4,6 @@ in the metadata registry (a failed ``load_<kind>`` job run)."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,7 +36,9 @@ def metadata_failure_hook(settings: Settings) -> FailureHook:
 
 def loader_from_settings(settings: Settings, kind: str, load: LoadFn[T], *,
                          record_failures: bool = True, cache_dir: Path | None = None) -> Loader[T]:
-    """``Loader`` over ``settings.artifacts_url`` caching under ``data_dir/artifact-cache/<pid>``."""
-    workdir = cache_dir or settings.data_dir / "artifact-cache" / str(os.getpid())
+    """``Loader`` over ``settings.artifacts_url`` caching under ``data_dir/artifact-cache/shared``: every
+    serving process of a host (the API's workers, the publisher) fetches a version once and maps the
+    same files."""
+    workdir = cache_dir or settings.data_dir / "artifact-cache" / "shared"
     hook = metadata_failure_hook(settings) if record_failures else None
     return Loader(store_from_settings(settings), kind, load, workdir, on_failure=hook)

@@ -20,7 +20,6 @@ from services.pipeline.experiments import attach_experiments
 from services.pipeline.hotswap import HotSwapper
 
 log = logging.getLogger(__name__)
-POLL_INTERVAL_S = 10.0
 
 
 def fast_reader(settings: Settings) -> FeatureReader:
@@ -112,7 +111,7 @@ def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None
     slot = ModelSlot()
     swapper = HotSwapper(slot, _loaders(settings) if hot_swap else {}, on_swap)
     if swapper.loaders:
-        swapper.start(POLL_INTERVAL_S)
+        swapper.start(settings.artifacts.poll_interval_s)
     pipeline = Pipeline(settings, state, slot, LazyReader(settings).start())
     stop_experiments = attach_experiments(pipeline, settings, pinned=hot_swap)
 

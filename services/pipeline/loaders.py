@@ -17,15 +17,25 @@ from funnel.modelset import TwoTowerQuery
 
 
 def load_functions(settings: Settings) -> dict[str, Callable[[Path, Any], Any]]:
+    """Loaders run in the hot-swap thread, never on a request: everything a request would otherwise
+    pay for on first use is done here (the index's vector view, the two-tower's traced user tower).
+    The index and the two-tower are memory-mapped from the artifact cache, which the API's worker
+    processes share (``services.artifacts.loader``): one copy of their pages per host."""
     from models.index import ItemIndex
     from models.item_neighbours import ItemNeighbours
     from models.ranker_serving import RankerServing
     from models.two_tower_serving import TwoTowerServing
 
     weights = dict(settings.ranking.head_weights)
+
+    def index(path: Path, manifest: Any) -> ItemIndex:
+        loaded = ItemIndex.load(path, mmap=True)
+        loaded.matrix()  # the tt_score lookups' view, made now rather than by the first request
+        return loaded
+
     return {
         "ranker": lambda path, manifest: RankerServing.load(path, weights),
-        "index": lambda path, manifest: ItemIndex.load(path),
-        "two_tower": lambda path, manifest: TwoTowerQuery(TwoTowerServing.load(path)),
+        "index": index,
+        "two_tower": lambda path, manifest: TwoTowerQuery(TwoTowerServing.load(path, mmap=True)),
         "i2i": lambda path, manifest: ItemNeighbours.load(path),
     }
