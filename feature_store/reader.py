@@ -14,7 +14,8 @@ lists are copied on the way out so callers may mutate them.
 
 Errors: a Redis that is down, refuses or stalls raises ``core.errors.StoreUnavailable`` within
 ``redis.connect_timeout_s`` + ``redis.socket_timeout_s`` (no retries); the next call reconnects.
-Plain Redis only (not Redis Cluster: one request spans many hash slots).
+On a Redis Cluster (``redis+cluster://``) the same HMGETs go to each key's node
+(``cluster_pipe.ClusterPipe``: one round trip per node).
 
 Example:
     >>> reader = FastFeatureReader.from_settings(settings)         # doctest: +SKIP
@@ -38,8 +39,10 @@ from feast.types import Array
 from core import features as names
 from core.protocols import Features
 from core.settings import Settings
+from feature_store.cluster_pipe import ClusterPipe
 from feature_store.config import DEFAULT_REDIS_URL, feature_store
 from feature_store.redis_pipe import RedisPipe, pack
+from feature_store.redis_url import parse
 
 _MAX_CACHE = 200_000
 
@@ -71,7 +74,7 @@ def plan_from_service(store: FeatureStore, service: str) -> dict[str, _EntityPla
 class FastFeatureReader:
     """Implements core.protocols.FeatureReader on Feast's Redis online store."""
 
-    def __init__(self, pipe: RedisPipe, project: str, plans: dict[str, _EntityPlan]) -> None:
+    def __init__(self, pipe: RedisPipe | ClusterPipe, project: str, plans: dict[str, _EntityPlan]) -> None:
         self._pipe = pipe
         self._project = project.encode()
         self._plans = plans
@@ -84,12 +87,13 @@ class FastFeatureReader:
         cls, settings: Settings, store: FeatureStore | None = None, service: str = names.RANKING_SERVICE
     ) -> FastFeatureReader:
         fs = store or feature_store(settings)
-        pipe = RedisPipe(settings.redis.url or DEFAULT_REDIS_URL, settings.redis.connect_timeout_s,
-                         settings.redis.socket_timeout_s)
+        url, r = settings.redis.url or DEFAULT_REDIS_URL, settings.redis
+        kind = ClusterPipe if parse(url).cluster else RedisPipe  # Feast's keys span a cluster's nodes
+        pipe = kind(url, r.connect_timeout_s, r.socket_timeout_s)
         return cls(pipe, fs.project, plan_from_service(fs, service))
 
     @property
-    def pipe(self) -> RedisPipe:
+    def pipe(self) -> RedisPipe | ClusterPipe:
         """The transport; a caller may send these commands with its own on it (one round trip)."""
         return self._pipe
 

@@ -125,3 +125,26 @@ def test_only_a_newer_row_replaces_the_stored_one(store_settings: Settings) -> N
     key = user_row_key(s.feast.project, "u6")
     ts_field = f"_ts:{USER_REALTIME.view}".encode()
     assert r.hget(key, ts_field) != before[key][ts_field]
+
+
+def test_the_fast_reader_reads_the_rows_as_feast_does(store_settings: Settings) -> None:
+    """On a cluster too: its HMGETs go to each entity key's node."""
+    from feature_store.reader import FastFeatureReader
+
+    s = store_settings
+    _write(s, _rows())
+    fs = feature_store(s)
+    reader = FastFeatureReader.from_settings(s, fs)
+    users = [f"u{n}" for n in range(20)] + ["nobody"]
+    want = fs.get_online_features(features=USER_REALTIME.refs + USER_AFFINITY.refs,
+                                  entity_rows=[{"user_id": u} for u in users]).to_dict()
+    for n, u in enumerate(users):
+        got = reader.user_features(u)
+        for name in (*USER_REALTIME.fields, *USER_AFFINITY.fields):
+            assert got[name] == want[name][n], (u, name)
+    items = [f"i{n}" for n in range(20)] + ["none"]
+    want = fs.get_online_features(features=ITEM_REALTIME.refs,
+                                  entity_rows=[{"item_id": i} for i in items]).to_dict()
+    for n, row in enumerate(reader.item_features(items)):
+        for name in ITEM_REALTIME.fields:
+            assert row[name] == want[name][n], (items[n], name)
