@@ -43,6 +43,7 @@ from models.metrics import evaluate_lists
 
 log = logging.getLogger(__name__)
 LIST_N = 50
+ABLATION_USERS = 2000  # per-source ablations score a seeded sample of test users (all of ml-100k's)
 IntArray = npt.NDArray[np.int64]
 
 
@@ -87,9 +88,10 @@ def catalog(data: Interactions, content: F32 | None) -> Catalog:
     return Catalog(items, content)
 
 
-def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline,
-           users: IntArray) -> tuple[IntArray, dict[str, IntArray]]:
-    """The served feed of every test user at their test time, and each source's own list."""
+def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline, users: IntArray,
+           sampled: set[int]) -> tuple[IntArray, dict[str, IntArray]]:
+    """The served feed of every test user at their test time, and for the ``sampled`` rows each
+    source's own list."""
     code = {iid: j for j, iid in enumerate(data.item_ids)}
     lists = np.full((len(users), LIST_N), -1, np.int64)
     sources = {s: np.full((len(users), LIST_N), -1, np.int64) for s in (*SOURCES, "ranker", "heuristic")}
@@ -101,7 +103,8 @@ def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline,
         feed = pipeline.feed(user, n=LIST_N, now=ts)
         ids = [code[it.item_id] for it in feed.feed.items if it.item_id in code][:LIST_N]
         lists[row, :len(ids)] = ids
-        _ablations(pipeline, user, ts, code, sources, row)
+        if row in sampled:
+            _ablations(pipeline, user, ts, code, sources, row)
     return lists, sources
 
 
@@ -145,15 +148,16 @@ def run_once(data: Interactions, split: Split, content: F32 | None, settings: Se
     replay = Replay(run_log, cat, new_store())
     pipeline = Pipeline(settings, replay.store, ModelSlot(trained.models()), reader=replay.store)  # type: ignore[arg-type]
     users = split.eval_users()
+    rows = np.sort(np.random.default_rng(seed).permutation(len(users))[:ABLATION_USERS])
     with one_thread():
-        lists, sources = _serve(data, split, replay, pipeline, users)
+        lists, sources = _serve(data, split, replay, pipeline, users, {int(r) for r in rows})
     targets = split.test_item[users][np.argsort(split.test_ts[users], kind="stable")]
     item_pop = _item_pop(split, data.n_items)
     ev = evaluate_lists(lists, targets, item_pop, data.n_users)
     result = RunResult(ev.means(), ev.per_user["ndcg@10"], training=_training_summary(trained))
     result.baselines, result.baseline_ndcg = _baselines(data, split, users, item_pop, seed)
-    result.ablations = {name: evaluate_lists(lst, targets, item_pop, data.n_users).means()
-                        for name, lst in sources.items() if (lst >= 0).any()}
+    result.ablations = {name: evaluate_lists(lst[rows], targets[rows], item_pop, data.n_users).means()
+                        for name, lst in sources.items() if (lst[rows] >= 0).any()}
     result.seconds = time.monotonic() - started
     return result
 
