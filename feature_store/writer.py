@@ -108,34 +108,53 @@ class FeatureWriter:
 
 # ---- Feast's Redis layout, written directly ------------------------------------------------------
 _PUSH_LUA = """
-local function newer(b, secs, nanos)
-  if not b or b == '' then return true end
+local function stored_us(h, v)
+  local us = redis.call('HGET', h, v[4])
+  if us then return tonumber(us) end
+  local b = redis.call('HGET', h, v[1])
+  if not b or b == '' then return -1 end
   local s, ns, i = 0, 0, 1
   while i <= #b do
     local tag = string.byte(b, i)
     i = i + 1
-    local v, mult = 0, 1
+    local x, mult = 0, 1
     repeat
       local c = string.byte(b, i)
       i = i + 1
-      v = v + (c % 128) * mult
+      x = x + (c % 128) * mult
       mult = mult * 128
     until c < 128
-    if tag == 8 then s = v elseif tag == 16 then ns = v end
+    if tag == 8 then s = x elseif tag == 16 then ns = x end
   end
-  if s == 0 and ns == 0 then return true end
-  return secs > s or (secs == s and nanos > ns)
+  if s == 0 and ns == 0 then return -1 end
+  return s * 1000000 + math.floor(ns / 1000)
 end
-local i, wrote = 1, 0
+local nv, i, views = tonumber(ARGV[1]), 2, {}
+for v = 1, nv do
+  local n = tonumber(ARGV[i + 1])
+  views[v] = {ARGV[i], n, i + 2, ARGV[i + 2 + n]}
+  i = i + 3 + n
+end
+local wrote = 0
 for k = 1, #KEYS do
-  local n = tonumber(ARGV[i + 4])
-  local a = i + 5
-  local b = a + 2 * n - 1
-  if newer(redis.call('HGET', KEYS[k], ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])) then
-    redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 3], unpack(ARGV, a, b))
-    wrote = wrote + 1
+  local m = tonumber(ARGV[i])
+  i = i + 1
+  local sets = {}
+  for _ = 1, m do
+    local v = views[tonumber(ARGV[i])]
+    if tonumber(ARGV[i + 1]) > stored_us(KEYS[k], v) then
+      local n = #sets
+      sets[n + 1], sets[n + 2], sets[n + 3], sets[n + 4] = v[1], ARGV[i + 2], v[4], ARGV[i + 1]
+      n = n + 4
+      for f = 0, v[2] - 1 do
+        sets[n + 1], sets[n + 2] = ARGV[v[3] + f], ARGV[i + 3 + f]
+        n = n + 2
+      end
+      wrote = wrote + 1
+    end
+    i = i + 3 + v[2]
   end
-  i = b + 1
+  if #sets > 0 then redis.call('HSET', KEYS[k], unpack(sets)) end
 end
 return wrote
 """
@@ -150,7 +169,9 @@ class FeastRedisWriter:
     (``_mmh3("view:feature")`` -> ``ValueProto``) and ``_ts:view`` (a ``Timestamp``), skipping a
     row that is not newer than the stored one. The skip is decided in a Lua script, atomically, so
     two workers pushing the same item cannot put an older row over a newer one (Feast reads, then
-    writes). A contract test holds the bytes equal to Feast's own push and its reads unchanged.
+    writes); the row time is also kept as integer microseconds in ``_us:view`` (Feast reads only
+    its own fields) so the script compares numbers, not protobuf bytes. A contract test holds
+    Feast's fields equal to those of its own push, byte for byte, and its reads unchanged.
 
     About 20x cheaper than the SDK's push (no DataFrame, no Arrow, no per-value type dispatch); the
     views, fields and types come from the registry."""
@@ -176,12 +197,12 @@ class FeastRedisWriter:
             self._keys[(join_key, entity_id)] = key
         return key
 
-    def entries(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[bytes, list[Any]]]:
-        """(entity hash key, script arguments) per row."""
-        out = []
+    def entries(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]
+                ) -> dict[bytes, list[tuple[str, int, bytes, list[bytes]]]]:
+        """Per entity hash key, its rows: (view, microseconds, Timestamp bytes, field values)."""
+        out: dict[bytes, list[tuple[str, int, bytes, list[bytes]]]] = {}
         for view, view_rows in rows.items():
-            names = _BY_VIEW[view]
-            fields, ts_field = self._fields[view], f"_ts:{view}"
+            names, fields = _BY_VIEW[view], self._fields[view]
             for row in view_rows:
                 us = row.get("_ts_us")
                 if us is not None:  # what FromDatetime(ts_datetime(us)) gives
@@ -190,11 +211,24 @@ class FeastRedisWriter:
                     ts = Timestamp()
                     ts.FromDatetime(row[EVENT_TIMESTAMP])
                     secs, nanos, stamp = ts.seconds, ts.nanos, ts.SerializeToString()
-                args: list[Any] = [ts_field, secs, nanos, stamp, len(fields)]
-                for name, hkey, enc in fields:
-                    args += [hkey, enc(row[name])]
-                out.append((self._key(names.join_key, str(row[names.join_key])), args))
+                key = self._key(names.join_key, str(row[names.join_key]))
+                values = [enc(row[n]) for n, _, enc in fields]
+                out.setdefault(key, []).append((view, secs * 1_000_000 + nanos // 1000, stamp, values))
         return out
+
+    def _arguments(self, entries: Mapping[bytes, Sequence[tuple[str, int, bytes, list[bytes]]]]
+                   ) -> list[Any]:
+        """The script's ARGV: per view its fields' keys once, then each key's rows."""
+        views = list(dict.fromkeys(view for rows in entries.values() for view, *_ in rows))
+        index = {v: n + 1 for n, v in enumerate(views)}
+        args: list[Any] = [len(views)]
+        for v in views:
+            args += [f"_ts:{v}", len(self._fields[v]), *(hkey for _, hkey, _ in self._fields[v]), f"_us:{v}"]
+        for rows in entries.values():
+            args.append(len(rows))
+            for view, us, stamp, values in rows:
+                args += [index[view], us, stamp, *values]
+        return args
 
     async def write(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
         """Write the rows (newest per entity and view first: callers coalesce); returns how many
@@ -202,12 +236,11 @@ class FeastRedisWriter:
         entries = self.entries(rows)
         if not entries:
             return 0
-        sha = _PUSH_SHA
-        if self.r.cluster:
-            calls = [(key_slot(k), [k], args) for k, args in entries]
+        if self.r.cluster:  # one slot per entity key (Feast's keys have no hash tags)
+            calls = [(key_slot(k), [k], self._arguments({k: e})) for k, e in entries.items()]
         else:
-            calls = [(0, [k for k, _ in entries], [a for _, args in entries for a in args])]
-        cmds = [(slot, pack("EVALSHA", sha, len(ks), *ks, *args)) for slot, ks, args in calls]
+            calls = [(0, list(entries), self._arguments(entries))]
+        cmds = [(slot, pack("EVALSHA", _PUSH_SHA, len(ks), *ks, *args)) for slot, ks, args in calls]
         replies = await self.r.execute(cmds)
         redo = [j for j, r in enumerate(replies)
                 if isinstance(r, hiredis.ReplyError) and "NOSCRIPT" in str(r)]

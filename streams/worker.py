@@ -19,9 +19,11 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiokafka import AIOKafkaProducer
 
 from core.errors import StartupError
 from core.settings import ConfigError, Settings, load_settings
@@ -37,7 +39,7 @@ from streams.decode import Skew
 from streams.incarnation import IncarnationGuard, KafkaTopicIds
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
-from streams.sinks import ArchiveSink, ItemVectors, feast_rows
+from streams.sinks import ArchiveSink, FeatureRows, ItemVectors, feast_rows
 
 log = logging.getLogger("streams.worker")
 
@@ -109,14 +111,37 @@ def ensure_topics(settings: Settings) -> None:
         admin.close()
 
 
-async def run(settings: Settings, port: int) -> int:
-    """The worker until SIGTERM/SIGINT (0) or a failure that exits the process."""
-    w = settings.worker
-    client = resp.connect(settings.redis.url or "", settings.redis.connect_timeout_s,
-                          max(5.0, settings.redis.socket_timeout_s))
-    metrics = WorkerMetrics()
-    state = WorkerState(client, metrics)
-    writer = OnlineWriter(client, Keys(settings.redis.key_prefix), effect_params(settings), w.dedupe_ttl_s,
+@dataclass
+class Parts:
+    """What ``run`` builds and closes."""
+
+    client: resp.Target
+    state: WorkerState
+    producer: AIOKafkaProducer
+    vectors: ItemVectors
+    archive: ArchiveSink
+    rows: FeatureRows | None
+    guard: IncarnationGuard
+    tasks: list[asyncio.Future[Any]] = field(default_factory=list)
+
+    async def close(self, runner: web.AppRunner) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.vectors.close()
+        if self.rows is not None:
+            await self.rows.close()
+        await self.archive.close()
+        await self.producer.stop()
+        await runner.cleanup()
+        await self.client.close()
+
+
+async def build(settings: Settings) -> Parts:
+    """Redis, the producer, the sinks and the batch processor, wired."""
+    w, r = settings.worker, settings.redis
+    client = resp.connect(r.url or "", r.connect_timeout_s, max(5.0, r.socket_timeout_s))
+    state = WorkerState(client, WorkerMetrics())
+    writer = OnlineWriter(client, Keys(r.key_prefix), effect_params(settings), w.dedupe_ttl_s,
                           TransformParams.from_settings(settings))
     prod = producer(settings)
     await prod.start()
@@ -125,39 +150,38 @@ async def run(settings: Settings, port: int) -> int:
         return await prod.send(topic, value, key=key)
 
     vectors = ItemVectors(w.content_model)
-    warm = asyncio.ensure_future(vectors.start())  # in its own process, meanwhile
-    rows = feast_rows(settings, client, writer.feature_states, metrics)
-    archive = ArchiveSink(settings)
+    warm = asyncio.ensure_future(vectors.start())  # the model loads in its own process meanwhile
+    rows = feast_rows(settings, client, writer.feature_states, state.metrics)
+    parts = Parts(client, state, prod, vectors, ArchiveSink(settings), rows, _guard(settings), [warm])
     state.processor = BatchProcessor(
-        Topics(settings.kafka.topic_prefix), writer, send, metrics,
-        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=archive, push=rows)
-    topics = Topics(settings.kafka.topic_prefix)
-    guard = IncarnationGuard([topics.name(b) for b in INPUT_TOPICS], KafkaTopicIds(
-        {**{k: v for k, v in kafka_options(settings).items() if k != "ssl_context"},
-         "client_id": f"{settings.kafka.client_id}-topic-ids"}))
-    state.processor.fence = guard.ids
-    loop = ConsumerLoop(settings, state, guard)
-    runner = web.AppRunner(web_app(state), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, w.host, port).start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, _stopper(state, stop))
+        Topics(settings.kafka.topic_prefix), writer, send, state.metrics,
+        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive, push=rows)
+    state.processor.fence = parts.guard.ids
+    return parts
 
-    checker = asyncio.ensure_future(timer(guard, state))
+
+def _guard(settings: Settings) -> IncarnationGuard:
+    topics = Topics(settings.kafka.topic_prefix)
+    opts = {k: v for k, v in kafka_options(settings).items() if k != "ssl_context"}
+    return IncarnationGuard([topics.name(b) for b in INPUT_TOPICS], KafkaTopicIds(
+        {**opts, "client_id": f"{settings.kafka.client_id}-topic-ids"}))
+
+
+async def run(settings: Settings, port: int) -> int:
+    """The worker until SIGTERM/SIGINT (0) or a failure that exits the process."""
+    parts = await build(settings)
+    loop = ConsumerLoop(settings, parts.state, parts.guard)
+    runner = web.AppRunner(web_app(parts.state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.worker.host, port).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, _stopper(parts.state))
+    parts.tasks.append(asyncio.ensure_future(timer(parts.guard, parts.state)))
     tune_gc()
     try:
         await loop.run()
     finally:
-        checker.cancel()
-        warm.cancel()
-        vectors.close()
-        if rows is not None:
-            await rows.close()
-        await archive.close()
-        await prod.stop()
-        await runner.cleanup()
-        await client.close()
+        await parts.close(runner)
     return 0
 
 
@@ -170,12 +194,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
-def _stopper(state: WorkerState, stop: asyncio.Event) -> Any:
+def _stopper(state: WorkerState) -> Any:
     def on_signal() -> None:
         if not state.stopping:
             _arm_watchdog(SHUTDOWN_GRACE_S)
         state.stopping = True
-        stop.set()
     return on_signal
 
 

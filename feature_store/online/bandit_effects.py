@@ -1,6 +1,11 @@
 """Bandit statistics from impressions and clicks: Beta counts per (segment, item) and the sufficient
 statistics (A = sum x x^T, b = sum r x) of a per-item linear bandit over a hashed one-hot context.
 
+The context vector of an event has at most two active features, the bias and one hashed segment
+value ``k`` (:func:`context_indices`), so A and b are determined by the impressions ``n:<k>`` and the
+attributed clicks ``c:<k>`` per ``k`` (0: no segment value): that is what is stored, one increment
+per event instead of four, and :func:`linear_stats` gives A and b back.
+
 A click counts only when attributed to its impression through ``feed_id:position`` (same item, not
 yet clicked); the impression record is then marked clicked, so a second click never counts twice.
 """
@@ -8,7 +13,7 @@ yet clicked); the impression record is then marked clicked, so a second click ne
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from core.events import Interaction, InteractionType
@@ -64,10 +69,7 @@ def _impression(plan: Plan, ev: Interaction, impressions: MutableMapping[str, st
             plan.hincr[keys.bandit(seg, part)][f"{ev.item_id}:i"] += 1
     lin = keys.linear(ev.item_id)
     if keep is None or keep(ev, lin):
-        idx = context_indices(ev.context, p.segment_key, p.dim)
-        for i in idx:
-            for j in idx:
-                plan.hincr[lin][f"A:{i}:{j}"] += 1
+        plan.hincr[lin][f"n:{context_indices(ev.context, p.segment_key, p.dim)[-1]}"] += 1
     if ev.feed_id is not None and ev.position is not None:
         ctx = ev.context.get(p.segment_key, "")
         impressions[f"{ev.feed_id}:{ev.position}"] = f"{ev.item_id}{SEP}{ctx}{SEP}0"
@@ -90,5 +92,21 @@ def _click(plan: Plan, ev: Interaction, impressions: MutableMapping[str, str],
             plan.hincr[keys.bandit(seg, part)][f"{item}:c"] += 1
     lin = keys.linear(item)
     if keep is None or keep(ev, lin):
-        for i in context_indices(context, p.segment_key, p.dim):
-            plan.hincr[lin][f"b:{i}"] += 1
+        plan.hincr[lin][f"c:{context_indices(context, p.segment_key, p.dim)[-1]}"] += 1
+
+
+def linear_stats(fields: Mapping[str, str | float], dim: int) -> tuple[list[list[float]], list[float]]:
+    """A (dim x dim) and b of an item's linear bandit from its stored counts."""
+    a = [[0.0] * dim for _ in range(dim)]
+    b = [0.0] * dim
+    for name, value in fields.items():
+        kind, _, k = name.partition(":")
+        idx = [0] if int(k) == 0 else [0, int(k)]
+        if kind == "n":
+            for i in idx:
+                for j in idx:
+                    a[i][j] += float(value)
+        elif kind == "c":
+            for i in idx:
+                b[i] += float(value)
+    return a, b

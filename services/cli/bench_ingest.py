@@ -44,7 +44,7 @@ from feature_store.online.keys import Keys
 from feature_store.online.redis_state import redis_client
 from iokit import ChildProcess, free_port, spawn
 from models.simulator import World, WorldConfig
-from services.cli.ingest_probe import LatencyProbe, Sampler
+from services.cli.ingest_probe import LatencyProbe, Sampler, hottest_slot_share, memory_profile
 from services.localstack import local_infra
 
 app = typer.Typer()
@@ -96,6 +96,8 @@ def run_ingest_bench(events: int, workers: int = 1, partitions: int = 4, latency
             result.update(run.latency(0.8 * result["events_per_s"], latency_s))
         finally:
             run.stop()
+        result.update(hottest_slot_share(infra.settings, World(WorldConfig(n_users=N_USERS, n_items=N_ITEMS,
+                                                                           seed=1))))
         result.update(rss_mb=round(run.sampler.rss_mb, 1), encoder_rss_mb=round(run.sampler.child_rss_mb, 1),
                       workers=workers, partitions=partitions, events=events, redis_cluster=cluster,
                       feast_rows=feast, content_model=content_model,
@@ -171,7 +173,10 @@ class Run:
             time.sleep(0.2)
         if self.sampler.samples[-1].processed < self.events:
             raise RuntimeError(f"{self.name}: drained {self.sampler.samples[-1].processed} of {self.events}")
-        return {**self.sampler.window(0.1, 0.9, self.events), "drained": True}
+        memory = memory_profile(self.client, self.s.redis.key_prefix,
+                                self.s.feast.project if self.s.worker.feature_push else None,
+                                self.world.user_ids, self.world.item_ids)
+        return {**self.sampler.window(0.1, 0.9, self.events), "drained": True, "memory": memory}
 
     def _produce_backlog(self, prod: KafkaProducer) -> None:
         now, rate = time.time(), self.events / 590.0

@@ -184,3 +184,97 @@ class LatencyProbe:
                 "feature_latency_ms_p50": f50, "feature_latency_ms_p99": f99,
                 "latency_samples": len(self.sent), "effect_missing": len(self.sent) - len(self.effect),
                 "feature_missing": (len(self.sent) - len(self.feature)) if self.project else None}
+
+
+USER_KINDS = ("fs:user", "hist", "seen", "imp", "user")
+ITEM_KINDS = ("fs:item", "cv", "lin", "item", "vec")
+
+
+def memory_profile(client: Any, prefix: str, project: str | None, users: Sequence[str],
+                   items: Sequence[str], sample: int = 200) -> dict[str, Any]:
+    """Bytes of the online state per user, per item and per dedupe marker (``MEMORY USAGE`` of a
+    sample of keys of each kind, times their counts), and of Feast's rows, for the capacity model."""
+    from feature_store.online.keys import Keys
+
+    keys = Keys(prefix)
+    kinds: dict[str, list[str]] = {
+        "fs:user": [keys.user_features(u) for u in users], "hist": [keys.history(u) for u in users],
+        "seen": [keys.seen(u) for u in users], "imp": [keys.impressions(u) for u in users],
+        "user": [keys.user(u) for u in users], "fs:item": [keys.item_features(i) for i in items],
+        "cv": [keys.covisit(i) for i in items], "lin": [keys.linear(i) for i in items],
+        "item": [keys.item(i) for i in items], "vec": [keys.vector(i) for i in items]}
+    out: dict[str, Any] = {"bytes_per_key": {}}
+    for kind, names in kinds.items():
+        sizes = _usage(client, names[:sample])
+        present = len(sizes)
+        out["bytes_per_key"][kind] = round(sum(sizes) / present, 1) if present else 0.0
+        out[f"share_present:{kind}"] = round(present / max(1, min(sample, len(names))), 3)
+    per = out["bytes_per_key"]
+    out["bytes_per_user"] = round(sum(per[k] * out[f"share_present:{k}"] for k in USER_KINDS), 1)
+    out["bytes_per_item"] = round(sum(per[k] * out[f"share_present:{k}"] for k in ITEM_KINDS), 1)
+    markers = [k for k in client.scan_iter(match=f"{prefix}*:dd:*".encode(), count=1000)][:sample]
+    sizes = _usage(client, markers)
+    out["bytes_per_dedupe_marker"] = round(sum(sizes) / len(sizes), 1) if sizes else None
+    if project is not None:
+        out["feast_bytes_per_user"] = _mean(_usage(client, [user_row_key(project, u)
+                                                            for u in users[:sample]]))
+        out["feast_bytes_per_item"] = _mean(_usage(client, [item_row_key(project, i)
+                                                            for i in items[:sample]]))
+    return out
+
+
+def _usage(client: Any, names: Sequence[Any]) -> list[int]:
+    with client.pipeline(transaction=False) as pipe:
+        for n in names:
+            pipe.memory_usage(n, samples=0)
+        return [int(v) for v in pipe.execute() if v is not None]
+
+
+def _mean(sizes: list[int]) -> float | None:
+    return round(sum(sizes) / len(sizes), 1) if sizes else None
+
+
+def item_row_key(project: str, item_id: str) -> bytes:
+    from core.features import ITEM_KEY
+
+    ek = EntityKey(join_keys=[ITEM_KEY], entity_values=[Value(string_val=item_id)])
+    return bytes(serialize_entity_key(ek, entity_key_serialization_version=3)) + project.encode()
+
+
+def hottest_slot_share(settings: Any, world: Any, warm: int = 20_000, batch: int = 2_000) -> dict[str, Any]:
+    """The share of a batch's Redis writes that land on its busiest hash tag (one slot of a cluster),
+    counted as Redis commands per op, on a batch of the bench's traffic after ``warm`` events (planned
+    by the worker's own code, in process). Feast's rows are left out: their keys spread over every slot."""
+    import time as _time
+
+    from feature_store.online.batch import SnapshotRequest, plan_interaction_batch
+    from feature_store.online.memory_state import MemoryOnline
+    from feature_store.online.plan import grouped
+
+    mem = MemoryOnline(settings)
+    mem.apply_items(world.item_upserts(_time.time() - 3600), {})
+    events = list(world.traffic(warm + batch, _time.time() - 600, 300.0))
+    for k in range(0, warm, batch):
+        mem.apply_interactions(events[k:k + batch])
+    fresh = events[warm:]
+    snap = mem._snapshot(SnapshotRequest.for_events(fresh, mem.params))  # noqa: SLF001 - same read
+    plan = plan_interaction_batch(fresh, snap, mem.params, mem.tparams, mem.keys)
+    work: dict[str, int] = {}
+    for (_, tag), ops in grouped(plan).items():
+        work[tag] = work.get(tag, 0) + sum(_calls(code, arg) for code, _, arg in ops)
+    for ev in fresh:  # dedupe markers go with their user
+        from feature_store.online.keys import tag as tag_of
+
+        work[tag_of(ev.user_id)] = work.get(tag_of(ev.user_id), 0) + 1
+    total = sum(work.values())
+    top = max(work, key=lambda t: work[t])
+    return {"hottest_slot_share": round(work[top] / total, 4), "hottest_slot_tag": top,
+            "tags_per_batch": len(work)}
+
+
+def _calls(code: str, arg: Any) -> int:
+    if code in ("zi", "hi", "hb"):
+        return len(arg)
+    if code == "im":
+        return 5
+    return 1

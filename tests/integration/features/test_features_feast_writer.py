@@ -79,6 +79,10 @@ def _clear(s: Settings) -> None:
         r.delete(key)
 
 
+def _user_keys(s: Settings) -> set[bytes]:
+    return {user_row_key(s.feast.project, f"u{n}") for n in range(20)}
+
+
 def _write(s: Settings, rows: dict[str, list[dict[str, Any]]]) -> int:
     async def run() -> int:
         client = resp.connect(s.redis.url or "", 1.0, 10.0)
@@ -104,7 +108,9 @@ def test_rows_are_written_as_feast_push_writes_them(store_settings: Settings) ->
     _clear(s)
     assert _write(s, rows) == sum(len(v) for v in rows.values())
     mine = _hashes(s)
-    assert len(by_feast) == 40 and mine == by_feast
+    assert len(by_feast) == 40
+    assert {k: {f: v for f, v in h.items() if not f.startswith(b"_us:")} for k, h in mine.items()} == by_feast
+    assert all(f"_us:{USER_REALTIME.view}".encode() in h for k, h in mine.items() if k in _user_keys(s))
     got = feature_store(s).get_online_features(
         features=USER_REALTIME.refs + USER_AFFINITY.refs, entity_rows=[{"user_id": "u5"}]).to_dict()
     for f in (*USER_REALTIME.fields, *USER_AFFINITY.fields):
@@ -115,6 +121,7 @@ def test_rows_are_written_as_feast_push_writes_them(store_settings: Settings) ->
 def test_only_a_newer_row_replaces_the_stored_one(store_settings: Settings) -> None:
     s = store_settings
     newer, older = _rows(shift_s=100.0), _rows()
+    _push(s, older)  # rows Feast itself wrote (no _us: field): their Timestamp is compared
     assert _write(s, newer) == 60
     before = _hashes(s)
     assert _write(s, older) == 0 and _write(s, newer) == 0  # older, and the same instant: kept

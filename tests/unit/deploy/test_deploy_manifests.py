@@ -103,7 +103,9 @@ def test_worker_autoscaling_is_keda_on_lag_in_prod(resources):
     assert scaled["spec"]["scaleTargetRef"]["name"] == "streamrec-worker"
     assert scaled["spec"]["triggers"][0]["type"] == "kafka"
     interactions = next(t for t in find(prod, "KafkaTopic") if t["spec"]["topicName"] == "interactions")
-    assert scaled["spec"]["maxReplicaCount"] <= interactions["spec"]["partitions"]
+    assert scaled["spec"]["maxReplicaCount"] == interactions["spec"]["partitions"]  # follows the topic
+    settings = find(prod, "ConfigMap", "streamrec-settings")[0]["data"]
+    assert int(settings["STREAMREC_KAFKA__PARTITIONS"]) == interactions["spec"]["partitions"]
     assert "replicas" not in find(prod, "Deployment", "streamrec-worker")[0]["spec"]
     assert not find(dev, "ScaledObject")
     hpas = find(prod, "HorizontalPodAutoscaler")
@@ -122,3 +124,21 @@ def test_grafana_dashboard_is_valid_json(resources):
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     panels = json.loads(dashboard["data"]["streamrec-dashboard.json"])["panels"]
     assert panels and all(p["targets"][0]["expr"] for p in panels)
+
+
+def test_keda_ceiling_follows_the_partitions_of_interactions(tmp_path):
+    """Raise the topic's partitions and the rendered ScaledObject's maxReplicaCount follows."""
+    import shutil
+
+    import yaml
+    from deploy_helpers import kustomize_build
+
+    shutil.copytree(DEPLOY / "k8s", tmp_path / "k8s")
+    topics = tmp_path / "k8s" / "base" / "topics.yaml"
+    docs = list(yaml.safe_load_all(topics.read_text()))
+    for d in docs:
+        if d["spec"]["topicName"] == "interactions":
+            d["spec"]["partitions"] = 24
+    topics.write_text(yaml.safe_dump_all(docs))
+    rendered = [d for d in yaml.safe_load_all(kustomize_build(tmp_path / "k8s" / "overlays" / "prod")) if d]
+    assert find(rendered, "ScaledObject")[0]["spec"]["maxReplicaCount"] == 24

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from core.events import Interaction
 from feature_store.online import decay
-from feature_store.online.bandit_effects import context_indices
+from feature_store.online.bandit_effects import context_indices, context_vector, linear_stats
 from feature_store.online.effects import EffectParams, UserState, decode_history, plan_interactions
 from feature_store.online.keys import Keys, pop_slice
 
@@ -58,7 +59,7 @@ def test_click_attributes_to_impression_from_an_earlier_batch() -> None:
     plan = plan_interactions([ev(1, "u", "i9", "click", feed_id="f", position=1)], state, {}, P, K)
     assert plan.hincr[K.bandit("device:android", pop_slice("i9"))]["i9:c"] == 1
     idx = context_indices({"device": "android"}, "device", 8)
-    assert plan.hincr[K.linear("i9")][f"b:{idx[1]}"] == 1
+    assert plan.hincr[K.linear("i9")][f"c:{idx[1]}"] == 1
 
 
 def test_covisitation_pairs_within_window_forward_by_distance_and_weaker_backward() -> None:
@@ -79,3 +80,27 @@ def test_history_continues_from_the_stored_state_and_is_capped() -> None:
     assert [i for i, _ in decode_history(plan.lpush[K.history("u")])] == ["a", "b"]  # LPUSH order
     assert plan.ltrim[K.history("u")] == 3
     assert plan.sadd[K.seen("u")] == {"a", "b"}
+
+
+def test_linear_bandit_counts_give_back_its_sufficient_statistics() -> None:
+    """A = sum x x^T over impressions and b = sum r x over attributed clicks, x the one-hot context."""
+    devices = ["ios", "android", None, "web", "ios"]
+    events, clicks = [], []
+    for n, d in enumerate(devices * 3):
+        ctx = {"device": d} if d else {}
+        events.append(ev(2 * n, "u", "i1", "impression", ts=T0 + 2 * n, feed_id="f", position=n, context=ctx))
+        if n % 2 == 0:
+            events.append(ev(2 * n + 1, "u", "i1", "click", ts=T0 + 2 * n + 1, feed_id="f", position=n))
+            clicks.append(ctx)
+    plan = plan_interactions(events, {}, {}, P, K)
+    a, b = linear_stats({f: str(v) for f, v in plan.hincr[K.linear("i1")].items()}, 8)
+    want_a = np.zeros((8, 8))
+    want_b = np.zeros(8)
+    for e in events:
+        if e.type == "impression":
+            x = np.array(context_vector(e.context, "device", 8))
+            want_a += np.outer(x, x)
+    for ctx in clicks:
+        want_b += np.array(context_vector(ctx, "device", 8))
+    np.testing.assert_array_equal(np.array(a), want_a)
+    np.testing.assert_array_equal(np.array(b), want_b)
