@@ -12,9 +12,11 @@ features (``funnel.features``) and the per-source ablations of ``streamrec eval`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,23 @@ PERSONAL = ("ann", "seq", "cf", "covisit", "category")
 LEARNED_I2I = ("seq", "cf")  # the trained item-to-item relations (models.item_neighbours)
 TOP_CATEGORIES = 3
 SHARED_READ_MIN = 128
+# Opt-in record of what ``_filter`` drops, for the console's feed inspector: None (one ContextVar read
+# per feed) unless a caller opens :func:`why_filtered` around the feed in its own thread.
+_WHY: ContextVar[dict[str, tuple[str, str]] | None] = ContextVar("why_filtered", default=None)
+
+
+@contextlib.contextmanager
+def why_filtered() -> Iterator[dict[str, tuple[str, str]]]:
+    """Within the block (this thread or task), retrieval records each candidate it drops:
+    item -> (reason, source), reason one of ``seen`` (the user already engaged with it), ``blocked``
+    (a block rule), ``inactive`` (withdrawn from the catalogue), ``over budget`` (cut to
+    ``retrieval.candidates`` by the round robin)."""
+    record: dict[str, tuple[str, str]] = {}
+    token = _WHY.set(record)
+    try:
+        yield record
+    finally:
+        _WHY.reset(token)
 
 
 @dataclass(frozen=True)
@@ -247,8 +266,22 @@ def _filter(cands: CandidateSet, state: OnlineState, user: UserState, blocked: f
             continue
         infos[iid] = info
         out.append(iid)
-    cands.item_ids = _round_robin(out, cands.source, limit) if len(out) > limit else out
+    kept = _round_robin(out, cands.source, limit) if len(out) > limit else out
+    why = _WHY.get()
+    if why is not None:
+        _record(why, cands, drop, blocked, set(out), set(kept))
+    cands.item_ids = kept
     return cands
+
+
+def _record(why: dict[str, tuple[str, str]], cands: CandidateSet, drop: set[str] | frozenset[str],
+            blocked: frozenset[str], listed: set[str], kept: set[str]) -> None:
+    for iid in cands.item_ids:
+        if iid in kept:
+            continue
+        reason = ("blocked" if iid in blocked else "seen") if iid in drop else \
+            "inactive" if iid not in listed else "over budget"
+        why[iid] = (reason, cands.source[iid])
 
 
 def describe(cands: CandidateSet, item_ids: Sequence[str], state: OnlineState) -> None:
