@@ -25,8 +25,8 @@ class WorkerMetrics:
         self.batch_seconds = Histogram("streamrec_worker_batch_seconds", "batch processing time",
                                        ["agent"], buckets=LATENCY_BUCKETS, registry=r)
         self.effect_latency = Histogram("streamrec_worker_effect_latency_seconds",
-                                        "record timestamp to durable effect", ["agent"],
-                                        buckets=LATENCY_BUCKETS, registry=r)
+                                        "record timestamp to durable effect (every 4th record of a batch)",
+                                        ["agent"], buckets=LATENCY_BUCKETS, registry=r)
         self.lag = Gauge("streamrec_worker_consumer_lag", "highwater - next offset",
                          ["topic", "partition"], registry=r)
         self.phase_seconds = Histogram("streamrec_worker_phase_seconds", "time per batch phase",

@@ -37,6 +37,7 @@ from streams.kafka_errors import describe, is_retryable, root
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+LATENCY_SAMPLE = 4  # every 4th record of a batch is observed in effect_latency
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 Archive = Callable[[str, Sequence[tuple[RawRecord, Any]], Mapping[str, list[str]] | None], Awaitable[None]]
 Vectors = Callable[[Sequence[ItemUpsert]], Awaitable[dict[str, bytes]]]
@@ -90,14 +91,12 @@ class BatchProcessor:
 
     async def _parse(self, base: str, records: Sequence[RawRecord], ids: Mapping[str, str]) -> Parsed:
         """``ids``: the topic ids the broker reported after these records were fetched."""
-        def tp_of(rec: RawRecord) -> TP:
-            return incarnated(rec.topic, ids.get(rec.topic)), rec.partition
-
-        marks = await self.writer.watermarks(sorted({tp_of(r) for r in records}))
+        names = {t: incarnated(t, ids.get(t)) for t in {r.topic for r in records}}
+        marks = await self.writer.watermarks(sorted({(names[r.topic], r.partition) for r in records}))
         now = self.clock()
         out = Parsed([], [], [], {}, marks)
         for rec in records:
-            tp = tp_of(rec)
+            tp = names[rec.topic], rec.partition
             replay = rec.offset <= marks[tp]
             out.redelivered += replay
             try:
@@ -217,7 +216,7 @@ class BatchProcessor:
         m.batch_seconds.labels(base).observe(time.monotonic() - started)
         now = self.clock()
         hist = m.effect_latency.labels(base)
-        for rec in records:
+        for rec in records[::LATENCY_SAMPLE]:  # a uniform sample: the same distribution, 1/4 the cost
             if rec.timestamp:
                 hist.observe(max(0.0, now - rec.timestamp))
 

@@ -184,21 +184,16 @@ def _stamped(row: dict[str, Any], ts_us: int) -> dict[str, Any]:
 
 
 def feast_rows(settings: Settings, client: Any, states: States, metrics: WorkerMetrics) -> FeatureRows | None:
-    """The worker's Feast rows, or None when pushes are off or the feature repo is not usable."""
+    """The worker's Feast rows (None when ``worker.feature_push`` is off). They are written in Feast's
+    layout under ``feast.project`` whether or not ``streamrec features apply`` ran yet: Feast serves
+    them once the views are registered."""
     if not settings.worker.feature_push:
         return None
-    try:
-        from core.features import STREAM_VIEWS
-        from feature_store.config import feature_store
-        from feature_store.writer import FeastRedisWriter
+    from feature_store.feast_rows import FeastRedisWriter
 
-        writer = FeastRedisWriter.from_store(client, feature_store(settings), STREAM_VIEWS)
-    except Exception as exc:  # noqa: BLE001 - the worker runs without pushes, loudly
-        log.warning("Feast pushes disabled: feature repo not usable (%s); run `streamrec features apply`",
-                    exc)
-        return None
-    return FeatureRows(states, writer, tf.TransformParams.from_settings(settings),
-                       settings.feast.push_interval_ms / 1000.0, metrics)
+    return FeatureRows(states, FeastRedisWriter(client, settings.feast.project),
+                       tf.TransformParams.from_settings(settings), settings.feast.push_interval_ms / 1000.0,
+                       metrics)
 
 
 class ItemVectors:

@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from core.features import ITEM_REALTIME, STREAM_VIEWS, USER_AFFINITY, USER_REALTIME
+from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
 from core.settings import Settings
 from feature_store import transforms as tf
 from feature_store.config import feature_store
+from feature_store.feast_rows import FeastRedisWriter
 from feature_store.online import resp
 from feature_store.online.redis_state import redis_client
 from feature_store.repository import apply
-from feature_store.writer import FeastRedisWriter, FeatureWriter
+from feature_store.writer import FeatureWriter
 from services.cli.ingest_probe import user_row_key
 from services.local_cluster import local_cluster
 
@@ -87,7 +88,7 @@ def _write(s: Settings, rows: dict[str, list[dict[str, Any]]]) -> int:
     async def run() -> int:
         client = resp.connect(s.redis.url or "", 1.0, 10.0)
         try:
-            return await FeastRedisWriter.from_store(client, feature_store(s), STREAM_VIEWS).write(rows)
+            return await FeastRedisWriter(client, s.feast.project).write(rows)
         finally:
             await client.close()
 
