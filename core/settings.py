@@ -251,6 +251,24 @@ class SchedulerSettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """The operator console (``/console`` on the API): where its numbers come from."""
+
+    enabled: bool = True
+    prometheus_url: str | None = Field(
+        None, description="read rates, lag and latency from this Prometheus (e.g. http://prometheus:9090) "
+        "instead of scraping the processes' /metrics (the natural choice in Kubernetes)")
+    metrics_urls: dict[str, list[str]] = Field(
+        default_factory=dict, description="process name -> its /metrics URLs; empty: the local stack's "
+        "(data_dir/stack.json), else the configured ports on 127.0.0.1")
+    scrape_interval_s: float = Field(5.0, ge=0.5, le=300, description="how often the console scrapes")
+    history_s: float = Field(900.0, ge=60, le=86400, description="how far back the plots go")
+    idle_stop_s: float = Field(
+        600.0, ge=30, description="scraping stops when no console page was opened for this long")
+    timeout_s: float = Field(1.0, gt=0, le=30, description="per scrape, Prometheus query or DLQ read")
+    dead_letters: int = Field(20, ge=1, le=1000, description="newest dead letters shown")
+
+
 class StackSettings(_Section):
     """``streamrec up``'s supervisor: how a crashed child (the local broker and Redis included) is
     restarted, and what the local infrastructure keeps on disk."""
@@ -300,6 +318,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     stack: StackSettings = StackSettings()
+    console: ConsoleSettings = ConsoleSettings()
     # Experiments (core.experiment_config): reloaded from the settings file without a restart.
     experiments: Annotated[list[Experiment], AfterValidator(check_experiments)] = Field(default_factory=list)
     experiments_reload_s: float = Field(

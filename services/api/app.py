@@ -15,6 +15,7 @@ from services.api.admission import Admission
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
 from services.api.routes import router
+from services.console.router import router as console_router
 from services.pipeline.threads import serving_process
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     app = FastAPI(title="streamrec feed API", version="1", lifespan=lifespan)
     app.state.ctx = ctx
     app.include_router(router)
+    app.include_router(console_router)  # /console: the operator console (services.console)
     refused = ctx.metrics.refused.labels
     app.add_exception_handler(RequestValidationError, validation_handler(lambda r: refused(r).inc()))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,  # type: ignore[arg-type]
