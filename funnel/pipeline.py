@@ -51,6 +51,7 @@ class FeedResult:
     # exploration position -> {pool item: probability that the policy shows it there}: what an
     # off-policy estimate needs of a stochastic policy (the feed carries only the picks' propensities)
     explore: dict[int, dict[str, float]] = field(default_factory=dict)
+    feature_rows: tuple[int, int] = (0, 0)  # Feast rows read with any value, of all read (user + items)
 
 
 @dataclass
@@ -85,6 +86,14 @@ def _unique(items: Iterator[str]) -> Iterator[str]:
         if item not in seen:
             seen.add(item)
             yield item
+
+
+def _nonempty_rows(ur: reads.UserReads, inputs: RankInputs) -> tuple[int, int]:
+    """(Feast rows with any value, rows read): the user's and the candidates' (an item row is empty
+    exactly when its 24 h impressions are unknown, NaN in the matrix)."""
+    user = any(v is not None for k, v in ur.row.items() if not k.endswith("_id"))
+    column = inputs.matrix[:, feats.INDEX["item_impressions_24h"]]
+    return int(user) + int(np.count_nonzero(~np.isnan(column))), 1 + len(column)
 
 
 def explore_candidates(cands: CandidateSet) -> list[str]:
@@ -160,7 +169,7 @@ class Pipeline:
         feed = result.feed.model_copy(update={"trigger": trigger, "trigger_event_ts": trigger_event_ts})
         if not feed.degraded:
             self.cache.put(feed)
-        return FeedResult(feed, result.stages_ms, result.candidates, result.explore)
+        return FeedResult(feed, result.stages_ms, result.candidates, result.explore, result.feature_rows)
 
     def rank_inputs(self, user_id: str, now: float, item_ids: Sequence[str] | None = None,
                     segment: str | None = None) -> RankInputs:
@@ -203,7 +212,9 @@ class Pipeline:
         t1 = time.perf_counter()
         heads = self._rank(req, inputs)
         req.stages_ms["ranking"] = (time.perf_counter() - t1) * 1e3
-        return self._finish(req, inputs.cands, heads)
+        out = self._finish(req, inputs.cands, heads)
+        out.feature_rows = _nonempty_rows(ur, inputs)
+        return out
 
     def _rank(self, req: _Request, inputs: RankInputs) -> dict[str, F32]:
         if not inputs.item_ids:

@@ -50,7 +50,9 @@ class FeedService:
             metrics.stage.labels(stage).observe(ms / 1e3)
         ctx.impressions.log(result.feed, elapsed * 1e3)
         timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.stages_ms.items())
-        headers = [(b"server-timing", timing.encode()), (b"x-candidates", str(result.candidates).encode())]
+        rows = "{}/{}".format(*result.feature_rows)
+        headers = [(b"server-timing", timing.encode()), (b"x-candidates", str(result.candidates).encode()),
+                   (b"x-feature-rows", rows.encode())]
         return 200, headers, encode(result.feed)
 
     def shed(self, scope: Scope, reason: str) -> Answer:

@@ -12,6 +12,7 @@ every ``every_s`` seconds.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -89,17 +90,19 @@ def _event_log(events: Sequence[Interaction]) -> Any:
 
 def train_two_tower(events: Sequence[Interaction],
                     items: Sequence[ItemUpsert]) -> tuple[TwoTowerServing, F32]:
-    """One short epoch of the funnel's two-tower fit over the seeded clicks; hashed content vectors so
-    unseen items are placed too. Returns the model and every item's vector (the index's rows)."""
+    """One short epoch of the funnel's two-tower fit over the seeded clicks, in the shape the training
+    job serves (``TwoTowerOptions``' dimensions: the per-request forward pass costs what it will),
+    on the content vectors the worker computed (hashing back-end) so unseen items are placed too.
+    Returns the model and every item's vector (the index's rows)."""
     from funnel.labels import Labels
     from funnel.log import Catalog
     from funnel.train_two_tower import TwoTowerOptions, fit_two_tower
-    from models.content import ContentConfig, ContentEncoder
+    from models.content import ContentConfig, ContentEncoder, item_text
 
     content = ContentEncoder(ContentConfig(use_model=False)).encode(
-        [it.title or it.item_id for it in items], [list(it.categories) for it in items])
+        [item_text(it.title, it.text) for it in items], [list(it.categories) for it in items])
     catalog = Catalog(list(items), content)
-    opts = TwoTowerOptions(dim=32, max_len=20, n_layers=1, epochs=1, batch_size=512, max_seconds=20.0)
+    opts = TwoTowerOptions(epochs=1, batch_size=512, max_seconds=30.0)
     tower, _ = fit_two_tower(_event_log(events), catalog, Labels(np.zeros(0, np.int64), []), opts, seed=0)
     if tower is None:
         raise StartupError("bench serve: too few click sequences to train a two-tower model")
@@ -129,6 +132,37 @@ def train_ranker(rows: int = 4000, seed: int = 0) -> RankerServing:
     return RankerServing(model)
 
 
+def fit_neighbours(events: Sequence[Interaction], items: Sequence[ItemUpsert]) -> Any:
+    """The learned item-to-item relations (``models.item_neighbours``) over the seeded click sequences,
+    as the training job fits them: the funnel's ``seq`` and ``cf`` candidate sources."""
+    from models.item_neighbours import ItemNeighbours
+
+    codes = {it.item_id: j for j, it in enumerate(items)}
+    seqs: dict[str, list[int]] = {}
+    for ev in sorted(events, key=lambda e: e.timestamp):
+        if ev.item_id in codes:
+            seqs.setdefault(ev.user_id, []).append(codes[ev.item_id])
+    return ItemNeighbours.fit([np.array(s, np.int64) for s in seqs.values()], list(codes))
+
+
+def wait_for_models(api: str, user: str, versions: dict[str, str], timeout_s: float = 180.0,
+                    in_a_row: int = 8) -> None:
+    """Block until ``in_a_row`` feeds in a row, each on a new connection (so on any of the API's
+    worker processes), carry the promoted ranker and index versions (the API polls the store)."""
+    import httpx
+
+    want = {"model_version": versions["ranker"], "index_version": versions["index"]}
+    deadline, got, row = time.monotonic() + timeout_s, {}, 0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{api}/v1/feed/{user}", timeout=10.0).text
+        got = dict(re.findall(r'"(model_version|index_version)":"([^"]*)"', text))
+        row = row + 1 if all(got.get(k) == v for k, v in want.items()) else 0
+        if row >= in_a_row:
+            return
+        time.sleep(0.5 if row == 0 else 0.05)
+    raise StartupError(f"the feed API did not load {want} within {timeout_s:.0f}s (serving {got})")
+
+
 def _recall(index: ItemIndex, ids: Sequence[str], vectors: np.ndarray, queries: np.ndarray) -> float:
     from services.indexer.ann import exact_recall
 
@@ -145,7 +179,8 @@ class Published:
 
 def publish_models(settings: Settings, events: Sequence[Interaction],
                    items: Sequence[ItemUpsert]) -> Published:
-    """Train, build, publish and promote ``two_tower``, ``index`` and ``ranker``; returns the versions."""
+    """Train, build, publish and promote ``two_tower``, ``index``, ``i2i`` and ``ranker``; returns the
+    versions."""
     t0 = time.perf_counter()
     promoter = Promoter(settings)
     tower, vectors = train_two_tower(events, items)
@@ -156,12 +191,14 @@ def publish_models(settings: Settings, events: Sequence[Interaction],
     queries = vectors[rng.integers(0, len(vectors), RECALL_QUERIES)]
     recall = _recall(index, item_ids, vectors, queries)
     index_version = promoter.index(index, recall)
+    i2i_version = promoter.model("i2i", fit_neighbours(events, items), {"items": len(item_ids)})
     ranker_version = promoter.model("ranker", train_ranker(), {"rows": 4000})
     log.warning("bench serve: artifacts promoted in %.1fs (two_tower %s, index %s %s recall@10 %.3f, "
                 "ranker %s)", time.perf_counter() - t0, tower_version, index_version, index.index_type,
                 recall, ranker_version)
     return Published(promoter, index, recall,
-                     {"two_tower": tower_version, "index": index_version, "ranker": ranker_version})
+                     {"two_tower": tower_version, "index": index_version, "i2i": i2i_version,
+                      "ranker": ranker_version})
 
 
 class IndexSwaps:
