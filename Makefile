@@ -11,7 +11,7 @@ PIP_VERSION ?= 26.3
 DEMO_DURATION ?= 120
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-unit lint bench clean schemas deploy-check lock lock-check
+.PHONY: venv demo test test-unit lint bench clean schemas deploy-check lock lock-check browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,6 +33,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the console's browser tests (tests/e2e/console): Playwright drives it headless
+# and never downloads a browser of its own. Installed only when missing (needs root, as in CI).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@/usr/bin/chromium --version
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
