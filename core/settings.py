@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.experiment_config import Experiment, check_experiments
+from core.secrets import redacted, refuse_file_secrets, resolve_database, resolve_kafka, resolve_redis
 
 CONFIG_ENV = "STREAMREC_CONFIG"
 DEFAULT_CONFIG_FILE = "streamrec.toml"
@@ -34,6 +36,11 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """A URL's password never shows in a repr (core.secrets puts credentials into the URLs)."""
+        for name, value in super().__repr_args__():
+            yield name, redacted(value) if isinstance(value, str) and "://" in value else value
 
 
 def _bind_address(value: str) -> str:
@@ -61,9 +68,18 @@ class KafkaSettings(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: SecretStr | None = Field(None, description="secret: env only (or sasl_password_file)")
+    sasl_password_file: Path | None = Field(None, description="a file holding kafka.sasl_password")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL (None: system CAs)")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client certificate's key (mutual TLS)")
+    ssl_check_hostname: bool = True
     connect_timeout_s: float = Field(10.0, gt=0)
     connect_retries: int = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> KafkaSettings:
+        return resolve_kafka(self)
 
 
 class RedisSettings(_Section):
@@ -74,10 +90,30 @@ class RedisSettings(_Section):
     connect_retries: int = Field(5, ge=0)
     read_timeout_s: float = Field(
         0.1, gt=0, le=10, description="deadline of one pipelined read on a feed request's path (serving)")
+    username: str | None = Field(None, description="ACL user (put into redis.url for every client)")
+    password: SecretStr | None = Field(None, description="secret: environment only (or password_file)")
+    password_file: Path | None = Field(None, description="a file holding redis.password")
+    tls_ca_file: Path | None = Field(None, description="CA of a rediss:// server (None: system CAs)")
+    tls_cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    tls_key_file: Path | None = Field(None, description="client certificate's key (mutual TLS)")
+
+    @model_validator(mode="after")
+    def _credentials_into_url(self) -> RedisSettings:
+        return resolve_redis(self)
 
 
 class DatabaseSettings(_Section):
     url: str | None = Field(None, description="None uses SQLite under data_dir")
+    password: SecretStr | None = Field(None, description="secret: environment only (or password_file)")
+    password_file: Path | None = Field(None, description="a file holding database.password")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: Path | None = Field(None, description="CA of the PostgreSQL server")
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+
+    @model_validator(mode="after")
+    def _credentials_into_url(self) -> DatabaseSettings:
+        return resolve_database(self)
 
 
 class FeastSettings(_Section):
@@ -144,6 +180,66 @@ class ApiSettings(_Section):
         "reject", description="a shed feed request gets: reject = 503 with Retry-After, degraded = the "
         "user's last feed or the popularity snapshot, marked degraded (200)")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After of a 503 when overloaded")
+    ops_port: int = Field(
+        8081, ge=0, le=65535, description="/healthz, /readyz and /metrics: a port of their own, so a "
+        "Service can expose api.port alone (0 = any free port)")
+
+    @model_validator(mode="after")
+    def _ops_port_is_its_own(self) -> ApiSettings:
+        if self.ops_port and self.ops_port == self.port:
+            raise ValueError("ops_port must differ from port (health and metrics never share the API port)")
+        return self
+
+
+class RateLimit(_Section):
+    rate_per_s: float = Field(gt=0, description="tokens added per second (sustained requests/s per key)")
+    burst: int = Field(ge=1, description="bucket size: requests a key may send at once")
+
+
+def _default_limits() -> dict[str, RateLimit]:
+    return {"feed:read": RateLimit(rate_per_s=100, burst=200),
+            "events:write": RateLimit(rate_per_s=200, burst=400),
+            "catalog:write": RateLimit(rate_per_s=50, burst=100),
+            "admin": RateLimit(rate_per_s=20, burst=40)}
+
+
+class AuthSettings(_Section):
+    """API keys (``streamrec keys``) and, alternatively, JWTs from a configured issuer."""
+
+    enabled: bool | None = Field(
+        None, description="None: on in production mode, off in local mode (where the API must then "
+        "listen on loopback only)")
+    key_cache_ttl_s: float = Field(
+        5.0, ge=0, le=300, description="a key's lookup is cached this long: a revoked key stops within it")
+    jwt_issuer: str | None = Field(None, description="accept JWTs from this issuer (iss) too")
+    jwt_audience: str | None = None
+    jwks_file: Path | None = Field(None, description="the issuer's JSON Web Key Set, as a file")
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    jwt_tenant_claim: str = "tenant"
+    jwt_scope_claim: str = Field("scope", description="space-separated scopes (OAuth 2 style)")
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=_default_limits, description="a token bucket per key for each scope (Redis)")
+    control_database_url: str | None = Field(
+        None, description="where keys and tenants live (None: database.url of the default tenant)")
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> AuthSettings:
+        if (self.jwt_issuer is None) != (self.jwks_file is None):
+            raise ValueError("jwt_issuer and jwks_file go together (JWTs are checked against both)")
+        unknown = set(self.rate_limits) - {"feed:read", "events:write", "catalog:write", "admin"}
+        if unknown:
+            raise ValueError(f"rate_limits: unknown scopes {sorted(unknown)}")
+        return self
+
+
+class TenancySettings(_Section):
+    tenant: str = Field(
+        "default", pattern=r"^[a-z][a-z0-9_]{0,30}$", description="the tenant a worker, publisher or "
+        "scheduler process serves (the API serves every tenant, by key)")
+    max_open: int = Field(
+        16, ge=1, le=1024, description="tenants whose pipelines one API process keeps open (LRU)")
+    applied: bool = Field(
+        False, description="internal: the namespace settings already carry the tenant (core.tenancy)")
 
 
 class PublisherSettings(_Section):
@@ -319,6 +415,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     stack: StackSettings = StackSettings()
     console: ConsoleSettings = ConsoleSettings()
+    auth: AuthSettings = AuthSettings()
+    tenancy: TenancySettings = TenancySettings()
     # Experiments (core.experiment_config): reloaded from the settings file without a restart.
     experiments: Annotated[list[Experiment], AfterValidator(check_experiments)] = Field(default_factory=list)
     experiments_reload_s: float = Field(
@@ -336,7 +434,21 @@ class Settings(BaseSettings):
         pw = self.kafka.sasl_password
         if pw is not None and pw.get_secret_value().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("kafka.sasl_password is a placeholder; set a real secret")
+        if self.auth.enabled is False:
+            raise ValueError("auth.enabled = false is refused in production mode")
         return self
+
+    @model_validator(mode="after")
+    def _open_api_on_loopback_only(self) -> Settings:
+        if not self.auth_required and self.api.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api.host {self.api.host} without authentication: set auth.enabled = true "
+                             "(an API without keys listens on loopback only)")
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        """API keys (or JWTs) are required: auth.enabled, or by default in production mode."""
+        return self.auth.enabled if self.auth.enabled is not None else self.mode == "production"
 
     @classmethod
     def settings_customise_sources(
@@ -397,11 +509,17 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     then ``STREAMREC_*`` env, then ``overrides``. Raises ConfigError naming the bad keys."""
     cfg = _config_path(path)
     data = _read_file(cfg) if cfg else {}
+    refuse_file_secrets(data, cfg)
     _deep_merge(data, overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise config_error(exc, cfg) from None
+    if settings.tenancy.tenant != "default" and not settings.tenancy.applied:
+        from core.tenancy import scoped
+
+        return scoped(settings, settings.tenancy.tenant)
+    return settings
 
 
 class _ExperimentsFile(BaseModel):

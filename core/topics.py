@@ -10,6 +10,7 @@ USERS = "users"
 FEEDS = "feeds"
 FEED_TRIGGERS = "feed-triggers"
 IMPRESSIONS = "impressions"
+DELETIONS = "deletions"  # core.deletions.Deletion, keyed by the subject's id (the eraser consumes it)
 DLQ_SUFFIX = ".dlq"
 
 INPUT_TOPICS = (INTERACTIONS, ITEMS, USERS)
@@ -52,9 +53,13 @@ class Topics:
     def impressions(self) -> str:
         return self.name(IMPRESSIONS)
 
+    @property
+    def deletions(self) -> str:
+        return self.name(DELETIONS)
+
     def dlq(self, base: str) -> str:
         return self.name(dlq(base))
 
     def all(self) -> list[str]:
-        bases = [*INPUT_TOPICS, FEEDS, FEED_TRIGGERS, IMPRESSIONS]
+        bases = [*INPUT_TOPICS, FEEDS, FEED_TRIGGERS, IMPRESSIONS, DELETIONS]
         return [self.name(b) for b in bases] + [self.dlq(b) for b in INPUT_TOPICS]

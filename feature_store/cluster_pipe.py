@@ -120,5 +120,5 @@ class ClusterPipe:
 
 
 def _node_url(ep: RedisEndpoint, addr: tuple[str, int]) -> str:
-    node = RedisEndpoint([addr], False, ep.tls, 0, ep.username, ep.password)
+    node = RedisEndpoint([addr], False, ep.tls, 0, ep.username, ep.password, ep.tls_files)
     return node.single_url

@@ -39,6 +39,7 @@ def redis_connection_string(url: str, socket_timeout_s: float, connect_timeout_s
         parts.append(f"password={ep.password}")
     if ep.tls:
         parts.append("ssl=true")
+        parts += [f"{k}={v}" for k, v in ep.tls_files]
     parts += [f"socket_timeout={socket_timeout_s}", f"socket_connect_timeout={connect_timeout_s}"]
     return ",".join(parts)
 

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 import time
 from typing import Any
@@ -26,6 +25,7 @@ import hiredis
 
 from core.errors import StoreUnavailable
 from core.settings import ConfigError
+from feature_store.redis_url import parse
 
 
 class _Closed(Exception):
@@ -53,7 +53,7 @@ class RedisPipe:
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
             raise ConfigError(["redis.url"], f"redis.url must look like redis://host:port/db, got {url!r}")
         self._addr = (parsed.hostname, parsed.port or 6379)
-        self._tls = parsed.scheme == "rediss"
+        self._tls = parse(url).ssl_context()  # None: no TLS
         self._handshake = self._handshake_commands(parsed.username, parsed.password, parsed.path)
         self._connect_timeout, self._timeout = connect_timeout_s, socket_timeout_s
         self._local = threading.local()
@@ -117,7 +117,7 @@ class RedisPipe:
             sock = socket.create_connection(self._addr, timeout=connect_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._addr[0])
+                sock = self._tls.wrap_socket(sock, server_hostname=self._addr[0])
             sock.settimeout(self._timeout)
             self._local.sock = sock
             if self._handshake:

@@ -14,11 +14,16 @@ Example:
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from core.secrets import ssl_context
 from core.settings import ConfigError
 
+TLS_QUERY = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 SCHEMES = {"redis": (False, False), "rediss": (False, True),
            "redis+cluster": (True, False), "rediss+cluster": (True, True)}
 
@@ -31,15 +36,33 @@ class RedisEndpoint:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    # TLS files, from the URL's query (``?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...``, what
+    # core.secrets puts there from redis.tls_*): every client verifies the server with them.
+    tls_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def single_url(self) -> str:
         """A plain ``redis://`` URL of the first node (what redis-py's from_url takes)."""
         auth = ""
         if self.password is not None:
-            auth = f"{self.username or ''}:{self.password}@"
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
         host, port = self.nodes[0]
-        return f"{'rediss' if self.tls else 'redis'}://{auth}{host}:{port}/{self.db}"
+        query = f"?{urlencode(self.tls_files)}" if self.tls_files else ""
+        return f"{'rediss' if self.tls else 'redis'}://{auth}{host}:{port}/{self.db}{query}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context of a ``rediss://`` endpoint (None without TLS)."""
+        if not self.tls:
+            return None
+        files = dict(self.tls_files)
+        path = {k: Path(v) if v else None for k, v in
+                (("ca", files.get("ssl_ca_certs")), ("cert", files.get("ssl_certfile")),
+                 ("key", files.get("ssl_keyfile")))}
+        return ssl_context(path["ca"], path["cert"], path["key"])
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for the TLS files."""
+        return dict(self.tls_files) if self.tls else {}
 
 
 def _bad(url: str, why: str) -> ConfigError:
@@ -60,8 +83,9 @@ def parse(url: str) -> RedisEndpoint:
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit() or (cluster and db_text != "0"):
         raise _bad(url, "the database must be a number (0 on a cluster)")
+    tls_files = tuple((k, v) for k, v in parse_qsl(parts.query) if k in TLS_QUERY)
     return RedisEndpoint(nodes, cluster, tls, int(db_text), unquote(user) or None,
-                         unquote(password) if auth else None)
+                         unquote(password) if auth else None, tls_files)
 
 
 def _node(url: str, hostport: str) -> tuple[str, int]:

@@ -53,11 +53,12 @@ class ProcessSpec:
     port_field: str
     args: tuple[str, ...] = ()
     needs_feast: bool = False  # started only after the Feast repo is applied
+    probe_field: str | None = None  # /healthz and /readyz on settings.<section>.<probe_field> instead
 
 
 PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("worker", "streams.worker", "worker", "metrics_port", needs_feast=True),
-    ProcessSpec("api", "services.api", "api", "port"),
+    ProcessSpec("api", "services.api", "api", "port", probe_field="ops_port"),
     ProcessSpec("publisher", "services.publisher", "publisher", "metrics_port"),
     ProcessSpec("scheduler", "services.scheduler", "scheduler", "health_port"),
 )
@@ -95,6 +96,7 @@ class Stack:
         self.feast_apply = feast_apply
         self.fresh = fresh
         self.ports: dict[str, int] = {}  # the HTTP children's ports (see url())
+        self.probe_ports: dict[str, int] = {}  # health ports of children that have their own (probe_url())
         self.supervisor = Supervisor(RestartPolicy.from_settings(settings.stack), self.status_path)
         # Called with the settings after the local broker came back (empty: it is memory-only),
         # once its topics exist again.
@@ -126,6 +128,10 @@ class Stack:
 
     def url(self, name: str, path: str = "") -> str:
         return f"http://{LOOPBACK}:{self.ports[name]}{path}"
+
+    def probe_url(self, name: str, path: str = "") -> str:
+        """Where ``name`` answers /healthz, /readyz and /metrics (the API: its ops port)."""
+        return f"http://{LOOPBACK}:{self.probe_ports.get(name, self.ports[name])}{path}"
 
     def addresses(self) -> dict[str, str]:
         """Every component's address (broker and Redis included), for people and the status file."""
@@ -238,7 +244,12 @@ class Stack:
                 log.warning("%s.%s %d is busy; %s uses port %d instead", spec.section, spec.port_field,
                             wanted, spec.name, port)
             self.ports[spec.name] = port
-            updates[spec.section] = section.model_copy(update={spec.port_field: port})
+            fields = {spec.port_field: port}
+            if spec.probe_field:
+                wanted = int(getattr(section, spec.probe_field))
+                fields[spec.probe_field] = self.probe_ports[spec.name] = self._book.choose(
+                    f"{spec.name}.{spec.probe_field}", configured=wanted)
+            updates[spec.section] = section.model_copy(update=fields)
         self._book.save()
         return s.model_copy(update=updates)
 
@@ -251,10 +262,11 @@ class Stack:
 
     def _process_component(self, spec: ProcessSpec, env: dict[str, str]) -> Component:
         argv = [sys.executable, "-m", spec.module, *spec.args]
-        base = self.url(spec.name)
+        base = self.probe_url(spec.name)
         return Component(spec.name, lambda: spawn(spec.name, argv, self.log_dir, env),
                          alive_probe=lambda: http_ok(base + "/healthz", timeout_s=0.5),
-                         ready_probe=lambda: http_ok(base + "/readyz", timeout_s=1.0), address=base,
+                         ready_probe=lambda: http_ok(base + "/readyz", timeout_s=1.0),
+                         address=self.url(spec.name),
                          port=self.ports[spec.name])
 
     def _wait_ready(self) -> None:
@@ -263,7 +275,7 @@ class Stack:
         while pending:
             for name in sorted(pending):
                 self._raise_if_dead(name)
-                if http_ok(self.url(name, "/readyz"), timeout_s=0.5):
+                if http_ok(self.probe_url(name, "/readyz"), timeout_s=0.5):
                     log.info("%s is ready", name)
                     self.supervisor.add(self.supervisor.components[name], self.children[name])
                     self.supervisor.components[name].ready = True

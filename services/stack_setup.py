@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from core.secrets import kafka_options
 from core.settings import Settings
 from core.topics import FEEDS, Topics
 from iokit import retry
@@ -46,12 +47,8 @@ def kafka_config(settings: Settings) -> dict[str, Any]:
     """kafka-python client options (bootstrap, security, bounded bootstrap timeout)."""
     k = settings.kafka
     cfg: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
-                           "security_protocol": k.security_protocol,
                            "request_timeout_ms": int(k.connect_timeout_s * 1000) + 5000,
-                           "bootstrap_timeout_ms": int(k.connect_timeout_s * 1000)}
-    if k.sasl_mechanism:
-        cfg.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                   sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
+                           "bootstrap_timeout_ms": int(k.connect_timeout_s * 1000), **kafka_options(k)}
     return cfg
 
 

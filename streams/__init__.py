@@ -1,1 +1,2 @@
-"""The stream worker: faust agents over interactions/items/users feeding Redis, Feast and the archive."""
+"""The stream worker: batches of interactions/items/users from Kafka applied to Redis (effectively once),
+then Feast's online rows, the event archive and feed triggers."""

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.secrets import kafka_options as secure_kafka
 from core.settings import Settings
 from core.topics import INPUT_TOPICS, Topics
 from feature_store.online.resp import Target, command
@@ -72,16 +73,14 @@ class WorkerState:
 def kafka_options(settings: Settings) -> dict[str, Any]:
     """Connection options of every Kafka client of the worker (security included)."""
     k = settings.kafka
-    opts: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
-                            "security_protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        opts.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                    sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
-    if k.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
+    return {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
+            **secure_kafka(k, aio=True)}
 
-        opts["ssl_context"] = create_ssl_context()
-    return opts
+
+def kafka_python_options(settings: Settings) -> dict[str, Any]:
+    """The same for the worker's kafka-python clients (admin, topic ids): TLS as files."""
+    k = settings.kafka
+    return {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id, **secure_kafka(k)}
 
 
 def consumer(settings: Settings, listener: ConsumerRebalanceListener) -> AIOKafkaConsumer:

@@ -34,7 +34,7 @@ from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter
 from feature_store.transforms import TransformParams
 from iokit import free_port, retry
-from streams.app import ConsumerLoop, WorkerState, kafka_options, producer, timer, web_app
+from streams.app import ConsumerLoop, WorkerState, kafka_python_options, producer, timer, web_app
 from streams.decode import Skew
 from streams.incarnation import IncarnationGuard, KafkaTopicIds
 from streams.metrics import WorkerMetrics
@@ -100,8 +100,7 @@ def ensure_topics(settings: Settings) -> None:
     topics = Topics(k.topic_prefix)
     names = [*(topics.name(b) for b in INPUT_TOPICS), *(topics.dlq(b) for b in INPUT_TOPICS),
              topics.feed_triggers]
-    opts = {key: v for key, v in kafka_options(settings).items() if key != "ssl_context"}
-    admin = KafkaAdminClient(**opts)
+    admin = KafkaAdminClient(**kafka_python_options(settings))
     try:
         missing = [n for n in names if n not in set(admin.list_topics())]
         for name in missing:
@@ -162,7 +161,7 @@ async def build(settings: Settings) -> Parts:
 
 def _guard(settings: Settings) -> IncarnationGuard:
     topics = Topics(settings.kafka.topic_prefix)
-    opts = {k: v for k, v in kafka_options(settings).items() if k != "ssl_context"}
+    opts = kafka_python_options(settings)
     return IncarnationGuard([topics.name(b) for b in INPUT_TOPICS], KafkaTopicIds(
         {**opts, "client_id": f"{settings.kafka.client_id}-topic-ids"}))
 

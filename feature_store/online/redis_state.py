@@ -49,7 +49,7 @@ def redis_client(settings: Settings) -> redis.Redis:
     if ep.cluster:
         nodes = [ClusterNode(host, port) for host, port in ep.nodes]
         return RedisCluster(startup_nodes=nodes, username=ep.username, password=ep.password,  # type: ignore[return-value]
-                            ssl=ep.tls, **opts)
+                            ssl=ep.tls, **ep.tls_kwargs(), **opts)
     return redis.Redis.from_url(ep.single_url, health_check_interval=0, **opts)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -90,7 +89,7 @@ class Connection:
                 await self._open()
 
     async def _open(self) -> None:
-        ctx = ssl.create_default_context() if self.ep.tls else None
+        ctx = self.ep.ssl_context()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=ctx), self.connect_timeout_s)

@@ -16,14 +16,17 @@ import services.pipeline.threads  # noqa: F401 - first: one-thread native pools 
 # isort: on
 
 import logging
+import os
 import signal
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from core.errors import StartupError
 from core.settings import load_settings
 from iokit import free_port, port_is_free
 from services.api.app import create_app
+from services.api.ops import bind_ops_socket
 from services.pipeline.threads import serving_process
 
 
@@ -34,20 +37,28 @@ def main() -> None:
     port = settings.api.port or free_port(settings.api.host)
     if not port_is_free(port, settings.api.host):
         raise StartupError(f"api.port {port} on {settings.api.host} is already in use")
+    ops_sock = bind_ops_socket(settings.api.host, settings.api.ops_port)
+    ops_port = ops_sock.getsockname()[1]
+    os.environ["STREAMREC_API__OPS_PORT"] = str(ops_port)  # the worker processes' settings
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"ops_port": ops_port})})
     workers = settings.api.workers
-    logging.getLogger(__name__).info("feed API listening on %s:%s (%d worker process%s)", settings.api.host,
-                                     port, workers, "" if workers == 1 else "es")
+    logging.getLogger(__name__).info("feed API listening on %s:%s, health and metrics on port %d (%d worker "
+                                     "process%s)", settings.api.host, port, ops_port, workers,
+                                     "" if workers == 1 else "es")
     opts = {"host": settings.api.host, "port": port, "log_level": settings.log_level.lower(),
             "access_log": False, "timeout_graceful_shutdown": 8}
     # uvicorn drains on SIGTERM, then re-raises it against the handler it found: make that a no-op so
     # a graceful stop exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # Two listening sockets, one app: services.api.ops answers the ops port's requests.
     if workers == 1:
         serving_process()
-        uvicorn.run(create_app(settings), **opts)  # type: ignore[arg-type]
+        config = uvicorn.Config(create_app(settings), **opts)  # type: ignore[arg-type]
+        uvicorn.Server(config).run(sockets=[config.bind_socket(), ops_sock])
     else:
-        uvicorn.run("services.api.app:create_app_from_settings", factory=True, workers=workers,
-                    **opts)  # type: ignore[arg-type]
+        config = uvicorn.Config("services.api.app:create_app_from_settings", factory=True, workers=workers,
+                                **opts)  # type: ignore[arg-type]
+        Multiprocess(config, sockets=[config.bind_socket(), ops_sock]).run()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -14,15 +15,22 @@ from funnel.pipeline import Pipeline
 from services.api.admission import Admission
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
+from services.api.ops import OpsPort
 from services.api.routes import router
+from services.api.security import Security
+from services.api.tenants import BuildPipeline
 from services.console.router import router as console_router
+from services.metadata.access_store import AccessStore
 from services.pipeline.threads import serving_process
 from services.publisher.kafka_io import ImpressionLog, LazyProducer
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None,
-               on_close: Callable[[], None] | None = None) -> FastAPI:
-    """``pipeline`` defaults to the real one (Redis state, feature reader, hot-swapped models)."""
+               on_close: Callable[[], None] | None = None, tenant_pipelines: BuildPipeline | None = None,
+               access: AccessStore | None = None) -> FastAPI:
+    """``pipeline`` defaults to the real one (Redis state, feature reader, hot-swapped models), and
+    so do other tenants' (``tenant_pipelines``: settings -> (pipeline, close)). ``access``: the key
+    store (default: the control database of the settings)."""
     closers: list[Callable[[], None]] = [on_close] if on_close else []
     if pipeline is None:
         from services.pipeline.build import build_pipeline
@@ -36,7 +44,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer.start()
+        await asyncio.to_thread(security.warm)
         yield
+        security.close()
         ctx.feeds.close()
         ctx.impressions.close()
         producer.close()
@@ -47,13 +57,16 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     app.state.ctx = ctx
     app.include_router(router)
     app.include_router(console_router)  # /console: the operator console (services.console)
+    security = Security(app, settings, ctx, producer, tenant_pipelines, access)
     refused = ctx.metrics.refused.labels
     app.add_exception_handler(RequestValidationError, validation_handler(lambda r: refused(r).inc()))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,  # type: ignore[arg-type]
                        setting="api.max_body_bytes", on_refuse=lambda r: refused(r).inc())
     shed = ctx.metrics.shed.labels
     app.add_middleware(Admission, limit=settings.api.max_in_flight,  # type: ignore[arg-type]
-                       shed=ctx.feeds.shed, on_shed=lambda r: shed(r).inc())
+                       shed=security.shed, on_shed=lambda r: shed(r).inc())
+    app.add_middleware(OpsPort, ops_port=settings.api.ops_port, ready=security.ready,  # type: ignore[arg-type]
+                       registry=security.registry)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -34,19 +35,29 @@ class ApiContext:
         return Topics(self.settings.kafka.topic_prefix)
 
 
-def get_context(request: Request) -> ApiContext:
-    ctx: ApiContext = request.app.state.ctx
-    return ctx
+async def get_context(request: Request) -> ApiContext:
+    """The context of the caller's tenant (``services.api.auth`` set ``request.state.principal``;
+    the default tenant's for a route without a credential). On the event loop; a tenant's first
+    request opens its context in a thread."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        ctx: ApiContext = request.app.state.ctx
+        return ctx
+    tenants = request.app.state.tenants
+    open_ctx = tenants.peek(principal.tenant)
+    if open_ctx is not None:
+        return open_ctx  # type: ignore[no-any-return]
+    return await asyncio.to_thread(tenants.get, principal.tenant)  # type: ignore[no-any-return]
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
-def get_pipeline(ctx: ContextDep) -> Pipeline:
+async def get_pipeline(ctx: ContextDep) -> Pipeline:
     return ctx.pipeline
 
 
-def get_settings(ctx: ContextDep) -> Settings:
+async def get_settings(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 

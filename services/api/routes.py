@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import Discriminator, Tag
 
 from core.events import Feed, Interaction
 from services.api.admission import Overloaded
+from services.api.auth import requires
 from services.api.catalog import router as catalog_router
 from services.api.deps import ContextDep, PipelineDep, SettingsDep
 from services.api.experiments import router as experiments_router
 from services.api.ingest import checked, send
+from services.api.privacy import router as privacy_router
 from services.api.similar import SimilarResponse, similar_items
 
 router = APIRouter()
@@ -26,6 +27,7 @@ Events = Annotated[Annotated[Interaction, Tag("event")] | Annotated[list[Interac
 
 
 @router.get("/v1/feed/{user_id}", response_model=Feed, tags=["feed"],
+            dependencies=[Depends(requires("feed:read"))],
             responses={503: {"description": "overloaded: shed at once, retry after Retry-After seconds"}})
 async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
                    n: Annotated[int | None, Query(ge=1, description="feed size (<= api.max_n)")] = None,
@@ -50,7 +52,8 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
                     headers={k.decode(): v.decode() for k, v in headers})
 
 
-@router.post("/v1/events", status_code=202, tags=["events"])
+@router.post("/v1/events", status_code=202, tags=["events"],
+             dependencies=[Depends(requires("events:write"))])
 def post_events(events: Annotated[Events, Body()], ctx: ContextDep) -> dict[str, int]:
     """Validates interactions and writes them to the interactions topic. A bad event gets a 422
     naming it and the field (non-finite numbers and negative values included); the whole request is
@@ -63,7 +66,8 @@ def post_events(events: Annotated[Events, Body()], ctx: ContextDep) -> dict[str,
     return {"accepted": len(batch)}
 
 
-@router.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
+@router.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"],
+            dependencies=[Depends(requires("feed:read"))])
 def get_similar(item_id: UserId, pipeline: PipelineDep, settings: SettingsDep, ctx: ContextDep,
                 n: Annotated[int, Query(ge=1, le=200)] = 10) -> SimilarResponse:
     response = similar_items(pipeline, item_id, n)
@@ -72,24 +76,9 @@ def get_similar(item_id: UserId, pipeline: PipelineDep, settings: SettingsDep, c
     return response
 
 
-@router.get("/healthz", tags=["ops"])
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["ops"])
-def readyz(ctx: ContextDep, response: Response) -> dict[str, Any]:
-    checks = {"store": ctx.pipeline.ready(), "kafka": ctx.producer.get() is not None
-              or not ctx.settings.kafka.bootstrap_servers}
-    if not all(checks.values()):
-        response.status_code = 503
-    return {"ready": all(checks.values()), **checks}
-
-
-@router.get("/metrics", tags=["ops"])
-def metrics(ctx: ContextDep) -> Response:
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-router.include_router(catalog_router)  # PUT /v1/items[/{id}], PUT /v1/users[/{id}]
-router.include_router(experiments_router)  # GET /v1/experiments, /v1/experiments/{name}/report[.html]
+# /healthz, /readyz, /metrics: on api.ops_port only (services.api.ops)
+router.include_router(catalog_router,  # PUT /v1/items[/{id}], PUT /v1/users[/{id}]
+                      dependencies=[Depends(requires("catalog:write"))])
+router.include_router(experiments_router,  # GET /v1/experiments, /v1/experiments/{name}/report[.html]
+                      dependencies=[Depends(requires("admin"))])
+router.include_router(privacy_router)  # DELETE /v1/users/{id}, /v1/items/{id}; GET /v1/users/{id}/export

@@ -24,6 +24,9 @@ class _Commands(LazyGroup):
         "bench": ("services.cli.bench", True),
         "experiments": ("services.cli.experiments", True),
         "ope": ("services.cli.ope", False),
+        "keys": ("services.cli.keys", True),
+        "tenants": ("services.cli.tenants", True),
+        "forget": ("services.cli.forget", False),
     }
 
 

@@ -23,6 +23,7 @@ from fastapi import HTTPException, Request
 log = logging.getLogger(__name__)
 COOKIE = "streamrec_key"
 ADMIN = "admin"
+DEFAULT_TENANT = "default"  # the console shows the deployment's own namespace: other tenants' keys get 403
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ def viewer(request: Request) -> Viewer:
     if auth is None or not getattr(auth, "required", False):
         return Viewer(False, True, False)
     principal = auth.principal(_headers(request))  # raises 401 (HTTPException) without a valid one
+    if getattr(principal, "tenant", DEFAULT_TENANT) != DEFAULT_TENANT:  # the operator's tenant only
+        raise HTTPException(403, "the console belongs to the deployment's operators (tenant 'default'); "
+                                 f"this key is tenant {principal.tenant!r}'s")
     scopes = set(getattr(principal, "scopes", ()))
     return Viewer(True, ADMIN in scopes, True, str(getattr(principal, "subject", "?")))
 

@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 
 from core.errors import StartupError
 from core.events import Feed, encode
+from core.secrets import kafka_options
 from core.settings import Settings
 from core.topics import Topics
 from iokit import retry
@@ -22,12 +23,8 @@ MAX_BLOCK_MS = 200  # send() waits at most this long for topic metadata: a reque
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
-    k = settings.kafka
-    opts: dict[str, Any] = {"security_protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        opts.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                    sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
-    return opts
+    """kafka-python's SASL/SSL options (core.secrets.kafka_options)."""
+    return kafka_options(settings.kafka)
 
 
 def make_producer(settings: Settings, client_suffix: str) -> KafkaProducer:

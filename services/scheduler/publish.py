@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from core.events import FeedTrigger, encode
+from core.secrets import kafka_options
 from core.settings import Settings
 from core.topics import INTERACTIONS, Topics
 from feature_store.archive import ParquetArchive
@@ -21,10 +22,7 @@ def active_users(archive: ParquetArchive, since: float, until: float) -> list[st
 def _producer_config(settings: Settings) -> dict[str, Any]:
     k = settings.kafka
     cfg: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": f"{k.client_id}-scheduler",
-                           "security_protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        cfg.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
-                   sasl_plain_password=k.sasl_password.get_secret_value() if k.sasl_password else None)
+                           **kafka_options(k)}
     return cfg
 
 

@@ -38,17 +38,17 @@ def api(settings: Settings) -> Iterator[tuple[str, ChildProcess]]:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     admin.create_topics([NewTopic(t, 1, 1) for t in topics.all()])
     admin.close()
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     env = {"STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
            "STREAMREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
            "STREAMREC_REDIS__URL": settings.redis.url or "",
            "STREAMREC_REDIS__KEY_PREFIX": settings.redis.key_prefix,
            "STREAMREC_DATA_DIR": str(settings.data_dir), "STREAMREC_API__PORT": str(port),
-           "PYTHONPATH": os.getcwd()}
+           "STREAMREC_API__OPS_PORT": str(ops_port), "PYTHONPATH": os.getcwd()}
     child = spawn("api", [sys.executable, "-m", "services.api"], settings.data_dir / "logs", env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url)
+        _wait_ready(f"http://127.0.0.1:{ops_port}")  # health on the ops port
         yield url, child
     finally:
         child.stop()

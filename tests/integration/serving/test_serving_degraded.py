@@ -33,7 +33,7 @@ def test_feed_survives_redis_stop(tmp_path: Path):
                 assert body["degraded"] is True and len(body["items"]) == 10
             cached = client.get("/v1/feed/u1", params={"n": 10}).json()
             assert [it["item_id"] for it in cached["items"]] == good  # the user's last feed
-            assert client.get("/readyz").status_code == 503
-            assert client.get("/healthz").status_code == 200
+            assert client.get("http://testserver:8081/readyz").status_code == 503
+            assert client.get("http://testserver:8081/healthz").status_code == 200
     finally:
         child.stop()

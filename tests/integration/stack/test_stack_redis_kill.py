@@ -62,7 +62,7 @@ def _redis_kill_and_recovery(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
     redis = stack.supervisor.components["redis"]
     assert redis.child is not None
     port, old_pid = redis.port, redis.child.pid
-    poller = ReadyPoller({name: stack.url(name, "/readyz") for name in pids})
+    poller = ReadyPoller({name: stack.probe_url(name, "/readyz") for name in pids})
     time.sleep(1.0)
     assert {poller.last(n) for n in pids} == {200}, poller.samples[-6:]
 

@@ -101,7 +101,7 @@ def test_api_exposes_the_alerted_store_and_artifact_metrics() -> None:
     client = TestClient(create_app(settings, Pipeline(settings, _StoreDown(settings))))
     assert client.get("/v1/feed/u1").json()["degraded"] is True
     assert client.get("/v1/items/a/similar").json()["degraded"] is True
-    text = client.get("/metrics").text
+    text = client.get("http://testserver:8081/metrics").text
     assert _sample(text, 'streamrec_api_store_unavailable_total{endpoint="feed"}') == 1.0
     assert _sample(text, 'streamrec_api_store_unavailable_total{endpoint="similar"}') == 1.0
     assert _sample(text, 'streamrec_api_feeds_total{degraded="true"}') == 1.0

@@ -70,7 +70,7 @@ def test_similar_openapi_metrics(client: TestClient):
     assert {"/v1/feed/{user_id}", "/v1/events", "/v1/items/{item_id}/similar"} <= paths.keys()
     assert client.get("/docs").status_code == 200
     client.get("/v1/feed/u1")
-    assert "streamrec_api_feeds_total" in client.get("/metrics").text
+    assert "streamrec_api_feeds_total" in client.get("http://testserver:8081/metrics").text
 
 
 def test_similar_by_category_finds_a_niche_category():

@@ -88,7 +88,7 @@ def test_oversize_body_is_413_naming_the_setting(client: TestClient):
     resp = _post(client, json.dumps([_event(event_id=f"e{k}") for k in range(40)]) + " " * LIMIT)
     assert resp.status_code == 413
     assert "api.max_body_bytes" in resp.json()["detail"] and str(LIMIT) in resp.json()["detail"]
-    assert 'streamrec_api_requests_refused_total{reason="body_too_large"} 1.0' in client.get("/metrics").text
+    assert 'streamrec_api_requests_refused_total{reason="body_too_large"} 1.0' in client.get("http://testserver:8081/metrics").text
 
 
 def test_chunked_oversize_body_is_413(client: TestClient):
