@@ -11,7 +11,10 @@ For one split (``models.data``: leave-one-out, strict global time split, seeded 
    holds exactly the training events before that time (no held-out event of anyone, nothing later), as
    a live state would; items exist from their first interaction in the dataset. What differs between
    the protocols is what the models were trained on: leave-one-out and random let the two-tower and the
-   ranker learn from other users' later events, the global split does not (its log ends at the cut);
+   ranker learn from other users' later events, the global split does not (its log ends at the cut).
+   The random split holds out an event from the middle of a history, so there every test user is
+   served at the end of the log, with every training event applied (what the baselines see too), and
+   the ranker learns from groups built the same way (``GroupCollector.collect_held_out``);
 4. the baselines (Pop, ItemKNN, co-visitation) fit on the same train + validation interactions and
    rank every item, seen items excluded; each candidate source alone is scored as an ablation.
 Metrics are computed over the ranked lists (``models.metrics.evaluate_lists``).
@@ -96,9 +99,14 @@ def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline,
     lists = np.full((len(users), LIST_N), -1, np.int64)
     sources = {s: np.full((len(users), LIST_N), -1, np.int64) for s in (*SOURCES, "ranker", "heuristic")}
     order = np.argsort(split.test_ts[users], kind="stable")
+    at_end = split.protocol == "random"  # served with the whole log but the held-out events
+    if at_end:
+        replay.advance(len(replay.log), until_ts=float("inf"))
+    end = float(replay.log.ts[-1]) if len(replay.log) else 0.0
     for row, u in enumerate(users[order]):
-        ts = float(split.test_ts[u])
-        replay.advance(int(np.searchsorted(replay.log.ts, ts, "right")), until_ts=ts)
+        ts = end if at_end else float(split.test_ts[u])
+        if not at_end:
+            replay.advance(int(np.searchsorted(replay.log.ts, ts, "right")), until_ts=ts)
         user = data.user_ids[int(u)]
         feed = pipeline.feed(user, n=LIST_N, now=ts)
         ids = [code[it.item_id] for it in feed.feed.items if it.item_id in code][:LIST_N]

@@ -65,7 +65,7 @@ class GroupCollector:
 
     def __init__(self, settings: Settings, log: EventLog, catalog: Catalog, store: Store, models: ModelSet,
                  max_negatives: int, seed: int) -> None:
-        self.log, self.max_negatives = log, max_negatives
+        self.log, self.catalog, self.store, self.max_negatives = log, catalog, store, max_negatives
         self.replay = Replay(log, catalog, store)
         self.pipeline = Pipeline(settings, store, ModelSlot(models), reader=store)  # type: ignore[arg-type]
         self.rng = np.random.default_rng(seed)
@@ -88,8 +88,24 @@ class GroupCollector:
             self.replay.run(sorted(organic | set(feeds)), on_stop)
         return out
 
-    def _organic(self, j: int, out: Groups) -> None:
-        user, target, ts = str(self.log.user[j]), str(self.log.item[j]), float(self.log.ts[j])
+    def collect_held_out(self, labels: Labels) -> Groups:
+        """Labels that are not the users' latest events (``selection="random"``): the state holds every
+        other event, the labelled ones held out, and each group is ranked at the end of the log (as a
+        random-split test user is served: with their whole history but the held-out item)."""
+        out = Groups()
+        keep = np.ones(len(self.log), bool)
+        keep[labels.organic] = False
+        held = Replay(self.log.subset(keep), self.catalog, self.store)
+        held.advance(int(keep.sum()), until_ts=float("inf"))
+        end = float(self.log.ts[-1]) if len(self.log) else 0.0
+        with one_thread():
+            for j in labels.organic:
+                self._organic(int(j), out, at=end)
+        return out
+
+    def _organic(self, j: int, out: Groups, at: float | None = None) -> None:
+        user, target = str(self.log.user[j]), str(self.log.item[j])
+        ts = float(self.log.ts[j]) if at is None else at
         device = str(self.log.device[j]) or None
         out.organic_points += 1
         ri = self.pipeline.rank_inputs(user, ts, segment=device)

@@ -163,7 +163,7 @@ def train(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConfig
 def _groups(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConfig, new_store: StoreFactory,
             labels: Labels, models: ModelSet) -> Groups:
     collector = GroupCollector(settings, log_, catalog, new_store(), models, cfg.max_negatives, cfg.seed)
-    return collector.collect(labels)
+    return collector.collect_held_out(labels) if cfg.selection == "random" else collector.collect(labels)
 
 
 def _fit(out: Trained, groups: Groups, settings: Settings, cfg: TrainConfig) -> None:
