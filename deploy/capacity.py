@@ -3,7 +3,10 @@
 Reproduces the table in ``deploy/README.md`` from the JSON of ``streamrec bench ingest`` (one worker;
 optionally the ``--workers 2`` run for the scaling line)::
 
-    python deploy/capacity.py --ingest ingest.json [--ingest2 ingest2.json] [--markdown]
+    python deploy/capacity.py --ingest deploy/capacity/ingest.json --ingest2 deploy/capacity/ingest2.json \
+        [--readme deploy/README.md]
+
+(``--readme``: replace the text between the capacity markers of that file with the table.)
 
 Measured inputs (per event, per core): the worker's CPU seconds per 1,000 events (encoder child
 included), Redis' (effects and Feast rows), the memory of the online state per user, per item and per
@@ -27,6 +30,7 @@ RATES = (10_000, 100_000, 1_000_000)
 USERS = ITEMS = 10_000_000
 MAX_MASTER_GB = 25.0  # keep a master's dataset small enough to fork/sync and fail over quickly
 SHARDS = 256  # feature_store.online.keys.SHARDS: slots the entity keys can spread over
+BEGIN, END = "<!-- capacity:begin (deploy/capacity.py) -->", "<!-- capacity:end -->"
 
 
 def plan(ingest: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -111,6 +115,16 @@ def markdown(rows: list[dict[str, Any]], ingest: dict[str, Any], a: argparse.Nam
     return "\n".join(lines)
 
 
+def into_readme(path: Path, text: str) -> None:
+    """Replace what lies between the markers of ``path`` with ``text``."""
+    doc = path.read_text()
+    head, sep, rest = doc.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} section")
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ingest", type=Path, required=True, help="bench ingest JSON (one worker)")
@@ -121,11 +135,14 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--events-per-feed", type=float, default=25.0, help="events produced per feed served")
     p.add_argument("--dedupe-ttl-s", type=float, default=3600.0, help="worker.dedupe_ttl_s")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--readme", type=Path, help="write the table between the capacity markers of this file")
     a = p.parse_args(argv)
     ingest = json.loads(a.ingest.read_text())
     scaling = json.loads(a.ingest2.read_text()) if a.ingest2 else None
     rows = plan(ingest, a)
     text = json.dumps(rows, indent=2) if a.json else markdown(rows, ingest, a, scaling)
+    if a.readme is not None:
+        into_readme(a.readme, text)
     print(text)
     return text
 
