@@ -4,7 +4,8 @@ Without ``--api`` it starts the embedded stack as ``streamrec up`` does (broker,
 the feed API, the publisher), the API with the command and ``STREAMREC_API__*`` settings of the
 Kubernetes Deployment (``serve_seed.deployment``). It seeds ``--items`` items, the users and their
 Zipf-popular clicks through Kafka, so the online state and Feast's rows are the worker's own effects
-(``feature_rows_nonempty_fraction`` reports how many rows a feed read held values), trains and promotes
+(``feature_rows_nonempty_fraction`` reports how many rows a feed read held values), waits until the
+publisher has published the feeds those clicks triggered (``drain_publisher``), trains and promotes
 the funnel's models (two-tower + its FAISS index over the catalogue, the learned item-to-item relations,
 a ranker over the funnel's features; ``serve_models``), waits until the API serves them, then at once:
 
@@ -49,6 +50,7 @@ from services.cli.serve_seed import (
     apply_deployment,
     check_command,
     deployment,
+    drain_publisher,
     seed,
     world,
 )
@@ -102,7 +104,7 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 # ---- the measured window -------------------------------------------------------------------------
 async def _load(urls: tuple[str, str], users: list[str], rps: float, duration: float,
-                n: int) -> tuple[LoadResult, LoadResult, float]:
+                n: int, floor_rps: float) -> tuple[LoadResult, LoadResult, float]:
     import asyncio
 
     rng = np.random.default_rng(1)
@@ -113,7 +115,7 @@ async def _load(urls: tuple[str, str], users: list[str], rps: float, duration: f
     await asyncio.gather(
         open_loop(feed_pool, lambda k: f"/v1/feed/{users[int(picks[k])]}?n={n}", rps, duration, TIMEOUT_S,
                   feeds, start),
-        open_loop(floor_pool, lambda k: "/healthz", FLOOR_RPS, duration, TIMEOUT_S, floor, start))
+        open_loop(floor_pool, lambda k: "/healthz", floor_rps, duration, TIMEOUT_S, floor, start))
     elapsed = time.perf_counter() - start
     await feed_pool.close()
     await floor_pool.close()
@@ -126,10 +128,20 @@ def measure(urls: tuple[str, str], users: list[str],
     out: list[tuple[LoadResult, LoadResult, float]] = []
 
     async def go() -> None:
-        out.append(await _load(urls, users, opts["rps"], opts["duration"], opts["n"]))
+        out.append(await _load(urls, users, opts["rps"], opts["duration"], opts["n"],
+                               opts.get("floor_rps", FLOOR_RPS)))
 
     run(go)
     return out[0]
+
+
+def after_load(url: str, users: list[str], n: int) -> dict[str, Any]:
+    """Right after the load stops: 2 s at 10 requests/s. Recovered when these are full feeds at once."""
+    probe = {"rps": 10.0, "duration": 2.0, "n": n}
+    feeds, _, _ = measure((url, url), users, {**probe, "floor_rps": 0.0})
+    return {"after_load_full_feeds": feeds.full_feeds, "after_load_requests": feeds.sent,
+            "after_load_latency_ms_p50": percentile_ms(feeds.all, 50),
+            "after_load_latency_ms_max": max_ms(feeds.all)}
 
 
 def report(feeds: LoadResult, floor: LoadResult, elapsed: float, opts: dict[str, Any]) -> dict[str, Any]:
@@ -205,9 +217,11 @@ def _window(live: Settings, urls: tuple[str, str], data: Seeded, pids: dict[str,
         swaps.stop()
     cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in procs.items()}
     cpu["bench"] = cpu_seconds([me]) - mine0
+    recovery = after_load(urls[0], data.users, opts["n"])
     missing = e2f.finish() if e2f is not None else 0
     window = Window(cpu, e2f, missing, swaps.swaps, swaps.failures)
-    return {**summarise(feeds, floor, elapsed, opts, window), "models_promoted": published.versions}
+    return {**summarise(feeds, floor, elapsed, opts, window), **recovery,
+            "models_promoted": published.versions}
 
 
 def run_serve_bench(settings: Settings, opts: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +236,7 @@ def run_serve_bench(settings: Settings, opts: dict[str, Any]) -> dict[str, Any]:
     data = world(opts["items"], opts["users"], max(opts["items"] // 2, 10_000))
     with embedded_stack(settings) as (live, urls, pids):
         seeded = seed(live, data)
+        seeded.update(drain_publisher(live, data.events))
         result = _window(live, urls, data, pids, opts)
     return {**result, **seeded, "api_command": command, "api_settings": applied,
             "api_workers": settings.api.workers, "content_vectors": "hashing (worker.content_model=false)",
@@ -249,6 +264,7 @@ def serve(items: int = typer.Option(100_000, help="catalog size"),
               10.0, "--swap-every", min=0.0, help="promote a new index version every S s of load (0: off)"),
           floor_url: str | None = typer.Option(
               None, "--floor-url", help="with --api: where that API answers /healthz (default: --api)"),
+          logs: Path | None = typer.Option(None, "--logs", help="copy the stack's process logs here"),
           ) -> None:
     """Feed latency at the offered rate (full feeds, degraded, shed, errors, timeouts), the HTTP floor,
     CPU per feed, and event -> feed latency with missing feeds, under index swaps."""
@@ -266,6 +282,8 @@ def serve(items: int = typer.Option(100_000, help="catalog size"),
         raise typer.BadParameter(str(exc)) from exc
     finally:
         if scratch is not None:
+            if logs is not None and (scratch / "logs").is_dir():
+                shutil.copytree(scratch / "logs", logs, dirs_exist_ok=True)
             shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(result, indent=2)
     if json_path is not None:

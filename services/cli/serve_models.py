@@ -154,7 +154,10 @@ def wait_for_models(api: str, user: str, versions: dict[str, str], timeout_s: fl
     want = {"model_version": versions["ranker"], "index_version": versions["index"]}
     deadline, got, row = time.monotonic() + timeout_s, {}, 0
     while time.monotonic() < deadline:
-        text = httpx.get(f"{api}/v1/feed/{user}", timeout=10.0).text
+        try:
+            text = httpx.get(f"{api}/v1/feed/{user}", timeout=10.0).text
+        except httpx.HTTPError:  # not listening yet
+            text = ""
         got = dict(re.findall(r'"(model_version|index_version)":"([^"]*)"', text))
         row = row + 1 if all(got.get(k) == v for k, v in want.items()) else 0
         if row >= in_a_row:

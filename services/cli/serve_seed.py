@@ -124,6 +124,36 @@ def check_command(command: list[str], module: str) -> None:
                            f"{command}: they must be the same")
 
 
+def drain_publisher(settings: Settings, events: list[Interaction], timeout_s: float = 900.0,
+                    quiet_s: float = 5.0) -> dict[str, Any]:
+    """Wait until the publisher worked off the feeds the seeded clicks triggered (one per clicked user,
+    oldest event first), so the measured window starts from a steady state and a bench event is never
+    coalesced with a seeded one (the feed would carry the older event's time). Done when every clicked
+    user got an event-triggered feed, or nothing was published for ``quiet_s``, or at ``timeout_s``."""
+    from kafka import KafkaConsumer
+
+    want = {e.user_id for e in events}
+    got: set[str] = set()
+    consumer = KafkaConsumer(Topics(settings.kafka.topic_prefix).feeds, auto_offset_reset="earliest",
+                             bootstrap_servers=settings.kafka.bootstrap_servers, fetch_max_wait_ms=100)
+    t0 = last = time.monotonic()
+    try:
+        while len(got) < len(want) and time.monotonic() - t0 < timeout_s:
+            batch = [rec for recs in consumer.poll(timeout_ms=500).values() for rec in recs]
+            for rec in batch:
+                feed = decode_feed(rec.value)
+                if feed.trigger_event_ts is not None:
+                    got.add(feed.user_id)
+            now = time.monotonic()
+            last = now if batch else last
+            if got and now - last > quiet_s:
+                break
+    finally:
+        consumer.close()
+    return {"publisher_backlog_s": round(time.monotonic() - t0, 1), "publisher_backlog_users": len(want),
+            "publisher_backlog_published": len(got & want)}
+
+
 class EventToFeed:
     """Clicks at ``rate`` per second, one in flight per user; the latency of each until its feed is
     read from the ``feeds`` topic; the ones whose feed never came are missing."""
