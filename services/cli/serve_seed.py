@@ -89,8 +89,16 @@ def seed(settings: Settings, data: Seeded, timeout_s: float = 900.0) -> dict[str
 
 
 def _wait(done: Any, timeout_s: float, what: str) -> None:
+    """Poll ``done`` (a Redis read: a slow answer while the worker writes is a "not yet")."""
+    import redis
+
     deadline = time.monotonic() + timeout_s
-    while not done():
+    while True:
+        try:
+            if done():
+                return
+        except (redis.RedisError, OSError):
+            pass
         if time.monotonic() > deadline:
             raise StartupError(f"bench serve: the worker did not apply the seeded {what} within "
                                f"{timeout_s:.0f}s")
