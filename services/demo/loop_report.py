@@ -44,12 +44,22 @@ def charts(out: Mapping[str, Any]) -> list[str]:
             X, marks, refs=[(2.0, "goal 2.0"), (1.5, "cold goal 1.5"), (1.0, "random")]),
         line_chart("Feeds per window", xs, {"published": _col(tl, "feeds_published"),
                                             "shown to users": _col(tl, "n")}, X, marks),
+        *_regret_chart(out, marks),
     ]
 
 
-HEADLINE = ("ctr", "lift_vs_random", "gap_captured", "cold_user_lift", "new_items_shown_within_60s",
-            "new_items", "young_items", "cold_users", "shown_by_source", "event_to_feed_ms",
-            "feed_age_at_visit_s", "stale_slot_share", "cpu",
+def _regret_chart(out: Mapping[str, Any], marks: list[tuple[float, str]]) -> list[str]:
+    curve = (out.get("regret_vs_oracle") or {}).get("curve") or []
+    if not curve:
+        return []
+    return [line_chart("Cumulative regret against the oracle (true CTR lost, summed over feeds)",
+                       [float(p["t"]) for p in curve], {"ours": [float(p["cumulative"]) for p in curve]},
+                       X, marks)]
+
+
+HEADLINE = ("ctr", "lift_vs_random", "gap_captured", "regret_vs_oracle", "cold_user_lift",
+            "new_items_shown_within_60s", "new_items", "young_items", "cold_users", "shown_by_source",
+            "event_to_feed_ms", "feed_age_at_visit_s", "stale_slot_share", "cpu",
             "settings", "whole_run", "feeds_published", "feeds_degraded", "visits_to_a_feed",
             "organic_views", "events_produced", "users_arrived", "child_restarts", "options")
 

@@ -127,6 +127,26 @@ def promotions(registry: dict[str, Any], first_served: dict[tuple[str, str], flo
     return out
 
 
+REGRET_DEFINITION = (
+    "per feed shown: the oracle feed's true CTR minus the shown feed's (same user, moment and number of "
+    "slots, CTR as defined under ctr); cumulative = their sum in the order the feeds were shown")
+
+
+def regret(final: Sequence[Moment], moments: Sequence[Moment], marks: int = 20) -> dict[str, Any]:
+    """Regret against the simulator's oracle: per feed (end window, whole run) and its cumulative curve."""
+    ordered = sorted(moments, key=lambda m: m.t)
+    lost = np.cumsum([m.oracle - m.ours for m in ordered]) if ordered else np.zeros(0)
+    at: list[int] = sorted({int(k) for k in np.linspace(0, len(lost) - 1, marks + 1)}) if len(lost) else []
+
+    def per_feed(ms: Sequence[Moment]) -> float | None:
+        return round(float(np.mean([m.oracle - m.ours for m in ms])), 5) if ms else None
+
+    return {"per_feed_end": per_feed(final), "per_feed_whole_run": per_feed(ordered),
+            "cumulative": round(float(lost[-1]), 3) if len(lost) else 0.0,
+            "curve": [{"t": round(ordered[k].t, 1), "feeds": k + 1, "cumulative": round(float(lost[k]), 3)}
+                      for k in at], "definition": REGRET_DEFINITION}
+
+
 def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     o: LoopOptions = loop.opts
     final_s = min(o.final_s, span.traffic_s / 2)
@@ -142,7 +162,7 @@ def results(loop: ClosedLoop, span: Span, registry: dict[str, Any], extra: dict[
         "ctr": {"ours": end["ours"], "random": end["random"], "oracle": end["oracle"],
                 "feeds_shown": end["n"], "window_t": [round(start, 1), round(span.traffic_s, 1)],
                 "definition": CTR_DEFINITION},
-        "lift_vs_random": end["lift"], "gap_captured": end["gap"],
+        "lift_vs_random": end["lift"], "gap_captured": end["gap"], "regret_vs_oracle": regret(final, moments),
         "cold_user_lift": cold["lift"], "cold_users": {"end": cold, "whole_run": summarise(
             [m for m in moments if m.cold]), "definition": f"<= {o.cold_max} engaged interactions sent"},
         "young_items": {"end": summarise_young(final), "whole_run": summarise_young(moments),
