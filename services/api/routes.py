@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import Discriminator, Tag
 
 from core.events import Feed, Interaction
@@ -38,7 +39,8 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
     loop; under overload the request is shed at once (``api.max_in_flight``, ``api.queue_timeout_ms``):
     a 503 with ``Retry-After``, or with ``api.overload = degraded`` a feed marked ``degraded``."""
     if n is not None and n > ctx.settings.api.max_n:
-        raise HTTPException(422, f"n={n} exceeds api.max_n={ctx.settings.api.max_n}")
+        raise RequestValidationError([{"type": "less_than_equal", "loc": ("query", "n"), "input": n,
+                                       "msg": f"n={n} exceeds api.max_n={ctx.settings.api.max_n}"}])
     context = {k: v for k, v in request.query_params.items() if k not in RESERVED}
     admitted_at = request.scope.get("state", {}).get("admitted_at")
     loop = asyncio.get_running_loop()

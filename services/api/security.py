@@ -20,7 +20,14 @@ from services.metadata.access_store import AccessStore
 from services.publisher.kafka_io import LazyProducer
 
 log = logging.getLogger(__name__)
+# A 422 names the field (FastAPI's list), or the refused record and why (services.api.ingest), or the limit
+REFUSAL = {"type": "object", "title": "Refusal", "required": ["detail"], "properties": {"detail": {"anyOf": [
+    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+    {"type": "object", "required": ["reason", "detail"], "properties": {
+        "reason": {"type": "string"}, "detail": {"type": "string"}, "index": {"type": "integer"}}},
+    {"type": "string"}]}}}
 ERRORS = {
+    400: {"description": "a body that cannot be read as JSON (e.g. not UTF-8)"},
     401: {"description": "no credential, or an unknown, revoked or expired one"},
     403: {"description": "the credential lacks this route's scope"},
     413: {"description": "request body larger than api.max_body_bytes"},
@@ -43,7 +50,7 @@ class Security:
         self.limiter = RateLimiter(settings, client, self.registry)
         self._reject = reject(settings.api.retry_after_s)
         app.state.auth, app.state.limiter, app.state.tenants = self.auth, self.limiter, self.tenants
-        _document(app)
+        _document(app, {("/v1/feed/{user_id}", "n"): settings.api.max_n})
 
     def warm(self) -> None:
         """At start-up, not on the first request: open (and migrate) the key store, load the
@@ -95,9 +102,10 @@ def _limiter_client(settings: Settings) -> Any:
     return redis_client(settings)
 
 
-def _document(app: FastAPI) -> None:
+def _document(app: FastAPI, maxima: dict[tuple[str, str], int]) -> None:
     """Every /v1 operation of the OpenAPI lists the error answers it can give, its scope and the two
-    ways to send a key (``Authorization: Bearer`` or ``X-API-Key``)."""
+    ways to send a key (``Authorization: Bearer`` or ``X-API-Key``); ``maxima``: (path, query
+    parameter) -> the maximum a setting gives it."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -109,10 +117,19 @@ def _document(app: FastAPI) -> None:
         schemes["bearer"] = {"type": "http", "scheme": "bearer",
                              "description": "an API key (streamrec keys create) or a JWT"}
         schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        schema["components"].setdefault("schemas", {})["Refusal"] = REFUSAL
         for path, ops in schema.get("paths", {}).items():
             for method, op in ops.items() if path.startswith("/v1") else ():
                 for code, doc in ERRORS.items():
                     op.setdefault("responses", {}).setdefault(str(code), doc)
+                if "{" in path:
+                    op["responses"].setdefault("404", {"description": "no such resource (e.g. experiment)"})
+                if "422" in op["responses"]:
+                    op["responses"]["422"]["content"] = {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Refusal"}}}
+                for param in op.get("parameters", []):
+                    if (path, param.get("name")) in maxima:
+                        _set_maximum(param["schema"], maxima[(path, param["name"])])
                 scope = scopes.get((method.upper(), path))
                 if scope:
                     op["description"] = f"{op.get('description', '')}\n\nScope: `{scope}`".strip()
@@ -127,3 +144,9 @@ def route_scopes(app: FastAPI) -> dict[tuple[str, str], str | None]:
     """(method, path) -> the scope each API route declared (None: none), included routers' too."""
     return {(m, r.path): scope_of(r.dependencies) for r in iter_route_contexts(app.routes)
             if r.path and r.methods and isinstance(r.original_route, APIRoute) for m in r.methods}
+
+
+def _set_maximum(schema: dict[str, Any], maximum: int) -> None:
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "integer":
+            option["maximum"] = maximum
