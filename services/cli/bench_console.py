@@ -82,10 +82,12 @@ def _send(client: httpx.Client, method: str, path: str, records: Sequence[dict[s
 
 
 def _applied(settings: Settings) -> dict[str, int]:
-    from feature_store.online.keys import Keys
-    from feature_store.online.redis_state import redis_client
+    """The worker's durable counters (a patient client: the serving one gives up after 100 ms)."""
+    import redis
 
-    client = redis_client(settings)
+    from feature_store.online.keys import Keys
+
+    client = redis.Redis.from_url(settings.redis.url or "", socket_timeout=30, socket_connect_timeout=30)
     try:
         raw = client.hgetall(Keys(settings.redis.key_prefix).stats)
     finally:

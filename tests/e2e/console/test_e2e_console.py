@@ -84,10 +84,14 @@ def _seed(stack: Stack) -> None:
 
 
 def _wait_applied(stack: Stack, n: int, timeout_s: float = 120) -> None:
-    from feature_store.online.keys import Keys
-    from feature_store.online.redis_state import redis_client
+    import redis
 
-    client, key = redis_client(stack.settings), Keys(stack.settings.redis.key_prefix).stats
+    from feature_store.online.keys import Keys
+
+    # a patient client: the serving one (redis_client) gives up after redis.read_timeout_s (100 ms)
+    client = redis.Redis.from_url(stack.settings.redis.url or "", socket_timeout=30,
+                                  socket_connect_timeout=30)
+    key = Keys(stack.settings.redis.key_prefix).stats
     deadline = time.monotonic() + timeout_s
     while True:
         stats = {k.decode(): int(v) for k, v in client.hgetall(key).items()}
