@@ -4,7 +4,8 @@ A **user** is removed from:
 
 * the online state: the user's entity keys (history, seen, impressions, feature state, profile) and
   the dedupe markers of the user's archived events;
-* Feast's online store: the user's entity row (every view: one Redis hash per entity key);
+* Feast's online store: the user's entity row (every view: one Redis hash per entity key), and the
+  user's rows in Feast's batch-source parquet files (``data_dir/offline``);
 * the parquet archive: every partition file holding a record naming the user is rewritten without it
   (every topic: interactions, users, impressions);
 * the ``feeds`` topic: a tombstone (null value) on the user's key, which compaction then applies;
@@ -26,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -46,8 +48,8 @@ from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
 
 log = logging.getLogger(__name__)
-USER_STORES = ("redis", "feast", "archive", "feeds", "sql")
-ITEM_STORES = ("redis", "feast", "archive", "sql")
+USER_STORES = ("redis", "feast", "offline", "archive", "feeds", "sql")
+ITEM_STORES = ("redis", "feast", "offline", "archive", "sql")
 
 
 def stores(kind: str) -> tuple[str, ...]:
@@ -69,10 +71,11 @@ class Eraser:
         """Erase ``d``'s subject from every store; returns what each removed (keys, rows, records).
         ``on_done(store)`` after each store finished."""
         steps: dict[str, Callable[[str], int]] = (
-            {"redis": self._user_online, "feast": self._user_feast, "archive": self._user_archive,
-             "feeds": self._tombstone, "sql": lambda _: 0} if d.kind == "user" else
-            {"redis": self._item_online, "feast": self._item_feast, "archive": self._item_archive,
-             "sql": lambda _: 0})
+            {"redis": self._user_online, "feast": self._user_feast, "offline": self._offline("user_id"),
+             "archive": self._user_archive, "feeds": self._tombstone, "sql": lambda _: 0}
+            if d.kind == "user" else
+            {"redis": self._item_online, "feast": self._item_feast, "offline": self._offline("item_id"),
+             "archive": self._item_archive, "sql": lambda _: 0})
         done: dict[str, int] = {}
         for store, step in steps.items():
             done[store] = step(d.subject_id)
@@ -139,6 +142,23 @@ class Eraser:
     def _item_archive(self, item_id: str) -> int:
         return self._rewrite(ITEMS, lambda rec: rec.get("item_id") == item_id)
 
+    # ---- Feast's offline (batch source) parquet ------------------------------------------------
+    def _offline(self, join_key: str) -> Callable[[str], int]:
+        """Rows of the subject in Feast's batch-source files (``data_dir/offline``, one per view)."""
+        def erase(subject: str) -> int:
+            removed = 0
+            for path in sorted(self.settings.data_dir.joinpath("offline").rglob("*.parquet")):
+                table = pq.read_table(path)
+                if join_key not in table.column_names:
+                    continue
+                keep = [v != subject for v in table.column(join_key).to_pylist()]
+                if not all(keep):
+                    removed += keep.count(False)
+                    _replace(path, table.filter(pa.array(keep)))
+            return removed
+
+        return erase
+
     # ---- archive -------------------------------------------------------------------------------
     def _rewrite(self, topic: str | None, match: Callable[[dict[str, Any]], bool]) -> int:
         """Rewrite every archive file (of base topic ``topic``, or of every topic) without the matching
@@ -155,10 +175,14 @@ class Eraser:
             if not any(keep):
                 path.unlink()
                 continue
-            tmp = path.with_name(f".{path.name}.erase.tmp")
-            pq.write_table(table.filter(pa.array(keep)), tmp)
-            tmp.replace(path)
+            _replace(path, table.filter(pa.array(keep)))
         return removed
+
+
+def _replace(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.erase.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
 
 
 def _glob(text: str) -> str:

@@ -1,9 +1,9 @@
 """Deletion across every store, on real Kafka and Redis: the online state written by the worker's own
-writer, a Feast online row, the parquet archive, the compacted ``feeds`` topic and the SQL control
-database. ``DELETE /v1/users/u1`` (the API) and ``streamrec forget item`` (the CLI's request) write to
-the ``deletions`` topic; the eraser consumes it; then every store is scanned for the user and the
-item. The user is nowhere (the feeds topic holds a tombstone as u1's last record), other users are
-untouched, and the deleted item, in u2's feed before, is never served again."""
+writer, a Feast online row and Feast's batch-source files, the parquet archive, the compacted ``feeds``
+topic and the SQL control database. ``DELETE /v1/users/u1`` (the API) and ``streamrec forget item``
+(the CLI's request) write to the ``deletions`` topic; the eraser consumes it; then every store is
+scanned for the user and the item. The user is nowhere (the feeds topic holds a tombstone as u1's last
+record), other users are untouched, and the deleted item, in u2's feed before, is never served again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sqlite3
 import threading
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -45,6 +47,11 @@ def _seed_other_stores(settings: Settings) -> None:
     r = redis.Redis.from_url(settings.redis.url or "")
     for user in ("u1", "u2"):
         r.hset(entity_key(USER_REALTIME.join_key, user, settings.feast.project), "_ts:user_realtime", b"x")
+    offline = settings.data_dir / "offline"
+    offline.mkdir(parents=True, exist_ok=True)
+    users = pa.table({"user_id": ["u1", "u2", "u1"], "segment": ["a", "b", "c"]})
+    pq.write_table(users, offline / "users.parquet")
+    pq.write_table(pa.table({"item_id": [GONE, "i002"], "title": ["x", "y"]}), offline / "items.parquet")
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     for user in ("u1", "u2"):
         producer.send(Topics(settings.kafka.topic_prefix).feeds, key=user.encode(), value=b'{"items": []}')
@@ -109,6 +116,10 @@ def test_a_deleted_user_and_item_leave_every_store(settings: Settings):
     assert all(rec.get("user_id") != "u1" for recs in rows.values() for rec in recs)
     assert {rec["user_id"] for rec in rows[USERS]} == {"u2"}
     assert {rec["item_id"] for rec in rows[ITEMS]} == {"i002"}
+    # Feast's batch-source files
+    offline = settings.data_dir / "offline"
+    assert pq.read_table(offline / "users.parquet").column("user_id").to_pylist() == ["u2"]
+    assert pq.read_table(offline / "items.parquet").column("item_id").to_pylist() == ["i002"]
     # the compacted feeds topic: u1's last record is a tombstone
     last = _last_feeds_records(settings)
     assert last[b"u1"] is None and last[b"u2"] is not None
