@@ -254,6 +254,14 @@ class PublisherSettings(_Section):
     metrics_port: int = Field(0, ge=0, le=65535)
 
 
+class EraserSettings(_Section):
+    """The eraser (``python -m services.privacy``): applies the tenant's deletion requests."""
+
+    group_id: str = Field("streamrec-eraser", description="consumer group (per tenant: <group>-<tenant>)")
+    host: BindHost = Field("127.0.0.1", description=_BIND_DOC)
+    health_port: int = Field(0, ge=0, le=65535, description="/healthz, /readyz, /metrics (0 = any free port)")
+
+
 class RetrievalSettings(_Section):
     candidates: int = Field(500, ge=1)
     ann: int = Field(300, ge=0)
@@ -417,6 +425,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     auth: AuthSettings = AuthSettings()
     tenancy: TenancySettings = TenancySettings()
+    eraser: EraserSettings = EraserSettings()
     # Experiments (core.experiment_config): reloaded from the settings file without a restart.
     experiments: Annotated[list[Experiment], AfterValidator(check_experiments)] = Field(default_factory=list)
     experiments_reload_s: float = Field(

@@ -64,6 +64,7 @@ def scoped(base: Settings, tenant: str) -> Settings:
         "feast": f.model_copy(update={"project": f"{f.project}_{tenant}"}),
         "worker": w.model_copy(update={"group_id": f"{w.group_id}-{tenant}"}),
         "publisher": p.model_copy(update={"group_id": f"{p.group_id}-{tenant}"}),
+        "eraser": base.eraser.model_copy(update={"group_id": f"{base.eraser.group_id}-{tenant}"}),
         "database": base.database.model_copy(update={"url": _database_url(base.database.url, tenant)}),
     }
     if base.artifacts.url:

@@ -7,7 +7,8 @@ import signal
 import threading
 
 from core.settings import load_settings
-from services.privacy.service import consume
+from services.health import HealthServer
+from services.privacy.service import CONNECTED, REGISTRY, consume
 
 
 def main() -> None:
@@ -16,7 +17,15 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    consume(settings, stop)
+    health = HealthServer(settings.eraser.host, settings.eraser.health_port, CONNECTED.is_set, REGISTRY,
+                          setting="eraser.health_port")
+    health.start()
+    logging.getLogger(__name__).info("eraser of tenant %s; health on %s:%d", settings.tenancy.tenant,
+                                     settings.eraser.host, health.port)
+    try:
+        consume(settings, stop)
+    finally:
+        health.close()
 
 
 if __name__ == "__main__":

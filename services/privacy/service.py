@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import CollectorRegistry, Counter
 
 from core.deletions import Deletion, decode_deletion
 from core.events import EventError
@@ -22,6 +23,12 @@ from services.metadata.access_store import AccessStore
 from services.privacy.eraser import Eraser, stores
 
 log = logging.getLogger(__name__)
+REGISTRY = CollectorRegistry()  # /metrics of the eraser process
+APPLIED = Counter("streamrec_eraser_requests", "deletion requests applied to every store", ["kind"],
+                  registry=REGISTRY)
+SKIPPED = Counter("streamrec_eraser_skipped", "records of the deletions topic that were not a request",
+                  registry=REGISTRY)
+CONNECTED = threading.Event()  # readiness: the consumer is up
 
 
 def make_eraser(settings: Settings) -> tuple[Eraser, KafkaProducer]:
@@ -46,10 +53,11 @@ def consume(settings: Settings, stop: threading.Event, idle_stop_s: float | None
     access = AccessStore(control_url(settings))
     consumer = KafkaConsumer(Topics(settings.kafka.topic_prefix).deletions,
                              bootstrap_servers=settings.kafka.bootstrap_servers,
-                             group_id=f"streamrec-eraser-{settings.tenancy.tenant}",
+                             group_id=settings.eraser.group_id,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              **kafka_options(settings.kafka))
     applied, idle = 0, 0.0
+    CONNECTED.set()
     try:
         while not stop.is_set() and (idle_stop_s is None or idle < idle_stop_s) and \
                 (max_requests is None or applied < max_requests):
@@ -61,6 +69,7 @@ def consume(settings: Settings, stop: threading.Event, idle_stop_s: float | None
             if records:
                 consumer.commit()
     finally:
+        CONNECTED.clear()
         consumer.close()
         producer.close()
         access.close()
@@ -72,6 +81,8 @@ def _one(eraser: Eraser, access: AccessStore, raw: Any) -> int:
         d = decode_deletion(raw or b"")
     except EventError as exc:
         log.error("deletions: skipped a record that is not a deletion request (%s)", exc.reason)
+        SKIPPED.inc()
         return 0
     apply(eraser, access, d)
+    APPLIED.labels(d.kind).inc()
     return 1

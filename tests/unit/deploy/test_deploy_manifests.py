@@ -47,7 +47,7 @@ def validate(doc: dict[str, Any]) -> None:
 def test_overlay_renders_every_process(resources, overlay):
     docs = resources[overlay]
     deployments = {d["metadata"]["name"] for d in find(docs, "Deployment")}
-    assert deployments == {"streamrec-api", "streamrec-worker", "streamrec-publisher"}
+    assert deployments == {"streamrec-api", "streamrec-worker", "streamrec-publisher", "streamrec-eraser"}
     cronjobs = find(docs, "CronJob")
     names = {c["metadata"]["name"] for c in cronjobs}
     assert names == {"streamrec-trainer", "streamrec-indexer", "streamrec-drift"}
