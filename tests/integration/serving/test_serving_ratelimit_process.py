@@ -72,14 +72,16 @@ def test_burst_gets_429_with_retry_after_and_the_bucket_is_shared(settings: Sett
     other, _ = store.create_key("default", ["feed:read"], name="calm")
     results: list[tuple[int, int, str | None]] = []  # (process, status, Retry-After)
     with httpx.Client(timeout=10) as http:
+        started = time.monotonic()
         for k in range(4 * BURST):
             resp = http.get(f"{two_apis[k % 2]}/v1/feed/u1", headers={"X-API-Key": key})
             results.append((k % 2, resp.status_code, resp.headers.get("retry-after")))
         served = [r for r in results if r[1] == 200]
         limited = [r for r in results if r[1] == 429]
         assert len(served) + len(limited) == len(results), results
-        # one bucket for both processes: BURST in all (one more if a token came back meanwhile), not 2x
-        assert BURST <= len(served) <= BURST + 1, results
+        refilled = int((time.monotonic() - started) * RATE) + 1  # tokens that may have come back meanwhile
+        # one bucket for both processes: BURST in all (plus what came back), not twice that
+        assert BURST <= len(served) <= BURST + refilled < 2 * BURST, results
         assert {p for p, _, _ in limited} == {0, 1}  # both processes refuse once the shared bucket is empty
         assert all(ra is not None and 1 <= int(ra) <= int(1 / RATE) + 1 for _, _, ra in limited), limited
         assert http.get(f"{two_apis[1]}/v1/feed/u1", headers={"X-API-Key": other}).status_code == 200
