@@ -67,12 +67,22 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p var/bench
-	$(BIN)/streamrec bench ingest --events 100000 --json var/bench/ingest.json
+	$(BIN)/streamrec bench ingest --events 200000 --json var/bench/ingest.json
+	$(BIN)/streamrec bench ingest --events 200000 --workers 2 --partitions 4 --json var/bench/ingest2.json
 	$(BIN)/streamrec bench features --json var/bench/features.json
-	$(BIN)/streamrec bench serve --items 100000 --rps 100 --duration 30 --json var/bench/serve.json
+	$(BIN)/streamrec bench serve --items 100000 --rps 200 --duration 60 --json var/bench/serve_200.json
+	$(BIN)/streamrec bench serve --items 100000 --rps 1000 --duration 60 --json var/bench/serve_1000.json
+	$(BIN)/streamrec bench serve --items 100000 --rps 100 --duration 60 --swap-every 10 --json var/bench/serve_e2f_100.json
 	$(BIN)/streamrec bench train --events 1000000 --json var/bench/train.json
 	$(BIN)/streamrec bench loop --json var/bench/loop.json
-	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --json var/bench/eval.json
+	$(BIN)/streamrec bench ope --json var/bench/ope.json
+	$(BIN)/streamrec bench abtest --json var/bench/abtest.json
+	$(BIN)/streamrec bench explore --json var/bench/explore.json
+	$(BIN)/streamrec bench console --items 100000 --users 10000 --json var/bench/console.json
+	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --seeds 3 --json var/bench/eval.json
+	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --split random --seeds 3 --json var/bench/eval_random.json
+	$(BIN)/python -m models.synthetic_log var/bench/syn1m.csv --users 50000 --items 50000 --events 1000000 --seed 0
+	$(BIN)/streamrec eval --data var/bench/syn1m.csv --items var/bench/syn1m.items.csv --format csv --json var/bench/eval_1m.json
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
