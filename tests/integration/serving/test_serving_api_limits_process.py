@@ -90,7 +90,7 @@ def _strict(text: str) -> object:
 def test_bad_requests_get_their_4xx_from_the_real_server(api: tuple[str, ChildProcess], settings: Settings):
     url, child = api
     for literal, field in (("NaN", "timestamp"), ("Infinity", "value"), ("-Infinity", "propensity")):
-        body = json.dumps(_event("bad", **{field: 0.5})).replace("0.5", literal).encode()
+        body = json.dumps(_event("bad", **{field: "__LITERAL__"})).replace('"__LITERAL__"', literal).encode()
         resp = _post(url, body)
         assert resp.status_code == 422, resp.text
         assert _strict(resp.text)["detail"][0]["loc"][-1] == field  # type: ignore[index]

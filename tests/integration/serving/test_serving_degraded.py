@@ -16,7 +16,10 @@ from services.pipeline.build import build_pipeline
 def test_feed_survives_redis_stop(tmp_path: Path):
     url, child = start_redis(tmp_path / "redis", tmp_path / "logs")
     try:
-        settings = load_settings(data_dir=str(tmp_path), redis={"url": url, "key_prefix": "sr:deg:"})
+        # what is tested is the fallback when Redis is gone, not deadlines: a cold first request on a
+        # loaded machine must neither be shed (queue_timeout_ms) nor miss the serving read deadline
+        settings = load_settings(data_dir=str(tmp_path), api={"queue_timeout_ms": 10_000},
+                                 redis={"url": url, "key_prefix": "sr:deg:", "read_timeout_s": 2.0})
         items, events = small_world()
         seed_state(settings, items, events)
         pipeline, close = build_pipeline(settings, hot_swap=False)
