@@ -96,10 +96,10 @@ def _accuracy(run: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, v in run["policies"].items():
         dr = v["estimates"]["position_based"]["dr"]
-        rel = dr["value"] / v["truth"] - 1.0
-        out[name] = {"truth": v["truth"], "dr": dr["value"], "dr_ci": dr["ci"], "dr_se": dr["se"],
-                     "rel_error": rel, "within_10pct": abs(rel) <= 0.1,
-                     "ci_covers": dr["ci"][0] <= v["truth"] <= dr["ci"][1]}
+        truth_, rel = float(v["truth"]), float(dr["value"] / v["truth"] - 1.0)
+        out[name] = {"truth": truth_, "dr": dr["value"], "dr_ci": dr["ci"], "dr_se": dr["se"],
+                     "rel_error": rel, "within_10pct": bool(abs(rel) <= 0.1),  # numpy bools are not JSON
+                     "ci_covers": bool(dr["ci"][0] <= truth_ <= dr["ci"][1])}
     return out
 
 
