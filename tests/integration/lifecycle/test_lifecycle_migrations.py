@@ -11,11 +11,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+import services.metadata.access  # noqa: F401 - registers the control-plane tables on Base
 from services.metadata import MetadataStore, current_revision, downgrade, head_revision, upgrade
 from services.metadata.models import Base
 from tests.conftest import PG_URL
 
-TABLES = {"job_runs", "model_versions", "index_versions", "drift_reports"}
+TABLES = {"job_runs", "model_versions", "index_versions", "drift_reports",  # 0001: the lifecycle registry
+          "tenants", "api_keys", "deletion_requests"}  # 0002: the control plane (services.metadata.access)
 
 
 def _pg_available() -> bool:
@@ -58,7 +60,7 @@ def _tables(url: str) -> set[str]:
 
 def test_upgrade_matches_models_and_downgrade_removes_everything(db_url: str) -> None:
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0001"
+    assert current_revision(db_url) == head_revision() == "0002"
     assert _tables(db_url) == TABLES
     engine = create_engine(db_url)
     with engine.connect() as conn:
