@@ -50,14 +50,15 @@ def _first_run(stack: Stack) -> tuple[list[str], list[str]]:
 def test_state_and_ports_survive_a_restart_and_fresh_starts_empty(tmp_path: Path):
     settings = real_settings(tmp_path / "var", None, "")
     with make_stack(settings) as stack:
-        ports = _ports(stack)
+        ports, ops_port = _ports(stack), stack.probe_ports["api"]
         history, feed = _first_run(stack)
         assert not set(SEEN) & set(feed) and feed[0] == "i3"  # seen items excluded, most popular first
-    assert json.loads((tmp_path / "var" / "ports.json").read_text()) == ports
+    saved = json.loads((tmp_path / "var" / "ports.json").read_text())
+    assert saved == {**ports, "api.ops_port": ops_port}  # the components' ports and the API's ops port
     assert (tmp_path / "var" / "redis" / "appendonly.aof").stat().st_size > 0
 
     with make_stack(settings) as stack:  # the same data_dir, a new broker (memory-only), the same Redis file
-        assert _ports(stack) == ports
+        assert _ports(stack) == ports and stack.probe_ports["api"] == ops_port
         store = Store(stack.settings)
         assert store.history("alice") == history and store.has_user("alice") and store.has_item("i6")
         assert feed_ids(stack, "alice") == feed
