@@ -30,6 +30,7 @@ APP = create_app(_SETTINGS, Pipeline(_SETTINGS, _STATE), access=_STORE)
 _KAFKA = RecordingProducer()  # stays connected through every lifespan schemathesis runs the app with
 APP.state.ctx.producer.get = lambda: _KAFKA
 APP.state.ctx.producer.close = lambda timeout_s=0.0: None
+APP.state.ctx.feeds.close = lambda: None  # the feed threads stay up through every lifespan too (one per call)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP).include(path_regex="^/v1/")
 # Not the must-show checks (server errors, schema conformance), and wrong here: ignored_auth takes the key
 # given to the call for a generated (invalid) one (the auth matrix and the keyless test below check
