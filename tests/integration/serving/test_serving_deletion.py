@@ -77,7 +77,7 @@ def _sql_cells(url: str) -> list[str]:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "known bug, under investigation: run after the other tests of tests/integration/serving in one session "
+    "known bug, under investigation: run after test_serving_api_process.py in one session: "
     "the eraser reports the user's request applied but the user's Redis keys remain; alone it passes"))
 def test_a_deleted_user_and_item_leave_every_store(settings: Settings):
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
