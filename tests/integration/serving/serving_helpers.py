@@ -13,6 +13,7 @@ from feature_store.online import resp
 from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
+from iokit import http_ok
 
 
 def seed_state(settings: Settings, items: Sequence[ItemUpsert], events: Sequence[Interaction]) -> None:
@@ -44,3 +45,13 @@ def small_world(n_items: int = 30, n_users: int = 8) -> tuple[list[ItemUpsert], 
         events.append(Interaction(event_id=f"seen{u}", user_id=f"u{u}", item_id="i000", type="click",
                                   timestamp=now - 30))
     return items, events
+
+
+def wait_ready(ops_url: str, timeout_s: float = 30.0) -> None:
+    """Until ``ops_url``/readyz answers 200 (an API process's ops port), else an AssertionError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http_ok(f"{ops_url}/readyz"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"API at {ops_url} never became ready")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
+from serving_helpers import wait_ready
 
 from core.events import decode_interaction
 from core.settings import Settings
@@ -48,22 +49,10 @@ def api(settings: Settings) -> Iterator[tuple[str, ChildProcess]]:
     child = spawn("api", [sys.executable, "-m", "services.api"], settings.data_dir / "logs", env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"http://127.0.0.1:{ops_port}")  # health on the ops port
+        wait_ready(f"http://127.0.0.1:{ops_port}")  # health on the ops port
         yield url, child
     finally:
         child.stop()
-
-
-def _wait_ready(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("API never became ready")
 
 
 def _post(url: str, body: bytes | Iterator[bytes]) -> httpx.Response:

@@ -9,24 +9,12 @@ import time
 import httpx
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
-from serving_helpers import seed_state, small_world
+from serving_helpers import seed_state, small_world, wait_ready
 
 from core.events import decode_interaction
 from core.settings import Settings
 from core.topics import Topics
 from iokit import free_port, spawn
-
-
-def _wait_ready(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("API never became ready")
 
 
 def test_api_process_writes_events_and_serves_feeds(settings: Settings):
@@ -45,7 +33,7 @@ def test_api_process_writes_events_and_serves_feeds(settings: Settings):
     child = spawn("api", [sys.executable, "-m", "services.api"], settings.data_dir / "logs", env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"http://127.0.0.1:{ops_port}")  # health on the ops port
+        wait_ready(f"http://127.0.0.1:{ops_port}")  # health on the ops port
         ev = {"event_id": "api-1", "user_id": "u7", "item_id": "i003", "type": "like",
               "timestamp": time.time()}
         assert httpx.post(f"{url}/v1/events", json=ev).status_code == 202

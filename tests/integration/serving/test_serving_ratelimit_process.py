@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
+from serving_helpers import wait_ready
 
 from core.settings import Settings
 from core.tenancy import control_url
@@ -23,18 +24,6 @@ from services.metadata.access_store import AccessStore
 
 pytestmark = pytest.mark.integration
 BURST, RATE = 6, 0.2  # 6 at once, then one every 5 s
-
-
-def _wait_ready(ops_url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{ops_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"API at {ops_url} never became ready")
 
 
 @pytest.fixture
@@ -59,7 +48,7 @@ def two_apis(settings: Settings) -> Iterator[list[str]]:
             children.append(spawn(name, [sys.executable, "-m", "services.api"], settings.data_dir / "logs",
                                   env))
             urls.append(f"http://127.0.0.1:{port}")
-            _wait_ready(f"http://127.0.0.1:{ops_port}")
+            wait_ready(f"http://127.0.0.1:{ops_port}", timeout_s=60.0)
         yield urls
     finally:
         for child in children:
