@@ -136,7 +136,10 @@ class WorkerSettings(_Section):
     max_future_skew_s: float = Field(300.0, ge=0)
     max_past_skew_s: float = Field(30 * 86400.0, ge=0)
     dedupe_ttl_s: int = Field(7 * 86400, ge=60)
-    history_len: int = Field(50, ge=1)
+    history_len: int = Field(50, ge=1, description="recent items in Feast's user_realtime row (recent_items)")
+    profile_len: int = Field(
+        500, ge=1, le=10_000, description=("engaged items kept per user in the online state: the recent "
+                                           "list the funnel reads, whose whole length the cf source sums"))
     popularity_half_life_s: float = Field(
         7 * 86400.0, gt=0, description="popular: engagement decayed over about a week (trending: fast)")
     affinity_half_life_s: float = Field(7 * 86400.0, gt=0)

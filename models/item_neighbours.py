@@ -1,8 +1,11 @@
 """Learned item-to-item relations, fitted by the training job and served as candidate sources.
 
 Two sparse relations over the catalogue, fitted on the users' positive sequences:
-- ``cf``: item-item cosine over users, each target item keeping its top-``cf_k`` sources (RecBole's
-  ItemKNN neighbourhood, ``models.baselines.ItemKNN``); a user's score sums the rows of their history;
+- ``cf``: collaborative item-item weights over users; a user's score sums the rows of their history.
+  EASE (``models.ease``, each target keeping its top-``ease_k`` sources by magnitude) for catalogues
+  up to ``ease_max_items`` (it is solved dense), else item-item cosine with each target keeping its
+  top-``cf_k`` sources (RecBole's ItemKNN neighbourhood, ``models.baselines.ItemKNN``). ``cf_model``
+  forces one (``"ease"`` / ``"itemknn"``); the manifest records which was fitted;
 - ``seq``: windowed sequential co-visitation, forward ``1/d`` and backward ``backward/d``, rows
   normalised (``models.baselines.CoVisit``); a user's score sums the rows of their last items with a
   recency decay.
@@ -25,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +42,7 @@ except ImportError:  # pragma: no cover - another scipy layout: the public path
 from core.errors import ArtifactError
 from models.artifacts import new_version, verify, write_manifest
 from models.baselines import CoVisit, ItemKNN
+from models.ease import EASE
 
 KIND = "i2i"
 RELATIONS = ("cf", "seq")
@@ -50,6 +54,15 @@ Scored = list[tuple[str, float]]
 class NeighbourConfig:
     cf_k: int = 100
     cf_shrink: float = 0.0
+    cf_model: Literal["auto", "ease", "itemknn"] = "auto"  # "auto": EASE up to ease_max_items, else ItemKNN
+    ease_lambda: float = 250.0
+    ease_k: int = 200
+    ease_max_items: int = 10_000  # dense n x n float32 while solving: 10k items ~ 1.2 GB at the peak
+
+    def cf_kind(self, n_items: int) -> str:
+        if self.cf_model != "auto":
+            return self.cf_model
+        return "ease" if n_items <= self.ease_max_items else "itemknn"
     seq_window: int = 5
     seq_last_n: int = 5
     seq_decay: float = 0.6
@@ -75,7 +88,8 @@ class ItemNeighbours:
         """``sequences``: each user's positive items as codes into ``item_ids``, oldest first."""
         c = cfg or NeighbourConfig()
         n = len(item_ids)
-        cf = ItemKNN(c.cf_k, c.cf_shrink).fit(sequences, n).sim
+        cf = (EASE(c.ease_lambda, c.ease_k) if c.cf_kind(n) == "ease" else ItemKNN(c.cf_k, c.cf_shrink)
+              ).fit(sequences, n).sim
         seq = CoVisit(c.seq_window, c.seq_last_n, c.seq_decay, c.seq_backward).fit(sequences, n).matrix
         return cls(item_ids, cf, seq, c)
 
@@ -120,7 +134,8 @@ class ItemNeighbours:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
         (directory / "items.json").write_text(json.dumps(self.item_ids))
         return write_manifest(directory, KIND, self.version, ["relations.npz", "items.json"],
-                              config=asdict(self.cfg), model_version=self.version, item_count=len(self))
+                              config=asdict(self.cfg), model_version=self.version, item_count=len(self),
+                              meta={"cf_model": self.cfg.cf_kind(len(self))})
 
     @classmethod
     def load(cls, directory: Path) -> ItemNeighbours:

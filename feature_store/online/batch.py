@@ -26,7 +26,7 @@ from feature_store.online.plan import Plan
 def effect_params(settings: Settings) -> EffectParams:
     w, b = settings.worker, settings.bandit
     return EffectParams(
-        history_len=w.history_len, popularity_half_life_s=w.popularity_half_life_s,
+        history_len=w.profile_len, popularity_half_life_s=w.popularity_half_life_s,
         trending_half_life_s=w.trending_half_life_s, affinity_half_life_s=w.affinity_half_life_s,
         covisit_window_s=w.covisit_window_s, covisit_cap=w.covisit_cap, covisit_history=w.covisit_history,
         covisit_backward=w.covisit_backward,

@@ -16,12 +16,14 @@ def _reference_score(nb: ItemNeighbours, relation: str, recent: list[str], k: in
     return [(nb.item_ids[int(row.indices[j])], float(row.data[j])) for j in top if row.data[j] > 0]
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_scores_equal_the_scipy_product_with_ties_and_repeats(seed: int):
+@pytest.mark.parametrize("cf_model", ["ease", "itemknn"])
+@pytest.mark.parametrize("seed", range(4))
+def test_scores_equal_the_scipy_product_with_ties_and_repeats(seed: int, cf_model: str):
     rng = np.random.default_rng(seed)
     n_items = 300
     sequences = [rng.integers(0, 40 if u % 2 else n_items, int(rng.integers(2, 30))) for u in range(400)]
-    nb = ItemNeighbours.fit(sequences, [f"i{j}" for j in range(n_items)], NeighbourConfig(cf_k=20))
+    cfg = NeighbourConfig(cf_k=20, cf_model=cf_model)  # type: ignore[arg-type]
+    nb = ItemNeighbours.fit(sequences, [f"i{j}" for j in range(n_items)], cfg)
     for _ in range(60):
         recent = [f"i{int(j)}" for j in rng.integers(0, 40, int(rng.integers(1, 25)))]  # repeats
         recent += ["not-in-the-model"]
