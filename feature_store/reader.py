@@ -99,15 +99,21 @@ class FastFeatureReader:
 
     def packed(self, join_key: str, ids: Sequence[str]) -> bytes:
         """The HMGETs of ``ids`` (one command each), for a caller's own pipelined round trip."""
-        plan = self._plans[join_key]
-        return b"".join([self._command(plan, i) for i in ids])
+        plan, cached = self._plans[join_key], self._keys.get
+        return b"".join([cached((join_key, i)) or self._command(plan, i) for i in ids])
 
     def decoded(self, join_key: str, ids: Sequence[str], replies: Sequence[Any],
                 copy: bool = True) -> list[Features]:
         """The rows of ``ids`` from the replies to :meth:`packed` (what ``*_features`` returns).
         ``copy=False``: the memoised rows themselves, for a caller that only reads them."""
         plan = self._plans[join_key]
-        return [self._decode(plan, i, raw, copy) for i, raw in zip(ids, replies, strict=True)]
+        if copy:
+            return [self._decode(plan, i, raw) for i, raw in zip(ids, replies, strict=True)]
+        memo, out = self._rows.get, []
+        for i, raw in zip(ids, replies, strict=True):  # the memoised row when Redis sent the same bytes
+            hit = memo((join_key, i))
+            out.append(hit[1] if hit is not None and hit[0] == raw else self._decode(plan, i, raw, False))
+        return out
 
     def user_features(self, user_id: str) -> Features:
         return self._read(names.USER_KEY, [user_id])[0]

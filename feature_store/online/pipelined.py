@@ -72,15 +72,15 @@ def user_commands(keys: Keys, user_id: str, covisit_k: int) -> bytes:
 
 def flat_rows(flat: Sequence[Any]) -> views.Rows:
     """[member, score, member, score, ...] (a script's ZREVRANGE WITHSCORES) -> rows."""
-    return [(views.text(m), float(s)) for m, s in zip(flat[0::2], flat[1::2], strict=True)]
+    members = views.texts(flat[0::2])
+    return list(zip(members, map(float, flat[1::2]), strict=True))
 
 
 def user_parts(replies: Sequence[Any]) -> tuple[list[str], list[views.Rows], set[str], dict[str, str]]:
     """(history, co-visitation rows, seen, record) from the 3 replies of :func:`user_commands`."""
     (hist, neighbours), seen, rec = replies
-    record = {views.text(a): views.text(b) for a, b in zip(rec[0::2], rec[1::2], strict=True)}
-    return [views.text(h) for h in hist], [flat_rows(n) for n in neighbours], \
-        {views.text(x) for x in seen}, record
+    record = dict(zip(views.texts(rec[0::2]), views.texts(rec[1::2]), strict=True))
+    return views.texts(hist), [flat_rows(n) for n in neighbours], set(views.texts(seen)), record
 
 
 def info_commands(keys: Keys, item_ids: Sequence[str]) -> bytes:

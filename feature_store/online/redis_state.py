@@ -68,7 +68,10 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _pairs(rows: Sequence[tuple[Any, Any]]) -> views.Rows:
-    return [(views.text(m), float(s)) for m, s in rows]
+    if not rows:
+        return []
+    members, scores = zip(*rows, strict=True)
+    return list(zip(views.texts(members), map(float, scores), strict=True))
 
 
 class RedisOnlineState:
@@ -191,30 +194,46 @@ class RedisOnlineState:
     def _popularity(self, item_ids: Sequence[str], epochs: list[int], parts: dict[int, list[str]],
                     replies: Sequence[Any], now: float) -> F32:
         res, rows = iter(replies), []
+        flat = [i for ids in parts.values() for i in ids]  # the replies' member order (per epoch)
+        take = None
+        if len(flat) != len(item_ids) or flat != list(item_ids):
+            where = dict(zip(flat, range(len(flat)), strict=True))
+            take = np.fromiter(map(where.__getitem__, item_ids), np.int64, len(item_ids))
         for e in epochs:
-            score = {i: None if v is None else float(v) for ids in parts.values()
-                     for i, v in zip(ids, next(res), strict=True)}
-            rows.append((e, [score[i] for i in item_ids]))
-        return views.decayed_scores(rows, now, self.pop_hl, len(item_ids))
+            values = [v for _ in parts for v in next(res)]
+            if len(values) != len(flat):
+                raise ValueError(f"ZMSCORE answered {len(values)} scores for {len(flat)} items")
+            scores = np.array([0.0 if v is None else float(v) for v in values], np.float64)
+            rows.append((e, scores if take is None else scores[take]))
+        return views.decayed_arrays(rows, now, self.pop_hl, len(item_ids))
 
     def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
-        """Each epoch's top-k of every slice (an item lives in one slice), merged."""
+        """Each epoch's top-k of every slice (an item lives in one slice), merged: the segment's own
+        list, else (when it is empty) everyone's, read only then."""
         if k <= 0:
             return []
         seg = self.segment_key(segment)
-        segs = [seg] if seg == "all" else [seg, "all"]
         epochs = views.epochs(now, half_life)
-        with self.r.pipeline(transaction=False) as p:
-            for s in segs:
-                for e in epochs:
-                    for part in range(SLICES):
-                        p.zrevrange(self.keys.popularity(kind, e, s, part), 0, k - 1, withscores=True)
-            res = iter(p.execute())
-        lists = []
-        for _ in segs:
-            rows = [(e, [row for _ in range(SLICES) for row in _pairs(next(res))]) for e in epochs]
-            lists.append(views.decayed_top(rows, now, half_life, k))
-        return next((lst for lst in lists if lst), [])
+        for s in [seg] if seg == "all" else [seg, "all"]:
+            keys = [self.keys.popularity(kind, e, s, part) for e in epochs for part in range(SLICES)]
+            res = iter(self._top_rows(keys, k))
+            rows = [(e, [row for _ in range(SLICES) for row in next(res)]) for e in epochs]
+            top = views.decayed_top(rows, now, half_life, k)
+            if top:
+                return top
+        return []
+
+    def _top_rows(self, keys: Sequence[str], k: int) -> list[views.Rows]:
+        """``ZREVRANGE key 0 k-1 WITHSCORES`` of each key, as rows; on the serving pipe when there is
+        one (hiredis parses the replies in C: these lists are reloaded every second per process)."""
+        if self.pipe is None:
+            with self.r.pipeline(transaction=False) as p:
+                for key in keys:
+                    p.zrevrange(key, 0, k - 1, withscores=True)
+                return [_pairs(rows) for rows in p.execute()]
+        packed = b"".join(pipelined.pack("ZREVRANGE", key, 0, k - 1, "WITHSCORES") for key in keys)
+        replies = self.pipe.execute(packed, len(keys), self.settings.redis.socket_timeout_s)
+        return [pipelined.flat_rows(rows) for rows in replies]
 
     def _shared(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> Scored:
         """Lists that are the same for every user, cached for shared_cache_ttl_s of request time.
@@ -357,8 +376,13 @@ class RedisOnlineState:
 
 def _by_slice(item_ids: Sequence[str]) -> dict[int, list[str]]:
     parts: dict[int, list[str]] = {}
-    for i in dict.fromkeys(item_ids):
-        parts.setdefault(pop_slice(i), []).append(i)
+    unique = list(dict.fromkeys(item_ids))
+    for i, part in zip(unique, map(pop_slice, unique), strict=True):
+        ids = parts.get(part)
+        if ids is None:
+            parts[part] = [i]
+        else:
+            ids.append(i)
     return parts
 
 

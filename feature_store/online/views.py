@@ -12,6 +12,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.online import F32, ItemInfo, Scored, UserState
 from feature_store.online import decay
@@ -59,10 +60,16 @@ def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life
 def decayed_scores(scores_by_epoch: Sequence[tuple[int, Sequence[float | None]]], now: float,
                    half_life_s: float, n: int) -> F32:
     """Per-member decayed sums (ZMSCORE rows: None where the member has no score)."""
+    return decayed_arrays([(epoch, np.array([s if s is not None else 0.0 for s in scores], np.float64))
+                           for epoch, scores in scores_by_epoch], now, half_life_s, n)
+
+
+def decayed_arrays(scores_by_epoch: Sequence[tuple[int, npt.NDArray[np.float64]]], now: float,
+                   half_life_s: float, n: int) -> F32:
+    """:func:`decayed_scores` of float64 arrays (0.0 where the member has no score)."""
     out = np.zeros(n, np.float64)
     for epoch, scores in scores_by_epoch:
-        w = decay.epoch_weight(epoch, now, half_life_s)
-        out += w * np.array([s if s is not None else 0.0 for s in scores], np.float64)
+        out += decay.epoch_weight(epoch, now, half_life_s) * scores
     return out.astype(np.float32)
 
 
@@ -116,3 +123,11 @@ def posterior_arrays(counts: Sequence[tuple[float, float]], prior_alpha: float,
 
 def text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def texts(raws: Sequence[Any]) -> list[str]:
+    """``text`` of each (Redis replies are all bytes: one C-level decode per value, no call each)."""
+    try:
+        return [r.decode() for r in raws]
+    except AttributeError:  # a str among them (an in-process store, a test)
+        return [text(r) for r in raws]
