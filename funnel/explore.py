@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -59,8 +60,18 @@ def explore_slots(policy: Policy, item_ids: list[str], alpha: npt.ArrayLike, bet
         return uniform_slots(item_ids, slots, rng), np.full((slots, len(item_ids)), 1.0 / len(item_ids))
     a, b = _posteriors(alpha, beta)
     order = np.argsort(-rng.beta(a, b), kind="stable")[:slots]
-    probs = rank_probabilities(a, b, slots)
+    probs = _rank_probabilities(a.tobytes(), b.tobytes(), slots)
     return [(item_ids[j], max(float(probs[r, j]), MIN_PROPENSITY)) for r, j in enumerate(order)], probs
+
+
+@functools.lru_cache(maxsize=2048)
+def _rank_probabilities(alpha: bytes, beta: bytes, slots: int) -> F64:
+    """``rank_probabilities`` memoised by the pool's exact posteriors (float64 bytes): requests whose
+    pools hold the same counts (shared fresh/popular lists, counts cached for a second) share the
+    quadrature. Read-only: every caller gets the same array."""
+    probs = rank_probabilities(np.frombuffer(alpha), np.frombuffer(beta), slots)
+    probs.setflags(write=False)
+    return probs
 
 
 def slot_distribution(policy: Policy, alpha: npt.ArrayLike, beta: npt.ArrayLike, slots: int) -> F64:
