@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ INDEX = {name: j for j, name in enumerate(FEATURES)}
 MISSING_RANK = math.log1p(1000.0)
 _LOG1P = np.array([math.log1p(r) for r in range(4096)])
 CTR_PRIOR_IMPRESSIONS = 20.0
+_STATS = operator.itemgetter("impressions_24h", "clicks_24h", "clicks_1h")
 DAY, HOUR = 86400.0, 3600.0
 
 
@@ -71,7 +73,9 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
     """The ``[len(item_ids), len(FEATURES)]`` matrix. ``item_reads``: the items' Feast rows,
     popularity and bandit posteriors (``funnel.reads``)."""
     out = np.full((len(item_ids), len(FEATURES)), np.nan, np.float32)
-    infos = [inputs.cands.infos.get(i) or ItemInfo(i) for i in item_ids]
+    found = list(map(inputs.cands.infos.get, item_ids))
+    infos: list[ItemInfo] = found if None not in found else \
+        [info or ItemInfo(i) for i, info in zip(item_ids, found, strict=True)]  # type: ignore[assignment]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
     out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
@@ -147,9 +151,12 @@ def _content_sim(inputs: FeatureInputs, item_ids: Sequence[str], infos: Sequence
         return sims
     profile = _unit(np.mean(np.stack(recent), axis=0))
     dim = profile.shape[0]
-    rows = [j for j, info in enumerate(infos) if info.vector is not None and len(info.vector) == dim]
+    vecs = [info.vector for info in infos]
+    rows = [j for j, v in enumerate(vecs) if v is not None and len(v) == dim]
     if rows:
-        unit = _unit(np.stack([infos[j].vector for j in rows]))  # type: ignore[misc]
+        # one flat copy, then a reshape: np.stack would make a view of each of the 500 vectors
+        flat = np.concatenate(vecs if len(rows) == len(vecs) else [vecs[j] for j in rows])  # type: ignore[arg-type]
+        unit = _unit(flat.reshape(len(rows), dim))
         sims[rows] = unit @ profile
         if len(rows) == len(infos) and list(item_ids) == inputs.cands.item_ids:
             inputs.cands.unit_vectors = unit
@@ -158,8 +165,11 @@ def _content_sim(inputs: FeatureInputs, item_ids: Sequence[str], infos: Sequence
 
 def _item_stats(out: F32, rows: Sequence[Features]) -> None:
     """Feast's item_realtime counts (None = unknown = NaN)."""
-    stats = np.array([(r.get("impressions_24h"), r.get("clicks_24h"), r.get("clicks_1h")) for r in rows],
-                     np.float64).reshape(-1, 3)
+    try:  # a row read from Feast has every field (None when unset): one C-level getter per row
+        values = list(map(_STATS, rows))
+    except KeyError:  # a row that could not be read ({})
+        values = [(r.get("impressions_24h"), r.get("clicks_24h"), r.get("clicks_1h")) for r in rows]
+    stats = np.array(values, np.float64).reshape(-1, 3)
     imps, clicks = stats[:, 0], stats[:, 1]
     out[:, INDEX["item_impressions_24h"]] = np.log1p(imps)
     out[:, INDEX["item_ctr_24h"]] = (clicks + 1.0) / (imps + CTR_PRIOR_IMPRESSIONS)

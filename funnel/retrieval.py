@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -258,14 +259,19 @@ def _filter(cands: CandidateSet, state: OnlineState, user: UserState, blocked: f
     drop = user.seen | blocked if blocked else user.seen
     keep = [i for i in cands.item_ids if i not in drop]
     infos = cands.infos
-    out: list[str] = []
-    for iid, info in zip(keep, state.items(keep), strict=True):
-        if info is None:
-            info = ItemInfo(iid)
-        elif not info.active:
-            continue
-        infos[iid] = info
-        out.append(iid)
+    found = state.items(keep)
+    if all(info is not None and info.active for info in found):  # the usual case: keep every one
+        infos.update(zip(keep, found, strict=True))  # type: ignore[arg-type]
+        out = keep
+    else:
+        out = []
+        for iid, info in zip(keep, found, strict=True):
+            if info is None:
+                info = ItemInfo(iid)
+            elif not info.active:
+                continue
+            infos[iid] = info
+            out.append(iid)
     kept = _round_robin(out, cands.source, limit) if len(out) > limit else out
     why = _WHY.get()
     if why is not None:
@@ -295,7 +301,12 @@ def _round_robin(item_ids: list[str], source: dict[str, str], limit: int) -> lis
     """Truncate fairly: take from each source in turn (in :data:`SOURCES` order), so no source is
     starved by the budget."""
     by_src: dict[str, list[str]] = {}
-    for iid in item_ids:
-        by_src.setdefault(source[iid], []).append(iid)
+    for src, group in itertools.groupby(item_ids, key=source.__getitem__):  # runs of one source
+        members = by_src.get(src)
+        if members is None:
+            by_src[src] = list(group)
+        else:
+            members.extend(group)
     rounds = itertools.zip_longest(*(by_src[s] for s in SOURCES if s in by_src))
-    return list(itertools.islice((i for i in itertools.chain.from_iterable(rounds) if i is not None), limit))
+    taken = filter(functools.partial(operator.is_not, None), itertools.chain.from_iterable(rounds))
+    return list(itertools.islice(taken, limit))

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +110,7 @@ class ItemIndex:
         if self._matrix is None:
             self.matrix()
         assert self._matrix is not None
-        rows = np.array([self._pos.get(i, -1) for i in item_ids], np.int64)
+        rows = np.fromiter(map(self._pos.get, item_ids, itertools.repeat(-1)), np.int64, len(item_ids))
         found = rows >= 0
         out = np.zeros((len(rows), self.dim), np.float32)
         out[found] = self._matrix[rows[found]]
