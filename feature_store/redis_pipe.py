@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -137,7 +138,7 @@ class RedisPipe:
                 raise _Closed("connection closed by server")
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                if isinstance(reply, Exception):
-                    raise _Closed(f"redis error reply: {reply}")
                 out.append(reply)
+        if any(map(isinstance, out, itertools.repeat(Exception))):  # one C-level pass, not one per reply
+            raise _Closed(f"redis error reply: {next(r for r in out if isinstance(r, Exception))}")
         return out

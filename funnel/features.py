@@ -45,6 +45,8 @@ MISSING_RANK = math.log1p(1000.0)
 _LOG1P = np.array([math.log1p(r) for r in range(4096)])
 CTR_PRIOR_IMPRESSIONS = 20.0
 _STATS = operator.itemgetter("impressions_24h", "clicks_24h", "clicks_1h")
+_CREATED, _VECTOR = operator.attrgetter("created_at"), operator.attrgetter("vector")
+_CATEGORIES = operator.attrgetter("categories")
 DAY, HOUR = 86400.0, 3600.0
 
 
@@ -74,14 +76,15 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
     popularity and bandit posteriors (``funnel.reads``)."""
     out = np.full((len(item_ids), len(FEATURES)), np.nan, np.float32)
     found = list(map(inputs.cands.infos.get, item_ids))
-    infos: list[ItemInfo] = found if None not in found else \
+    # (``None in found`` would call ItemInfo.__eq__ per item)
+    infos: list[ItemInfo] = found if all(map(operator.is_not, found, itertools.repeat(None))) else \
         [info or ItemInfo(i) for i, info in zip(item_ids, found, strict=True)]  # type: ignore[assignment]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
     out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
     out[:, INDEX["item_pop"]] = np.log1p(item_reads.popularity)
     _item_stats(out, item_reads.rows)
-    created = np.fromiter((info.created_at for info in infos), np.float64, len(infos))
+    created = np.fromiter(map(_CREATED, infos), np.float64, len(infos))
     created[created <= 0] = np.nan
     out[:, INDEX["item_age_days"]] = np.log1p(np.maximum(inputs.now - created, 0.0) / DAY)
     alpha, beta = item_reads.alpha, item_reads.beta
@@ -151,8 +154,11 @@ def _content_sim(inputs: FeatureInputs, item_ids: Sequence[str], infos: Sequence
         return sims
     profile = _unit(np.mean(np.stack(recent), axis=0))
     dim = profile.shape[0]
-    vecs = [info.vector for info in infos]
-    rows = [j for j, v in enumerate(vecs) if v is not None and len(v) == dim]
+    vecs = list(map(_VECTOR, infos))
+    if all(map(operator.is_not, vecs, itertools.repeat(None))) and set(map(len, vecs)) <= {dim}:
+        rows = list(range(len(vecs)))  # every candidate has a vector of the profile's size
+    else:
+        rows = [j for j, v in enumerate(vecs) if v is not None and len(v) == dim]
     if rows:
         # one flat copy, then a reshape: np.stack would make a view of each of the 500 vectors
         flat = np.concatenate(vecs if len(rows) == len(vecs) else [vecs[j] for j in rows])  # type: ignore[arg-type]
@@ -188,15 +194,9 @@ def _affinity(out: F32, inputs: FeatureInputs, infos: Sequence[ItemInfo]) -> Non
 
 def _best_affinity(scores: dict[str, float], top: float, infos: Sequence[ItemInfo]) -> list[float]:
     """Per item, its best category's affinity / the user's top one (memoised per category list)."""
-    memo: dict[tuple[str, ...], float] = {}
-    out = []
-    for info in infos:
-        cats = tuple(info.categories)
-        value = memo.get(cats)
-        if value is None:
-            value = memo[cats] = max((scores.get(c, 0.0) for c in cats), default=0.0) / top
-        out.append(value)
-    return out
+    keys = list(map(tuple, map(_CATEGORIES, infos)))
+    memo = {cats: max((scores.get(c, 0.0) for c in cats), default=0.0) / top for cats in set(keys)}
+    return list(map(memo.__getitem__, keys))
 
 
 def _user_columns(out: F32, inputs: FeatureInputs) -> None:

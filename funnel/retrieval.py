@@ -35,6 +35,7 @@ PERSONAL = ("ann", "seq", "cf", "covisit", "category")
 LEARNED_I2I = ("seq", "cf")  # the trained item-to-item relations (models.item_neighbours)
 TOP_CATEGORIES = 3
 SHARED_READ_MIN = 128
+_ACTIVE = operator.attrgetter("active")
 # Opt-in record of what ``_filter`` drops, for the console's feed inspector: None (one ContextVar read
 # per feed) unless a caller opens :func:`why_filtered` around the feed in its own thread.
 _WHY: ContextVar[dict[str, tuple[str, str]] | None] = ContextVar("why_filtered", default=None)
@@ -260,7 +261,11 @@ def _filter(cands: CandidateSet, state: OnlineState, user: UserState, blocked: f
     keep = [i for i in cands.item_ids if i not in drop]
     infos = cands.infos
     found = state.items(keep)
-    if all(info is not None and info.active for info in found):  # the usual case: keep every one
+    try:
+        every = all(map(_ACTIVE, found))  # the usual case: keep every one
+    except AttributeError:  # an id with no catalogue record (None)
+        every = False
+    if every:
         infos.update(zip(keep, found, strict=True))  # type: ignore[arg-type]
         out = keep
     else:
