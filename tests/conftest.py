@@ -54,4 +54,7 @@ def settings(tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_prefix:
         kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix},
         redis={"url": redis_url, "key_prefix": f"sr:{topic_prefix}"},
         feast={"project": topic_prefix.rstrip("-").replace("-", "_")},
+        # admission's 40 ms start deadline is a serving-tail setting: on a busy test machine a
+        # lone request can wait that long for a core. Tests of shedding set their own limits.
+        api={"queue_timeout_ms": 10_000.0},
     )
