@@ -61,6 +61,7 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("api", "services.api", "api", "port", probe_field="ops_port"),
     ProcessSpec("publisher", "services.publisher", "publisher", "metrics_port"),
     ProcessSpec("scheduler", "services.scheduler", "scheduler", "health_port"),
+    ProcessSpec("eraser", "services.privacy", "eraser", "health_port"),  # applies the deletions topic
 )
 
 

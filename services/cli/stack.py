@@ -68,7 +68,7 @@ FreshOpt = Annotated[bool, typer.Option("--fresh", help=FRESH_HELP)]
 
 @app.command()
 def up(config: ConfigOpt = None, fresh: FreshOpt = False) -> None:
-    """Start broker + Redis (unless configured), topics, Feast, worker, API, publisher, scheduler;
+    """Start broker + Redis (unless configured), topics, Feast, worker, API, publisher, scheduler, eraser;
     supervise them (a child that dies is restarted on the same port, with backoff) in the foreground
     until Ctrl-C or SIGTERM, then stop everything. `streamrec status` reports on it from another shell."""
     stack = Stack(_settings(config), fresh=fresh)
