@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,8 +100,11 @@ class FastFeatureReader:
 
     def packed(self, join_key: str, ids: Sequence[str]) -> bytes:
         """The HMGETs of ``ids`` (one command each), for a caller's own pipelined round trip."""
-        plan, cached = self._plans[join_key], self._keys.get
-        return b"".join([cached((join_key, i)) or self._command(plan, i) for i in ids])
+        plan = self._plans[join_key]
+        cmds = list(map(self._keys.get, zip(itertools.repeat(join_key), ids)))
+        if None not in cmds:  # (bytes == None is False: no Python call per item)
+            return b"".join(cmds)  # type: ignore[arg-type]
+        return b"".join([c or self._command(plan, i) for c, i in zip(cmds, ids, strict=True)])
 
     def decoded(self, join_key: str, ids: Sequence[str], replies: Sequence[Any],
                 copy: bool = True) -> list[Features]:
@@ -109,9 +113,9 @@ class FastFeatureReader:
         plan = self._plans[join_key]
         if copy:
             return [self._decode(plan, i, raw) for i, raw in zip(ids, replies, strict=True)]
-        memo, out = self._rows.get, []
-        for i, raw in zip(ids, replies, strict=True):  # the memoised row when Redis sent the same bytes
-            hit = memo((join_key, i))
+        hits = list(map(self._rows.get, zip(itertools.repeat(join_key), ids)))
+        out = []
+        for i, raw, hit in zip(ids, replies, hits, strict=True):  # the memo when Redis sent the same bytes
             out.append(hit[1] if hit is not None and hit[0] == raw else self._decode(plan, i, raw, False))
         return out
 

@@ -21,6 +21,7 @@ from feature_store.online.effects import decode_history
 COVISIT_RECENT = 10  # recent history entries whose co-visitation neighbours are read with the user
 COVISIT_PER_ITEM = 50
 Rows = list[tuple[str, float]]
+_SCORE = itemgetter(1)
 
 
 def segment_key(segment: str | None, bandit_segment_key: str) -> str:
@@ -77,13 +78,14 @@ def sum_neighbours(lists: Sequence[Rows], k: int) -> Scored:
     """Co-visit shares summed over recent items: each item's row is normalised to sum 1 (what follows
     it, not how popular it is), and the more recent the item, the more it weighs."""
     acc: dict[str, float] = {}
+    get = acc.get
     for rank, rows in enumerate(lists):
-        total = sum(score for _, score in rows)
+        total = sum(map(_SCORE, rows))  # the same additions in the same order as a loop
         if total <= 0:
             continue
         w = 1.0 / ((1.0 + 0.2 * rank) * total)
         for member, score in rows:
-            acc[member] = acc.get(member, 0.0) + score * w
+            acc[member] = get(member, 0.0) + score * w
     return by_score(acc, k)
 
 
