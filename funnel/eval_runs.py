@@ -77,7 +77,11 @@ class Seeds:
         self.seeds.append(seed)
 
     def _run(self, split: Split, seed: int) -> RunResult:
-        return run_once(self.data, split, self.content, self.settings, self.cfg, self.new_store, seed)
+        r = run_once(self.data, split, self.content, self.settings, self.cfg, self.new_store, seed)
+        base = ", ".join(f"{n} {m['ndcg@10']:.4f}" for n, m in r.baselines.items())
+        log.info("eval seed %d, %s: ndcg@10 %.4f (%s) in %.0f s", seed, split.protocol,
+                 r.metrics["ndcg@10"], base, r.seconds)  # each run's figures as it ends
+        return r
 
     def document(self) -> dict[str, Any]:
         doc = _summary(self.runs)
