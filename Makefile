@@ -79,8 +79,9 @@ bench: $(STAMP)
 	$(BIN)/streamrec bench abtest --json var/bench/abtest.json
 	$(BIN)/streamrec bench explore --json var/bench/explore.json
 	$(BIN)/streamrec bench console --items 100000 --users 10000 --json var/bench/console.json
-	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --seeds 3 --json var/bench/eval.json
-	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --split random --seeds 3 --json var/bench/eval_random.json
+	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --seeds 3 --json var/bench/eval_loo.json
+	$(BIN)/streamrec eval --data ../shared/data/ml-100k --format movielens --split random --seeds 3 --no-global-split \
+		--json var/bench/eval_random.json
 	$(BIN)/python -m models.synthetic_log var/bench/syn1m.csv --users 50000 --items 50000 --events 1000000 --seed 0
 	$(BIN)/streamrec eval --data var/bench/syn1m.csv --items var/bench/syn1m.items.csv --format csv --json var/bench/eval_1m.json
 
