@@ -52,7 +52,7 @@ def test_default_stack_listens_on_loopback_only(tmp_path: Path, monkeypatch: pyt
             for proc in (p for pid in pids for p in _family(pid)):
                 sockets.setdefault(name, []).extend(_bound(proc.pid))
     assert len(owners["kafka/redis"]) == 2
-    for name in ("kafka/redis", "worker", "api", "publisher"):
+    for name in ("kafka/redis", "worker", "api", "publisher", "eraser"):
         assert sockets.get(name), f"{name}: no listening socket found, so this test would prove nothing"
     assert len([s for s in sockets["scheduler"] if s[2] == "tcp"]) >= 2  # health and admin listeners
     exposed = {name: [s for s in socks if not _is_loopback(s[0])] for name, socks in sockets.items()}
