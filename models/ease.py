@@ -2,10 +2,11 @@
 item-item regression ``B = I - P / diag(P)``, ``P = (X'X + lambda I)^-1``, with a zero diagonal.
 
 A user's score row is ``h @ B`` for their binary history ``h``: the same form as ItemKNN's, so the
-learned ``cf`` relation (``models.item_neighbours``) serves either. ``B`` is dense while it is
-solved (``n_items^2`` floats), so :class:`EASE` is meant for catalogues up to a few ten thousand
-items; the relation keeps each target item's top-``k`` sources by magnitude (negative weights too:
-they say "people who had this rarely want that"), sparse, which is what is stored and served.
+learned ``cf`` relation (``models.item_neighbours``) scores ``sim`` with ItemKNN's own code. ``B`` is
+dense while it is solved (``n_items^2`` floats), so :class:`EASE` is meant for catalogues up to a few
+ten thousand items; the relation keeps each target item's top-``k`` sources by magnitude (negative
+weights too: they say "people who had this rarely want that"), sparse, which is what is stored and
+served.
 
 Example:
     >>> import numpy as np
@@ -46,9 +47,6 @@ class EASE:
         self.sim = top_k_columns(b, self.k)
         self.n_items = n_items
         return self
-
-    def score_sparse(self, histories: Sequence[IntArray]) -> sp.csr_matrix:
-        return (binary_matrix(histories, self.n_items) @ self.sim).tocsr()
 
 
 def top_k_columns(b: npt.NDArray[np.float32], k: int) -> sp.csr_matrix:

@@ -58,15 +58,16 @@ class NeighbourConfig:
     ease_lambda: float = 250.0
     ease_k: int = 200
     ease_max_items: int = 10_000  # dense n x n float32 while solving: 10k items ~ 1.2 GB at the peak
-
-    def cf_kind(self, n_items: int) -> str:
-        if self.cf_model != "auto":
-            return self.cf_model
-        return "ease" if n_items <= self.ease_max_items else "itemknn"
     seq_window: int = 5
     seq_last_n: int = 5
     seq_decay: float = 0.6
     seq_backward: float = 0.3
+
+    def cf_kind(self, n_items: int) -> str:
+        """The cf relation fitted for a catalogue of ``n_items``: ``"ease"`` or ``"itemknn"``."""
+        if self.cf_model != "auto":
+            return self.cf_model
+        return "ease" if n_items <= self.ease_max_items else "itemknn"
 
 
 class ItemNeighbours:
