@@ -120,11 +120,12 @@ def http_code(url: str) -> int:
 
 
 class ReadyPoller:
-    """Samples ``GET /readyz`` of each url every ``every_s`` in a thread: (wall time, name, code)."""
+    """Samples ``GET /readyz`` of each url every ``every_s`` in a thread: (wall time the request was
+    sent, name, code, wall time the answer came back)."""
 
     def __init__(self, urls: dict[str, str], every_s: float = 0.1) -> None:
         self.urls, self.every_s = urls, every_s
-        self.samples: list[tuple[float, str, int]] = []
+        self.samples: list[tuple[float, str, int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -133,11 +134,12 @@ class ReadyPoller:
         while not self._stop.is_set():
             for name, url in self.urls.items():
                 t = time.time()
-                self.samples.append((t, name, http_code(url)))
+                code = http_code(url)
+                self.samples.append((t, name, code, time.time()))
             time.sleep(self.every_s)
 
     def last(self, name: str) -> int:
-        return next((c for _, n, c in reversed(self.samples) if n == name), 0)
+        return next((c for _, n, c, _ in reversed(self.samples) if n == name), 0)
 
     def stop(self) -> None:
         self._stop.set()
