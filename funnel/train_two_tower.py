@@ -37,8 +37,7 @@ class TwoTowerOptions:
     epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3
-    patience: int = 6  # validations without a better running mean (over ``smooth`` of them) before stopping
-    smooth: int = 5
+    patience: int = 6  # validation NDCG is noisy epoch to epoch: three flat epochs stopped good runs early
     max_seconds: float = 300.0
     min_sequences: int = 2
     # A compute budget that does not depend on the machine: at most this many (position, next item)
@@ -162,8 +161,7 @@ def fit_two_tower(log: EventLog, catalog: Catalog, labels: Labels, opts: TwoTowe
     positions = sum(len(s) - 1 for s in seqs)
     epochs = max(1, min(opts.epochs, opts.max_positions // max(positions, 1)))
     train_cfg = TwoTowerTrainConfig(epochs=epochs, batch_size=opts.batch_size, lr=opts.lr, eval_every=1,
-                                    patience=opts.patience, smooth=opts.smooth, seed=seed,
-                                    max_seconds=opts.max_seconds)
+                                    patience=opts.patience, seed=seed, max_seconds=opts.max_seconds)
     best = [0.0]
 
     def validate(model: TwoTowerModel) -> float:

@@ -43,11 +43,6 @@ class TwoTowerTrainConfig:
     mixed_negatives: int = 0
     eval_every: int = 5
     patience: int = 3
-    # Early stopping watches the mean of the last ``smooth`` validation scores: one validation set of
-    # a thousand points moves by about its standard error (~0.01 NDCG) from epoch to epoch, so a
-    # single-score rule stopped runs that were still improving (ml-100k: some seeds at epoch 29 with
-    # 0.105, others ran on to 0.115). The best single epoch's weights are kept either way.
-    smooth: int = 1
     seed: int = 0
     max_seconds: float = 300.0
 
@@ -127,30 +122,10 @@ def _content_table(content: npt.NDArray[np.float32] | None, n_items: int, dim: i
     return table
 
 
-class _Stopper:
-    """Patience over the running mean of the last ``window`` validation scores."""
-
-    def __init__(self, patience: int, window: int) -> None:
-        self.patience, self.window = patience, max(window, 1)
-        self.scores: list[float] = []
-        self.best, self.bad = -np.inf, 0
-
-    def flat(self, score: float) -> bool:
-        """Record a score; True once the running mean has not improved for ``patience`` validations."""
-        self.scores.append(score)
-        mean = float(np.mean(self.scores[-self.window:]))
-        if mean > self.best:
-            self.best, self.bad = mean, 0
-        else:
-            self.bad += 1
-        return self.bad >= self.patience
-
-
 def _fit(model: TwoTowerModel, task: RetrievalTask, opt: torch.optim.Optimizer, inputs: torch.Tensor,
          targets: torch.Tensor, cfg: TwoTowerTrainConfig, gen: torch.Generator,
          validate: Callable[[TwoTowerModel], float] | None) -> None:
-    best, best_state, start = -np.inf, None, time.monotonic()
-    stop = _Stopper(cfg.patience, cfg.smooth)
+    best, best_state, bad, start = -np.inf, None, 0, time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(inputs), generator=gen)
@@ -169,8 +144,11 @@ def _fit(model: TwoTowerModel, task: RetrievalTask, opt: torch.optim.Optimizer, 
         score = validate(model)
         log.info("two-tower epoch %d loss %.4f valid %.4f", epoch, float(loss.detach()), score)
         if score > best:
-            best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
-        if stop.flat(score) or over:
+            best, bad = score, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if bad >= cfg.patience or over:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
