@@ -48,6 +48,8 @@ end
 return {hist, out}
 """
 ITEM_FIELDS = ("categories", "attributes", "created_at", "active")
+_BULK: dict[str, bytes] = {}  # member -> its RESP bulk string (pack_members)
+_MAX_BULK = 1 << 18
 
 
 class Rows(Protocol):
@@ -61,6 +63,24 @@ class Rows(Protocol):
 
 def pack(*args: Any) -> bytes:
     return hiredis.pack_command(args)  # type: ignore[arg-type]
+
+
+def _bulk(member: str) -> bytes:
+    raw = member.encode()
+    out = b"$%d\r\n%s\r\n" % (len(raw), raw)
+    if len(_BULK) >= _MAX_BULK:
+        _BULK.clear()
+    _BULK[member] = out
+    return out
+
+
+def pack_members(command: str, key: str, members: Sequence[str]) -> bytes:
+    """``pack(command, key, *members)``, the members' RESP bulk strings memoised: a request packs the
+    same candidate ids for each popularity epoch, and requests share most of them."""
+    bulks = list(map(_BULK.get, members))
+    if None in bulks:  # (bytes == None is False: no Python call per member)
+        bulks = [b or _bulk(m) for b, m in zip(bulks, members, strict=True)]
+    return b"*%d\r\n%s%s%s" % (len(members) + 2, _bulk(command), _bulk(key), b"".join(bulks))  # type: ignore[arg-type]
 
 
 def user_commands(keys: Keys, user_id: str, covisit_k: int) -> bytes:

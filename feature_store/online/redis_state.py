@@ -152,9 +152,9 @@ class RedisOnlineState:
         seg = self.segment_key(segment)
         stale = self._stale_counts(seg, [*item_ids, *also_counts])
         count_parts = _by_slice(stale)
-        packed = b"".join(pipelined.pack("ZMSCORE", self.keys.popularity(POP, e, "all", part), *ids)
+        packed = b"".join(pipelined.pack_members("ZMSCORE", self.keys.popularity(POP, e, "all", part), ids)
                           for e in epochs for part, ids in parts.items())
-        packed += b"".join(pipelined.pack("HMGET", self.keys.bandit(seg, part), *_count_fields(ids))
+        packed += b"".join(pipelined.pack_members("HMGET", self.keys.bandit(seg, part), _count_fields(ids))
                            for part, ids in count_parts.items())
         if rows is not None:
             packed += rows.packed(names.ITEM_KEY, item_ids)
@@ -201,7 +201,7 @@ class RedisOnlineState:
             where = dict(zip(flat, range(len(flat)), strict=True))
             take = np.fromiter(map(where.__getitem__, item_ids), np.int64, len(item_ids))
         for e in epochs:
-            values = [v for _ in parts for v in next(res)]
+            values = list(itertools.chain.from_iterable(itertools.islice(res, len(parts))))
             if len(values) != len(flat):
                 raise ValueError(f"ZMSCORE answered {len(values)} scores for {len(flat)} items")
             scores = np.array([0.0 if v is None else float(v) for v in values], np.float64)
@@ -374,11 +374,13 @@ class RedisOnlineState:
 
     def _posterior_arrays(self, seg: str, item_ids: Sequence[str]) -> tuple[F32, F32]:
         cache = self._counts.setdefault(seg, {})
-        counts = [cache[i][1:] for i in item_ids]
+        # (time, impressions, clicks) rows -> their counts: one C-level lookup per item (float64 rows
+        # cast to float32 round as the floats themselves would)
+        rows = np.array(list(map(cache.__getitem__, item_ids)), np.float64).reshape(-1, 3)
         if len(cache) > self._cache_size:
             cache.clear()
         b = self.settings.bandit
-        return views.posterior_arrays(counts, b.prior_alpha, b.prior_beta)
+        return views.posterior_arrays(rows[:, 1:], b.prior_alpha, b.prior_beta)
 
 
 def _by_slice(item_ids: Sequence[str]) -> dict[int, list[str]]:

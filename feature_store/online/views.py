@@ -114,7 +114,7 @@ def item_info(item_id: str, categories: str | None, attributes: str | None, crea
                     json.loads(attributes) if attributes else {}, vec)
 
 
-def posterior_arrays(counts: Sequence[tuple[float, float]], prior_alpha: float,
+def posterior_arrays(counts: Sequence[tuple[float, float]] | npt.NDArray[np.float64], prior_alpha: float,
                      prior_beta: float) -> tuple[F32, F32]:
     """Beta(prior + clicks, prior + impressions - clicks) from (impressions, clicks) per item."""
     c = np.array(counts, np.float32).reshape(-1, 2)
