@@ -140,7 +140,8 @@ def _tt_scores(user_vector: F32 | None, index: VectorIndex | None, item_ids: Seq
 
 
 def _unit(x: F32) -> F32:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    # (float32 rows divide into float32 already: no second copy of the [n, dim] block)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32, copy=False)
 
 
 def _content_sim(inputs: FeatureInputs, item_ids: Sequence[str], infos: Sequence[ItemInfo],

@@ -141,7 +141,8 @@ def _contenders(rel: F32, vectors: F32, alive: npt.NDArray[np.intp], steps: int,
     """Alive items (ascending) that can win one of the first ``steps`` MMR steps."""
     r = rel[alive].astype(np.float64)
     kth = float(np.partition(r, len(r) - steps)[len(r) - steps])  # the steps-th largest relevance
-    s_max = float(np.einsum("ij,ij->i", vectors[alive], vectors[alive]).max())  # max |v|^2 >= any v.w
+    rows = vectors if len(alive) == len(vectors) else vectors[alive]  # (alive is ascending: all = every row)
+    s_max = float(np.einsum("ij,ij->i", rows, rows).max())  # max |v|^2 >= any v.w
     bound = lam * kth - (1.0 - lam) * max(s_max, 0.0) - 1e-4  # margin: float32 gains
     return alive[lam * r >= bound]
 

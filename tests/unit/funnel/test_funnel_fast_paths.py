@@ -195,3 +195,26 @@ def test_traced_user_tower_equals_the_eager_model_bit_for_bit(n_layers: int):
         want = serving.user_vectors([list(reversed(known))])[0]
         assert got is not None and np.array_equal(got, want)
         assert query.user_vector({"recent_items": recent}) is got  # cached
+
+
+def test_memoised_member_packing_equals_hiredis_packing():
+    from feature_store.online import pipelined
+
+    ids = ["i1", "i22", "é-ü", "i1", "", "x" * 300]
+    for members in (ids, ids[::-1], [], ids[:1]):
+        for _ in range(2):  # a cold memo, then a warm one
+            got = pipelined.pack_members("ZMSCORE", "{3}:pop:all", members)
+            assert got == pipelined.pack("ZMSCORE", "{3}:pop:all", *members)
+
+
+def test_posterior_rows_by_lookup_match_the_tuple_list():
+    from feature_store.online import views
+
+    rng = np.random.default_rng(5)
+    rows = {f"i{j}": (1.0, float(rng.integers(0, 10**6)) + float(rng.random()), float(rng.integers(0, 500)))
+            for j in range(300)}
+    ids = [f"i{int(j)}" for j in rng.integers(0, 300, 500)]
+    slow = views.posterior_arrays([rows[i][1:] for i in ids], 1.0, 3.0)
+    table = np.array(list(map(rows.__getitem__, ids)), np.float64).reshape(-1, 3)
+    fast = views.posterior_arrays(table[:, 1:], 1.0, 3.0)
+    assert all(np.array_equal(a, b) for a, b in zip(slow, fast, strict=True))
