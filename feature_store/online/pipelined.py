@@ -66,11 +66,14 @@ def pack(*args: Any) -> bytes:
 
 
 def _bulk(member: str) -> bytes:
-    raw = member.encode()
-    out = b"$%d\r\n%s\r\n" % (len(raw), raw)
-    if len(_BULK) >= _MAX_BULK:
-        _BULK.clear()
-    _BULK[member] = out
+    """``member``'s RESP bulk string, from the memo or built into it."""
+    out = _BULK.get(member)
+    if out is None:
+        raw = member.encode()
+        out = b"$%d\r\n%s\r\n" % (len(raw), raw)
+        if len(_BULK) >= _MAX_BULK:
+            _BULK.clear()
+        _BULK[member] = out
     return out
 
 
