@@ -32,7 +32,7 @@ from core.protocols import FeatureReader
 from core.settings import Settings
 from funnel import features as feats
 from funnel import reads, vectors
-from funnel.explore import explore_slots, slot_positions
+from funnel.explore import explore_slots, personal_prior, slot_positions
 from funnel.fallback import FeedCache, PopularitySnapshot, degraded_feed
 from funnel.modelset import ModelSet, ModelSlot
 from funnel.retrieval import SOURCES, CandidateSet, Request, describe, gather
@@ -233,7 +233,7 @@ class Pipeline:
         size = max(req.n, feed_size)  # re-rank and explore a whole feed, then cut: the head is n-independent
         positions = slot_positions(size, slots, feed_size)
         chosen, rules = self._rerank(cands, total, size, req.now)
-        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions))
+        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions), total)
         picked = {iid for iid, _ in explore}
         exploit = [i for i in chosen if i not in picked][: size - len(explore)]
         items = self._items(cands, heads, total, exploit, rules, explore, positions, size)[: req.n]
@@ -258,14 +258,19 @@ class Pipeline:
         out = rerank(c, k, self.settings.rerank, now=now)
         return [cands.item_ids[i] for i in out.order], {cands.item_ids[i]: r for i, r in out.rules.items()}
 
-    def _explore(self, req: _Request, cands: CandidateSet, taken: set[str],
-                 slots: int) -> tuple[list[tuple[str, float]], list[dict[str, float]]]:
+    def _explore(self, req: _Request, cands: CandidateSet, taken: set[str], slots: int,
+                 total: F32) -> tuple[list[tuple[str, float]], list[dict[str, float]]]:
         if slots <= 0:
             return [], []
         pool = _explore_pool(cands, taken, max(self.settings.retrieval.explore, slots))
         if not pool:
             return [], []
         alpha, beta = self.state.posteriors(req.segment, pool)
+        b = self.settings.bandit
+        if b.score_prior > 0 and self.settings.rerank.explore_policy == "thompson":
+            pos_of = {iid: j for j, iid in enumerate(cands.item_ids)}
+            scores = np.array([total[pos_of[i]] if i in pos_of else np.nan for i in pool], np.float64)
+            alpha, beta = personal_prior(alpha, beta, scores, b.prior_alpha, b.prior_beta, b.score_prior)
         picks, probs = explore_slots(self.settings.rerank.explore_policy, pool, alpha, beta, slots, req.rng)
         return picks, [dict(zip(pool, row.tolist(), strict=True)) for row in probs[: len(picks)]]
 

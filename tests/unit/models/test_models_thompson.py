@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import betainc
 
-from funnel.explore import slot_distribution, thompson_slots, uniform_slots
+from funnel.explore import personal_prior, slot_distribution, thompson_slots, uniform_slots
 from models.thompson import rank_probabilities
 
 
@@ -89,3 +89,44 @@ def test_uniform_exploration_has_flat_propensities():
     picks = uniform_slots(ids, 3, np.random.default_rng(3))
     assert len({i for i, _ in picks}) == 3 and all(p == pytest.approx(1 / 7) for _, p in picks)
     assert np.allclose(slot_distribution("uniform", np.ones(7), np.ones(7), 3), 1 / 7)
+
+
+def test_personal_prior_tilts_the_prior_mean_by_score_and_keeps_the_counts():
+    """Mean 1/21 times exp(z), strength n0 = 21 where that keeps alpha >= 1 (else alpha 1 and a
+    larger beta); the counts (alpha - 1 clicks, beta - 20 non-clicks) stay; strength 0 or scores
+    without spread give the flat prior back."""
+    alpha, beta = np.array([1.0, 1.0, 1.0, 31.0]), np.array([20.0, 20.0, 20.0, 990.0])
+    scores = np.array([-1.0, 0.0, 1.0, 0.0])
+    a, b = personal_prior(alpha, beta, scores, 1.0, 20.0, 1.0)
+    z = (scores - scores.mean()) / scores.std()
+    mean = np.exp(z) / 21.0
+    assert np.allclose(a[:3] / (a[:3] + b[:3]), mean[:3])
+    assert a[0] == pytest.approx(1.0) and a[0] + b[0] > 21.0  # below the flat mean: alpha stays 1
+    assert a[2] + b[2] == pytest.approx(21.0) and a[2] == pytest.approx(21.0 * mean[2])
+    assert a[3] == pytest.approx(30.0 + 21.0 * mean[3])  # the counts are kept
+    assert a[3] + b[3] == pytest.approx(1021.0)
+    assert np.all(a >= 1.0)
+    for flat in (personal_prior(alpha, beta, scores, 1.0, 20.0, 0.0),
+                 personal_prior(alpha, beta, np.full(4, 0.3), 1.0, 20.0, 1.0),
+                 personal_prior(alpha, beta, np.full(4, np.nan), 1.0, 20.0, 1.0)):
+        assert np.allclose(flat[0], alpha) and np.allclose(flat[1], beta)
+    a, _ = personal_prior(alpha, beta, np.array([np.nan, -1.0, 1.0, 0.0]), 1.0, 20.0, 1.0)
+    assert a[0] == pytest.approx(1.0)  # an unscored item keeps the flat prior's mean (z = 0)
+
+
+def test_personal_prior_explores_new_items_the_user_is_likely_to_click():
+    """Ten new items (no counts) whose true click probabilities follow the ranker's scores: Thompson
+    over the personalised prior picks items with about twice the click probability a flat prior (or
+    uniform) does, and its propensities are still the exact slot distribution of its posteriors."""
+    true_p = np.geomspace(0.01, 0.2, 10)
+    scores = np.log(true_p) + np.random.default_rng(0).normal(0, 0.3, 10)  # a noisy ranker
+    alpha, beta = np.ones(10), np.full(10, 20.0)
+    a, b = personal_prior(alpha, beta, scores, 1.0, 20.0, 1.0)
+    personal = slot_distribution("thompson", a, b, 2)
+    flat = slot_distribution("thompson", alpha, beta, 2)
+    assert float(personal[0] @ true_p) > 1.8 * float(flat[0] @ true_p)
+    ids = [f"i{j}" for j in range(10)]
+    rng = np.random.default_rng(4)
+    picks = [thompson_slots(ids, a, b, 2, rng) for _ in range(3000)]
+    freq = np.bincount([ids.index(p[0][0]) for p in picks], minlength=10) / len(picks)
+    assert np.all(np.abs(freq - personal[0]) < 4.5 * np.sqrt(personal[0] * (1 - personal[0]) / 3000) + 1e-3)
