@@ -10,7 +10,9 @@ expected CTR on the logged contexts: at each logged feed's moment the replay run
 its feed (its exploration distribution included) is scored by the simulator's hidden click model and
 examination curve; no sampling. Reported per candidate: the truth, the DR estimate and its 95%
 interval per seed, how many seeds the interval covers, how many estimates fall within 10% of the
-truth, and IPS / SNIPS / per-slot DR / the reward model alone beside them.
+truth, and IPS / SNIPS / uncapped DR / per-slot DR / the reward model alone beside them. ``dr`` is
+the SWITCH DR of ``services.experiments.ope`` (logged slots weighted above 20 left to the reward
+model; ``capped_share`` says how many).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def run_seed(seed: int, feeds: int, users: int, items: int) -> dict[str, Any]:
 
 
 ESTIMATORS = {"ips": ("position_based", "ips"), "snips": ("position_based", "snips"),
-              "dr": ("position_based", "dr"), "per_slot_dr": ("per_slot", "dr")}
+              "dr": ("position_based", "dr"), "dr_uncapped": ("position_based", "dr_uncapped"),
+              "per_slot_dr": ("per_slot", "dr")}
 
 
 def _mean_rel(rows: list[dict[str, Any]], family: str, name: str) -> float:
@@ -88,7 +91,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_rel_error": {k: _mean_rel(rows, *fam) for k, fam in ESTIMATORS.items()},
             "direct_method_mean_rel_error": float(np.mean([r["estimates"]["direct_method"] / r["truth"] - 1
                                                            for r in rows])),
-            "support_mean": float(np.mean([r["estimates"]["support"] for r in rows]))}
+            "support_mean": float(np.mean([r["estimates"]["support"] for r in rows])),
+            "capped_share_mean": float(np.mean([r["estimates"]["capped_share"] for r in rows]))}
     return out
 
 
@@ -99,7 +103,9 @@ def _accuracy(run: dict[str, Any]) -> dict[str, Any]:
         truth_, rel = float(v["truth"]), float(dr["value"] / v["truth"] - 1.0)
         out[name] = {"truth": truth_, "dr": dr["value"], "dr_ci": dr["ci"], "dr_se": dr["se"],
                      "rel_error": rel, "within_10pct": bool(abs(rel) <= 0.1),  # numpy bools are not JSON
-                     "ci_covers": bool(dr["ci"][0] <= truth_ <= dr["ci"][1])}
+                     "ci_covers": bool(dr["ci"][0] <= truth_ <= dr["ci"][1]),
+                     "dr_uncapped": v["estimates"]["position_based"]["dr_uncapped"]["value"],
+                     "capped_share": v["estimates"]["capped_share"]}
     return out
 
 

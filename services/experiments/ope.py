@@ -40,7 +40,7 @@ from funnel.pipeline import Pipeline
 from funnel.replay import Replay
 from models.click_model import PositionBasedModel
 from models.content import ContentConfig, ContentEncoder, item_text
-from models.ope import estimate_all, per_slot_terms, position_based_terms
+from models.ope import clipped_share, estimate_all, per_slot_terms, position_based_terms
 from services.experiments.analysis import finite
 from services.experiments.source import LogRecords
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 FOLDS = 2
 FIDELITY_EVERY = 20  # every 20th logged feed is re-served by the replay and compared
+MAX_WEIGHT = 20.0  # SWITCH DR: a logged slot weighted above this is left to the reward model
 
 
 @dataclass
@@ -226,17 +227,20 @@ def build_terms(g: Gathered, name: str, full: PositionBasedModel,
                  a["same"], a["q"], dm, slots)
 
 
-def estimates(t: Terms) -> dict[str, Any]:
-    """IPS, SNIPS and DR with both weightings, the reward model alone (direct method), and the
-    support: the share of the candidate's examination mass the log can see, estimated by the
-    position-based control variate (its expectation is 1 under full support)."""
+def estimates(t: Terms, max_weight: float = MAX_WEIGHT) -> dict[str, Any]:
+    """IPS, SNIPS and DR with both weightings (``dr``: SWITCH DR, slots weighted above ``max_weight``
+    left to the reward model; ``dr_uncapped`` beside it), the reward model alone (direct method), the
+    share of logged slots the cap left out, and the support: the share of the candidate's
+    examination mass the log can see, estimated by the position-based control variate (its
+    expectation is 1 under full support)."""
     pbm = position_based_terms(t.reward, t.theta_logged, t.in_feed, t.target_exam, t.target_theta, t.q,
                                t.dm, t.mask, t.slots)
     slot = per_slot_terms(t.reward, t.logging, t.target_same, t.q, t.dm, t.mask, t.slots)
     total = float(t.slots.sum())
-    return {"position_based": {k: v.as_dict() for k, v in estimate_all(pbm).items()},
-            "per_slot": {k: v.as_dict() for k, v in estimate_all(slot).items()},
+    return {"position_based": {k: v.as_dict() for k, v in estimate_all(pbm, max_weight).items()},
+            "per_slot": {k: v.as_dict() for k, v in estimate_all(slot, max_weight).items()},
             "direct_method": float(t.dm.sum() / total) if total else float("nan"),
+            "max_weight": max_weight, "capped_share": clipped_share(pbm, max_weight),
             "support": float(pbm.cv.sum() / max(float(t.target_theta.sum()), 1e-12))}
 
 

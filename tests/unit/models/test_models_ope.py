@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from models.click_model import PositionBasedModel
-from models.ope import dr, ips, per_slot_terms, position_based_terms, snips
+from models.ope import clipped_share, dr, ips, per_slot_terms, position_based_terms, snips, switch_dr
 
 K, N_ITEMS = 5, 8
 THETA = 1.0 / np.log2(np.arange(K) + 2.0)
@@ -127,3 +129,20 @@ def test_position_based_click_model_recovers_examination_and_relevance():
     assert np.allclose(model.theta_, theta, atol=0.06), model.theta_
     assert np.corrcoef(model.relevance(x), true_rel)[0, 1] > 0.98
     assert abs(model.predict(x, pos).mean() - clicks.mean()) < 0.01
+
+
+def test_switch_dr_leaves_a_tiny_logging_probability_to_the_reward_model():
+    """One logged slot the logging policy showed with probability 1e-3 and the target shows for sure
+    (weight 1,000), not clicked, reward model 0.2: plain DR lands far below the truth (by 200 clicks
+    over the slots), SWITCH DR near it; a cap above every weight gives plain DR; the share is reported."""
+    t, truth = _terms(np.random.default_rng(5), 2000, 0.3)
+    assert abs(switch_dr(t, 20.0).value - truth) < 3 * switch_dr(t, 20.0).se  # no rare slot: both fine
+    w, r, q = t.w.copy(), t.r.copy(), t.q.copy()
+    w[0, 0], r[0, 0], q[0, 0] = 1000.0, 0.0, 0.2
+    rigged = replace(t, w=w, r=r, q=q)
+    plain, capped = dr(rigged), switch_dr(rigged, 20.0)
+    assert plain.value < truth - 150.0 / t.slots.sum()
+    assert abs(capped.value - truth) < 3 * capped.se, (capped.value, truth)
+    assert switch_dr(rigged, 1e9).value == plain.value
+    share = clipped_share(rigged, 20.0)
+    assert share == float(np.mean(rigged.w[rigged.mask] > 20.0)) and share >= 1.0 / rigged.mask.sum()
