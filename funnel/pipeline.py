@@ -265,8 +265,9 @@ class Pipeline:
         pool = _explore_pool(cands, taken, max(self.settings.retrieval.explore, slots))
         if not pool:
             return [], []
-        alpha, beta = self.state.posteriors(req.segment, pool)
+        counts = self.state.posteriors(req.segment, pool)
         b = self.settings.bandit
+        alpha, beta = np.asarray(counts[0], np.float64), np.asarray(counts[1], np.float64)
         if b.score_prior > 0 and self.settings.rerank.explore_policy == "thompson":
             pos_of = {iid: j for j, iid in enumerate(cands.item_ids)}
             scores = np.array([total[pos_of[i]] if i in pos_of else np.nan for i in pool], np.float64)
