@@ -9,9 +9,11 @@ bootstrap over users. Each treatment arm is compared with the control (the first
 at ``looks`` points in time (the running minimum p-value and the intersected confidence sequence, so
 reading the report every hour does not inflate false alarms), and the users per arm are checked
 against the configured shares (sample-ratio mismatch). Interleave experiments report the per-user
-preference between the two arms instead. A report declares at ``alpha`` family-wise: each of its
-metric comparisons is tested at ``alpha`` / (metrics x treatment arms) (Bonferroni), and the
-confidence sequences it shows are at that level too; the p-values are the raw always-valid ones.
+preference between the two arms instead. A report declares at ``alpha`` family-wise (Bonferroni with
+a primary metric): CTR, the metric an experiment is run for, is tested at ``alpha`` / 2 per treatment
+arm, and the other metrics (guardrails: deep-engagement rate, diversity, latency, coverage) share
+the other half, ``alpha`` / (2 x 4 x treatment arms) each; the confidence sequences it shows are at
+each metric's level; the p-values are the raw always-valid ones.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ DEEP = frozenset(str(t) for t in DEEP_TYPES)
 RATIOS = {"ctr": ("clicks", "imps", True), "deep_rate": ("deep", "imps", True),
           "diversity": ("ild", "feeds", True), "latency_ms": ("latency", "timed", False)}
 BOOTSTRAP = 200
+PRIMARY = "ctr"  # gets PRIMARY_SHARE of the report's alpha; the other metrics share the rest
+PRIMARY_SHARE = 0.5
 
 
 @dataclass
@@ -178,7 +182,8 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
         alpha: float, tau_rel: float) -> dict[str, Any]:
     names = [a.name for a in exp.arms]
     control, treatments = names[0], names[1:]
-    per_test = alpha / ((len(RATIOS) + 1) * max(len(treatments), 1))  # Bonferroni: the report, not a metric
+    levels = alpha_levels(alpha, len(treatments))
+    per_test = levels["coverage"]
     crossed = feeds.groupby("user_id")["arm"].nunique()
     history: dict[tuple[str, str], list[SequentialTest]] = {}
     timeline, last = [], {}
@@ -186,7 +191,7 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
         f, s = feeds[feeds["ts"] <= t], slots[slots["ts"] <= t]
         users = user_table(f, s)
         stats = {a: arm_stats(users, a) for a in names}
-        last = {a: {m: _compare(stats[control][m], stats[a][m], (m, a), per_test, tau_rel, history)
+        last = {a: {m: _compare(stats[control][m], stats[a][m], (m, a), levels[m], tau_rel, history)
                     for m in RATIOS} for a in treatments}
         timeline.append(_point(t, s, stats, last))
     users = user_table(feeds, slots)
@@ -201,10 +206,20 @@ def _ab(lg: Logged, exp: Experiment, feeds: pd.DataFrame, slots: pd.DataFrame, l
     comparisons = {a: {**{m: c.as_dict() for m, c in last.get(a, {}).items()},
                        "coverage": cover_cmp[a].as_dict()} for a in treatments}
     srm = sample_ratio(counts, {a.name: a.share for a in exp.arms})
-    return {"control": control, "alpha": alpha, "alpha_per_test": per_test, "arms": arms,
+    return {"control": control, "alpha": alpha, "alpha_per_test": per_test, "primary_metric": PRIMARY,
+            "alpha_primary": levels[PRIMARY], "alpha_levels": levels, "arms": arms,
             "comparisons": comparisons, "sample_ratio": srm.as_dict(),
             "users_in_several_arms": int((crossed > 1).sum()), "timeline": timeline,
             "decisions": _decisions(comparisons, srm.mismatch)}
+
+
+def alpha_levels(alpha: float, treatments: int) -> dict[str, float]:
+    """Each metric's test level: the primary metric (CTR) ``PRIMARY_SHARE`` of ``alpha``, the others
+    an equal part of the rest, all divided by the number of treatment arms; they sum to ``alpha``."""
+    others = [m for m in (*RATIOS, "coverage") if m != PRIMARY]
+    arms = max(treatments, 1)
+    return {PRIMARY: alpha * PRIMARY_SHARE / arms,
+            **{m: alpha * (1.0 - PRIMARY_SHARE) / (len(others) * arms) for m in others}}
 
 
 def _compare(c: Stat, t: Stat, key: tuple[str, str], alpha: float, tau_rel: float,

@@ -134,9 +134,11 @@ padding:2px 8px;text-align:left}}table{{border-collapse:collapse;margin:1em 0}}<
 <h1>Experiment {name}</h1>
 <p>{html.escape(str(exp.get('kind', '')))} in layer {html.escape(str(exp.get('layer', '')))};
 {report.get('feeds', 0)} feeds, {report.get('impressions', 0)} impressions. Tests are always valid:
-reading this report at any time does not inflate false alarms (mixture sequential test). A metric is
-declared when its always-valid p is below {report.get('alpha_per_test') or report.get('alpha', 0.05)}
-(the report's 5% shared by its metrics), and the sequences are at that level.</p>
+reading this report at any time does not inflate false alarms (mixture sequential test). The primary
+metric ({report.get('primary_metric', 'ctr')}) is declared when its always-valid p is below
+{report.get('alpha_primary') or report.get('alpha', 0.05)}, every other metric below
+{report.get('alpha_per_test') or report.get('alpha', 0.05)} (the report's
+{report.get('alpha', 0.05)} shared by its metrics), and the sequences are at those levels.</p>
 <h2>Decisions</h2><ul>{decisions}</ul>
 {srm_html}
 {body}

@@ -15,7 +15,7 @@ from core.experiment_config import Experiment
 from funnel.experiments import Experiments, arm_of
 from services.api.app import create_app
 from services.cli.main import app as cli
-from services.experiments.analysis import analyse, logged
+from services.experiments.analysis import alpha_levels, analyse, logged
 from services.experiments.simulation import SimConfig, Simulation, sim_settings
 from services.experiments.source import LogRecords, read_log, write_log
 
@@ -60,6 +60,24 @@ def test_per_arm_metrics_come_from_the_log_and_match_the_assignment(run: tuple[S
     cmp = report["comparisons"]["lean"]
     assert set(cmp) == {"ctr", "deep_rate", "diversity", "latency_ms", "coverage"}
     assert cmp["ctr"]["confidence_sequence"][0] <= cmp["ctr"]["diff"] <= cmp["ctr"]["confidence_sequence"][1]
+
+
+def test_the_report_spends_half_its_alpha_on_ctr_and_shares_the_rest(run: tuple[Simulation, Experiment]):
+    """Family-wise 5%: CTR (the primary metric) at 2.5% per treatment arm, the four other metrics at
+    0.625% each; each comparison is declared exactly when its always-valid p is below its own level."""
+    one, two = alpha_levels(0.05, 1), alpha_levels(0.05, 2)
+    assert one["ctr"] == pytest.approx(0.025) and sum(one.values()) == pytest.approx(0.05)
+    assert set(one) == {"ctr", "deep_rate", "diversity", "latency_ms", "coverage"}
+    assert all(v == pytest.approx(0.00625) for m, v in one.items() if m != "ctr")
+    assert all(two[m] == pytest.approx(one[m] / 2) for m in one)
+    sim, exp = run
+    report = analyse(logged(sim.log), exp, looks=10, alpha=0.5)  # a loose alpha: some metric declares
+    assert report["alpha_primary"] == pytest.approx(0.25)
+    assert report["alpha_per_test"] == pytest.approx(0.0625)
+    cmp = report["comparisons"]["lean"]
+    for metric, c in cmp.items():
+        assert (c["declared"] is not None) == (c["p_always_valid"] < report["alpha_levels"][metric]), metric
+    assert any(c["declared"] for c in cmp.values())
 
 
 def test_a_broken_split_is_flagged_by_the_sample_ratio_check(run: tuple[Simulation, Experiment]):
