@@ -47,7 +47,12 @@ from streams.processor import BatchProcessor
 
 log = logging.getLogger(__name__)
 EXIT_UNAPPLIED = 70
-MAX_IN_FLIGHT = 4  # batches applied whose follow-up is still running
+# Applied batches whose follow-up (archive, Feast rows, triggers) is still running. The follow-ups
+# wait on coalesced writes (the archive's every 0.5 s), so the bound is in records, not batches: a
+# bound of 4 batches held the loop to 4 fetches per archive interval (about one per 100 ms) and
+# left events queued in the fetch buffer for hundreds of ms at any rate.
+MAX_IN_FLIGHT_RECORDS = 4  # times worker.batch_size
+MAX_IN_FLIGHT_BATCHES = 64
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Work:
 
     offsets: dict[TopicPartition, int]
     task: asyncio.Future[Any] | None = None
+    records: int = 0
 
 
 @dataclass
@@ -157,10 +163,10 @@ class ConsumerLoop:
             applied = asyncio.get_running_loop().create_future()
             parts.append(self._part(self._applied.get(base), applied, base, records))
             self._applied[base] = applied
-        work = Work(offsets, asyncio.ensure_future(asyncio.gather(*parts)))
+        work = Work(offsets, asyncio.ensure_future(asyncio.gather(*parts)), sum(map(len, batch.values())))
         self.state.in_flight.append(work)
         self._update_lag(offsets)
-        while len(self.state.in_flight) > MAX_IN_FLIGHT:
+        while self._over_bound():
             head = self.state.in_flight[0].task
             assert head is not None
             await asyncio.wait([head])
@@ -182,6 +188,11 @@ class ConsumerLoop:
     def _processor(self) -> BatchProcessor:
         assert self.state.processor is not None
         return self.state.processor
+
+    def _over_bound(self) -> bool:
+        q = self.state.in_flight
+        limit = MAX_IN_FLIGHT_RECORDS * self.settings.worker.batch_size
+        return len(q) > 1 and (len(q) > MAX_IN_FLIGHT_BATCHES or sum(w.records for w in q) > limit)
 
     def _collect(self) -> None:
         """Move finished batches (in order) to the offsets to commit; exit if one failed for good."""
