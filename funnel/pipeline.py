@@ -19,12 +19,14 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
+from core.deletions import pseudonym
 from core.errors import StoreUnavailable
 from core.events import Feed, FeedItem
 from core.online import F32, Clock, OnlineState, UserState
@@ -33,7 +35,7 @@ from core.settings import Settings
 from funnel import features as feats
 from funnel import reads, vectors
 from funnel.explore import explore_slots, personal_prior, slot_positions
-from funnel.fallback import FeedCache, PopularitySnapshot, degraded_feed
+from funnel.fallback import FeedCache, Forgotten, PopularitySnapshot, degraded_feed
 from funnel.modelset import ModelSet, ModelSlot
 from funnel.retrieval import SOURCES, CandidateSet, Request, describe, gather
 from funnel.scoring import HEURISTIC, combine, model_heads
@@ -127,8 +129,9 @@ class Pipeline:
                  reader: FeatureReader | None = None, clock: Clock = time.time) -> None:
         self.settings, self.state, self.reader, self.clock = settings, state, reader, clock
         self.models = models or ModelSlot()
-        self.cache = FeedCache()
-        self.snapshot = PopularitySnapshot()
+        self.forgotten = Forgotten(partial(pseudonym, settings.tenancy.tenant, "user"))
+        self.cache = FeedCache(forgotten=self.forgotten)
+        self.snapshot = PopularitySnapshot(self.forgotten)
         self.sources: Sequence[str] = SOURCES
         self.experiments: Router | None = None
 
@@ -137,7 +140,7 @@ class Pipeline:
         """A sibling with other settings, models or candidate sources (an experiment arm) over the
         same state, feature reader, clock and fallback caches."""
         other = Pipeline(settings, self.state, models or self.models, self.reader, self.clock)
-        other.cache, other.snapshot = self.cache, self.snapshot
+        other.cache, other.snapshot, other.forgotten = self.cache, self.snapshot, self.forgotten
         other.sources = tuple(sources) if sources else self.sources
         return other
 
@@ -156,7 +159,7 @@ class Pipeline:
         if self.experiments is not None:
             routed = self.experiments.feed(self, user_id, n, context, trigger, trigger_event_ts, salt, now)
             if routed is not None:
-                return routed
+                return self._cleaned(routed)
         segment = (context or {}).get(self.settings.bandit.segment_key)
         try:
             result = self._compute(user_id, n, segment, salt, now)
@@ -169,7 +172,26 @@ class Pipeline:
         feed = result.feed.model_copy(update={"trigger": trigger, "trigger_event_ts": trigger_event_ts})
         if not feed.degraded:
             self.cache.put(feed)
-        return FeedResult(feed, result.stages_ms, result.candidates, result.explore, result.feature_rows)
+        return self._cleaned(FeedResult(feed, result.stages_ms, result.candidates, result.explore,
+                                        result.feature_rows))
+
+    def _cleaned(self, result: FeedResult) -> FeedResult:
+        """The result without items deleted while it was computed (from caches filled before the
+        deletion was heard of); its exploration record no longer matches the positions then."""
+        feed = self.forgotten.clean(result.feed)
+        return result if feed is result.feed else replace(result, feed=feed, explore={})
+
+    def forget(self, items: Collection[str], users: Collection[str] = ()) -> None:
+        """The eraser deleted ``items`` and ``users`` (by pseudonym, ``core.deletions.pseudonym``):
+        from now on no answer of this process holds them. The state's caches read the items again (the
+        eraser's inactive stubs), the last-feed cache and popularity snapshot drop them, and every feed
+        is cleaned against them for ``Forgotten.keep_s``."""
+        self.forgotten.add(items, users)
+        evict = getattr(self.state, "forget_items", None)
+        if items and callable(evict):
+            evict(items)
+        self.cache.purge(users)
+        self.snapshot.purge()
 
     def rank_inputs(self, user_id: str, now: float, item_ids: Sequence[str] | None = None,
                     segment: str | None = None) -> RankInputs:

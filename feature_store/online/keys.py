@@ -87,6 +87,12 @@ class Keys:
     def stats(self) -> str:
         return f"{self.prefix}{CONTROL_TAG}:stats"
 
+    @property
+    def forgotten(self) -> str:
+        """Stream of the eraser's deletions (``kind`` item|user, ``id``: an item id, or a user's
+        pseudonym, never a user id): every serving process reads it and drops them from its caches."""
+        return f"{self.prefix}{CONTROL_TAG}:forgotten"
+
     def applied(self, group: str) -> str:
         """Hash of one shard (``group`` = its tag): ``<stage>:<topic@id>:<partition>`` -> the highest
         offset whose writes to this shard are applied (Redis Cluster only; see ``writer``)."""

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,12 +40,13 @@ BREAKER_S = 1.0
 BREAKER_TIMEOUTS = 3  # consecutive missed deadlines of serving reads that open the breaker
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """Sync client with bounded timeouts: a dead Redis costs at most ``socket_timeout_s`` per call.
-    A ``redis+cluster://`` URL gives a ``RedisCluster`` (same commands; pipelines span nodes)."""
+def redis_client(settings: Settings, socket_timeout_s: float | None = None) -> redis.Redis:
+    """Sync client with bounded timeouts: a dead Redis costs at most ``socket_timeout_s`` per call
+    (``redis.socket_timeout_s`` unless given: a blocking read needs longer). A ``redis+cluster://``
+    URL gives a ``RedisCluster`` (same commands; pipelines span nodes)."""
     r = settings.redis
     ep = parse(r.url or "redis://127.0.0.1:6379/0")
-    opts: dict[str, Any] = {"socket_timeout": r.socket_timeout_s,
+    opts: dict[str, Any] = {"socket_timeout": socket_timeout_s or r.socket_timeout_s,
                             "socket_connect_timeout": r.connect_timeout_s, "decode_responses": False}
     if ep.cluster:
         nodes = [ClusterNode(host, port) for host, port in ep.nodes]
@@ -89,6 +90,7 @@ class RedisOnlineState:
         self._timeouts = 0
         self._cache: OrderedDict[str, tuple[float, ItemInfo | None]] = OrderedDict()
         self._cache_size = cache_size
+        self._forgets = 0  # deletions heard (forget_items): a read begun before one is not cached
         self._lock = threading.Lock()
         self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
         self._reloading: set[tuple[Any, ...]] = set()
@@ -303,16 +305,28 @@ class RedisOnlineState:
         with self._lock:
             cached = dict(zip(item_ids, map(self._cache.get, item_ids), strict=True))
         missing = [i for i, c in cached.items() if c is None or now - c[0] > ttl]
+        forgets = self._forgets
         fetched = self._fetch_items(missing) if missing else {}
         if not fetched:
             return [c[1] for c in map(cached.__getitem__, item_ids)]  # type: ignore[index]
         with self._lock:
-            for iid, info in fetched.items():
+            # an item deleted meanwhile: this read may predate its stub; used once, never cached
+            keep = fetched if forgets == self._forgets else {}
+            for iid, info in keep.items():
                 self._cache[iid] = (now, info)
                 self._cache.move_to_end(iid)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return [fetched[i] if i in fetched else cached[i][1] for i in item_ids]  # type: ignore[index]
+
+    def forget_items(self, item_ids: Collection[str]) -> None:
+        """The eraser deleted these items: their catalogue rows are read again (its inactive stubs,
+        which retrieval drops), and so are the shared lists (it removed the items from them)."""
+        with self._lock:
+            self._forgets += 1
+            for iid in item_ids:
+                self._cache.pop(iid, None)
+        self._lists.clear()
 
     def _fetch_items(self, ids: list[str]) -> dict[str, ItemInfo | None]:
         if self.pipe is not None:  # pre-packed, parsed by hiredis: a cache miss costs no redis-py work

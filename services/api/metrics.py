@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.artifacts.loader import register_loader_metrics
+from services.pipeline.forgotten import register_forget_metrics
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -31,3 +32,4 @@ class ApiMetrics:
                                          "Requests answered degraded because a store was unreachable",
                                          ["endpoint"], registry=self.registry)
         register_loader_metrics(self.registry)
+        register_forget_metrics(self.registry)

@@ -17,6 +17,7 @@ from feature_store.online.redis_state import RedisOnlineState, redis_client
 from funnel.modelset import ModelSlot
 from funnel.pipeline import Pipeline
 from services.pipeline.experiments import attach_experiments
+from services.pipeline.forgotten import ForgetWatcher
 from services.pipeline.hotswap import HotSwapper
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,10 @@ def build_pipeline(settings: Settings, on_swap: Callable[[], None] | None = None
         swapper.start(settings.artifacts.poll_interval_s)
     pipeline = Pipeline(settings, state, slot, LazyReader(settings).start())
     stop_experiments = attach_experiments(pipeline, settings, pinned=hot_swap)
+    watcher = ForgetWatcher(settings, pipeline).start()  # the eraser's deletions leave every cache
 
     def close() -> None:
+        watcher.close()
         stop_experiments()
         swapper.stop()
         client.close()

@@ -9,14 +9,22 @@ A **user** is removed from:
 * the parquet archive: every partition file holding a record naming the user is rewritten without it
   (every topic: interactions, users, impressions);
 * the ``feeds`` topic: a tombstone (null value) on the user's key, which compaction then applies;
-* the SQL stores: nothing of the user is kept there (the control database keeps the request with the
-  subject's SHA-256 only, ``services.metadata.access``).
+* the SQL stores: no table has a user column (the control database keeps the request with the
+  subject's SHA-256 only, ``services.metadata.access``); the user's id is replaced wherever free text
+  named it (a job's error or details, a reason: ``services.privacy.sql``);
+* every serving process's caches: the eraser announces the deletion (the user's pseudonym) on the
+  tenant's ``Keys.forgotten`` stream, and each API and publisher process drops the user's last feed
+  (``services.pipeline.forgotten``).
 
 An **item** becomes an inactive stub (id only, ``active = false``: retrieval drops it from every
 candidate pool and index answer, so it is never served again), its own keys (co-visitation list,
 linear model, vector, feature state) and Feast row are deleted, it is removed from every sorted set
 and set of the tenant (popularity, trending, co-visitation lists of other items, fresh, active), and
-its catalogue records are removed from the archive. Interactions with the item stay in the users'
+its catalogue records are removed from the archive. It then leaves every cached feed: the deletion is
+announced on ``Keys.forgotten`` (each API and publisher process evicts it from its item cache, its
+last-feed cache and popularity snapshot, and cleans every later feed of it), and after
+``FEEDS_GRACE_S`` every user's last feed on the compacted ``feeds`` topic that holds it gets a new
+version without it (``services.privacy.feeds``). Interactions with the item stay in the users'
 histories (they are the users' data), as do aggregates no person can be identified from.
 """
 
@@ -34,10 +42,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
-from core.deletions import Deletion
+from core.deletions import Deletion, pseudonym
 from core.events import ItemUpsert
 from core.features import ITEM_REALTIME, USER_REALTIME
 from core.settings import Settings
+from core.tenancy import control_url
 from core.topics import INTERACTIONS, ITEMS, Topics
 from feature_store import transforms as tf
 from feature_store.archive import ParquetArchive
@@ -46,10 +55,14 @@ from feature_store.online import resp
 from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
+from services.privacy.feeds import rewrite_feeds
+from services.privacy.sql import scrub_user
 
 log = logging.getLogger(__name__)
 USER_STORES = ("redis", "feast", "offline", "archive", "feeds", "sql")
-ITEM_STORES = ("redis", "feast", "offline", "archive", "sql")
+ITEM_STORES = ("redis", "feast", "offline", "archive", "sql", "feeds")
+FEEDS_GRACE_S = 1.0  # announced -> feeds topic rewritten: every publisher has heard by then
+ANNOUNCED = 10_000  # entries kept on the Keys.forgotten stream (readers need only the latest)
 
 
 def stores(kind: str) -> tuple[str, ...]:
@@ -72,10 +85,10 @@ class Eraser:
         ``on_done(store)`` after each store finished."""
         steps: dict[str, Callable[[str], int]] = (
             {"redis": self._user_online, "feast": self._user_feast, "offline": self._offline("user_id"),
-             "archive": self._user_archive, "feeds": self._tombstone, "sql": lambda _: 0}
+             "archive": self._user_archive, "feeds": self._tombstone, "sql": self._user_sql}
             if d.kind == "user" else
             {"redis": self._item_online, "feast": self._item_feast, "offline": self._offline("item_id"),
-             "archive": self._item_archive, "sql": lambda _: 0})
+             "archive": self._item_archive, "sql": lambda _: 0, "feeds": self._item_feeds})
         done: dict[str, int] = {}
         for store, step in steps.items():
             done[store] = step(d.subject_id)
@@ -91,8 +104,10 @@ class Eraser:
         k = self.keys
         markers = [k.dedupe(user_id, str(rec["event_id"])) for rec in self.archive.iter_events(INTERACTIONS)
                    if rec.get("user_id") == user_id and rec.get("event_id")]
-        return int(self.r.delete(k.history(user_id), k.seen(user_id), k.impressions(user_id),
-                                 k.user_features(user_id), k.user(user_id), *markers))
+        removed = int(self.r.delete(k.history(user_id), k.seen(user_id), k.impressions(user_id),
+                                    k.user_features(user_id), k.user(user_id), *markers))
+        self._announce("user", pseudonym(self.settings.tenancy.tenant, "user", user_id))
+        return removed
 
     def _user_feast(self, user_id: str) -> int:
         return int(self.r.delete(entity_key(USER_REALTIME.join_key, user_id, self.settings.feast.project)))
@@ -106,18 +121,28 @@ class Eraser:
         self.producer.send(self.topics.feeds, key=user_id.encode(), value=None).get(timeout=30)
         return 1
 
+    def _user_sql(self, user_id: str) -> int:
+        return scrub_user([self.settings.database_url, control_url(self.settings)], user_id)
+
+    def _announce(self, kind: str, ident: str) -> None:
+        """Tell every serving process of the tenant (``services.pipeline.forgotten``)."""
+        self.r.xadd(self.keys.forgotten, {"kind": kind, "id": ident}, maxlen=ANNOUNCED, approximate=True)
+
     # ---- items ---------------------------------------------------------------------------------
     def _item_online(self, item_id: str) -> int:
         self._write_stub(item_id)
         k = self.keys
         removed = int(self.r.delete(k.covisit(item_id), k.linear(item_id), k.vector(item_id),
                                     k.item_features(item_id)))
-        for key in self.r.scan_iter(match=f"{_glob(k.prefix)}*", count=1000):
+        # this tenant's keys only: each starts with its prefix and a hash tag (another tenant's prefix
+        # extends this one's, "sr:" -> "sr:acme:")
+        for key in self.r.scan_iter(match=f"{_glob(k.prefix)}{{*", count=1000):
             kind = self.r.type(key)
             if kind == b"zset":
                 removed += int(self.r.zrem(key, item_id))
             elif kind == b"set" and key != k.active_items.encode():
                 removed += int(self.r.srem(key, item_id))
+        self._announce("item", item_id)
         return removed
 
     def _write_stub(self, item_id: str) -> None:
@@ -141,6 +166,12 @@ class Eraser:
 
     def _item_archive(self, item_id: str) -> int:
         return self._rewrite(ITEMS, lambda rec: rec.get("item_id") == item_id)
+
+    def _item_feeds(self, item_id: str) -> int:
+        if self.producer is None:
+            raise RuntimeError("no Kafka producer: the feeds holding the item cannot be rewritten")
+        time.sleep(FEEDS_GRACE_S)
+        return rewrite_feeds(self.settings, self.producer, item_id)
 
     # ---- Feast's offline (batch source) parquet ------------------------------------------------
     def _offline(self, join_key: str) -> Callable[[str], int]:

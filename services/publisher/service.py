@@ -19,8 +19,10 @@ from core.settings import Settings
 from core.topics import Topics
 from funnel.pipeline import Pipeline
 from services.artifacts.loader import register_loader_metrics
+from services.pipeline.forgotten import register_forget_metrics
 from services.publisher.debounce import Debouncer, Pending, TokenBucket
 from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_security
+from services.publisher.recent import RecentFeeds
 
 log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 1.0
@@ -40,6 +42,7 @@ class PublisherMetrics:
                                  buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
                                  registry=self.registry)
         register_loader_metrics(self.registry)
+        register_forget_metrics(self.registry)
 
 
 class Publisher:
@@ -57,6 +60,7 @@ class Publisher:
         self._last_schedule = time.monotonic()
         self.models_changed = models_changed or threading.Event()
         self.refresh_bucket = TokenBucket(settings.publisher.refresh_per_s, time.monotonic())
+        self.recent = RecentFeeds(pipeline.forgotten)  # what a deletion heard of must still correct
 
     # ---- consumer --------------------------------------------------------------------------
     def connect(self) -> None:
@@ -78,6 +82,7 @@ class Publisher:
 
     def step(self) -> None:
         assert self.consumer is not None
+        self.correct_recent()
         wait = self.debouncer.next_due_in(time.time())
         timeout_ms = int(min(wait if wait is not None else 0.2, 0.2) * 1000)
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms, max_records=2000).items():
@@ -129,11 +134,25 @@ class Publisher:
         if result.feed.degraded:
             return False
         producer.send(self.topics.feeds, key=user_id.encode(), value=encode(result.feed))
+        self.recent.sent(result.feed)
         self.impressions.log(result.feed, sum(result.stages_ms.values()))
         self.metrics.published.labels(reason).inc()
         if event_ts is not None:
             self.metrics.latency.observe(max(time.time() - event_ts, 0.0))
         return True
+
+    def correct_recent(self) -> int:
+        """After a deletion was heard of: supersede the feeds sent lately that hold a deleted item (a
+        tombstone for a deleted user), after them on the same producer. Returns how many."""
+        fixes = self.recent.corrections()
+        producer = self.producer.get()
+        if not fixes or producer is None:
+            return 0
+        for user_id, feed in fixes:
+            value = None if feed is None else encode(feed)
+            producer.send(self.topics.feeds, key=user_id.encode(), value=value)
+        log.info("superseded %d recently published feed(s) after a deletion", len(fixes))
+        return len(fixes)
 
     def republish_active(self, reason: str) -> int:
         """Queues every user active within ``publisher.active_user_window_s`` (schedule, new model)."""

@@ -1,15 +1,23 @@
 """Deletion across every store, on real Kafka and Redis: the online state written by the worker's own
 writer, a Feast online row and Feast's batch-source files, the parquet archive, the compacted ``feeds``
-topic and the SQL control database. ``DELETE /v1/users/u1`` (the API) and ``streamrec forget item``
-(the CLI's request) write to the ``deletions`` topic; the eraser consumes it; then every store is
-scanned for the user and the item. The user is nowhere (the feeds topic holds a tombstone as u1's last
-record), other users are untouched, and the deleted item, in u2's feed before, is never served again."""
+topic and the SQL stores (the control database and the lifecycle registry, on SQLite and on the
+PostgreSQL at 127.0.0.1:5432). ``DELETE /v1/users/u1`` (the API) and ``streamrec forget item`` (the
+CLI's request) write to the ``deletions`` topic; the eraser consumes it; then every store is scanned for
+the user and the item. The user is nowhere (the feeds topic holds a tombstone as u1's last record; no
+SQL cell names u1, though a job's error, its details and a model's reason did), other users are
+untouched, and the deleted item, in u2's feed and u2's last published feed before, is never served
+again: not in a full feed, not in a degraded one from the API's caches (the store's breaker open), not
+as u2's latest feed on the topic; the item cache's TTL is not waited for."""
 
 from __future__ import annotations
 
-import sqlite3
+import re
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,21 +27,47 @@ from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from serving_helpers import seed_state, small_world
+from sqlalchemy import create_engine, inspect, text
 
 from core.deletions import Deletion
+from core.events import Feed, FeedItem, decode_feed, encode
 from core.features import USER_REALTIME
-from core.settings import Settings
+from core.settings import DatabaseSettings, Settings
 from core.tenancy import control_url
 from core.topics import INTERACTIONS, ITEMS, USERS, Topics
 from feature_store.archive import ParquetArchive
 from feature_store.feast_rows import entity_key
 from services.api.app import create_app
 from services.cli.forget import request
+from services.metadata import MetadataStore
 from services.pipeline.build import build_pipeline
 from services.privacy.service import consume
+from tests.conftest import PG_URL
 
 pytestmark = pytest.mark.integration
 GONE = "i001"  # the item to delete: u2's first recommendation before
+U1 = re.compile(r"(?<![\w.@-])u1(?![\w.@-])")  # the user's id as a token, anywhere in a cell
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The SQL stores' URL: SQLite under the test's directory, or a schema of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'metadata.db'}"
+        return
+    schema = f"del_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - the message names what is missing
+        pytest.fail(f"PostgreSQL at {PG_URL} is not usable: {exc}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def _seed_other_stores(settings: Settings) -> None:
@@ -53,10 +87,24 @@ def _seed_other_stores(settings: Settings) -> None:
     pq.write_table(users, offline / "users.parquet")
     pq.write_table(pa.table({"item_id": [GONE, "i002"], "title": ["x", "y"]}), offline / "items.parquet")
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    for user in ("u1", "u2"):
-        producer.send(Topics(settings.kafka.topic_prefix).feeds, key=user.encode(), value=b'{"items": []}')
+    feeds = Topics(settings.kafka.topic_prefix).feeds
+    for user, items in (("u1", ["i000"]), ("u2", [GONE, "i002", "i003"]), ("u3", ["i002", "i003"])):
+        producer.send(feeds, key=user.encode(), value=encode(_published(user, items)))
     producer.flush()
     producer.close()
+    # another tenant's keys extend this one's prefix: its lists keep the item
+    r.zadd(f"{settings.redis.key_prefix}acme:{{0}}:pop:x", {GONE: 1.0})
+    # free text of the SQL stores that names the user (and, kept, another)
+    meta = MetadataStore(settings.database_url)
+    run = meta.start_job("publish", details={"user": "u1", "users": ["u1", "u2"]})
+    meta.finish_job(run, "failed", "KeyError: 'u1' (while publishing u1's feed; u10 and u2 fine)")
+    meta.add_model("ranker", "v1", reason="retrained after a burst from u1")
+    meta.close()
+
+
+def _published(user: str, items: list[str]) -> Feed:
+    return Feed(feed_id=uuid.uuid4().hex, user_id=user, version=1, generated_at=time.time() - 5,
+                items=[FeedItem(item_id=i, rank=r, score=1.0, source="popular") for r, i in enumerate(items)])
 
 
 def _last_feeds_records(settings: Settings) -> dict[bytes, bytes | None]:
@@ -68,20 +116,31 @@ def _last_feeds_records(settings: Settings) -> dict[bytes, bytes | None]:
     return last
 
 
+def wait_for(pred: Callable[[], Any], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def _sql_cells(url: str) -> list[str]:
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    cells = [str(c) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"') for c in row]  # noqa: S608
-    conn.close()
-    return cells
+    """Every cell of every table of the database, as text."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [str(c) for t in inspect(conn).get_table_names()
+                    for row in conn.execute(text(f'SELECT * FROM "{t}"')) for c in row]  # noqa: S608
+    finally:
+        engine.dispose()
 
 
-def test_a_deleted_user_and_item_leave_every_store(settings: Settings):
+def test_a_deleted_user_and_item_leave_every_store(settings: Settings, database: str):
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     admin.create_topics([NewTopic(t, 1, 1) for t in Topics(settings.kafka.topic_prefix).all()])
     admin.close()
     api_settings = settings.api.model_copy(update={"queue_timeout_ms": 30_000.0})  # a busy machine
-    settings = settings.model_copy(update={"api": api_settings})
+    settings = settings.model_copy(update={"api": api_settings, "database": DatabaseSettings(url=database)})
     seed_state(settings, *small_world())
     _seed_other_stores(settings)
     pipeline, close = build_pipeline(settings, hot_swap=False)
@@ -91,18 +150,34 @@ def test_a_deleted_user_and_item_leave_every_store(settings: Settings):
         assert before[0] == GONE, before
         assert api.get("/v1/users/u1/export").json()["online"]  # u1 has state to forget
 
+        assert api.get("/v1/feed/u1", params={"n": 5}).json()["items"]  # the API caches u1's feed too
+
         assert api.delete("/v1/users/u1").status_code == 202
         request(settings, Deletion(kind="item", subject_id=GONE, requested_at=time.time()), False, 0.0)
         assert consume(settings, threading.Event(), idle_stop_s=60.0, max_requests=2) == 2
+        # the API process heard of both (its watcher thread reads the eraser's announcements)
+        forgotten = pipeline.forgotten
+        wait_for(lambda: forgotten.item(GONE) and forgotten.user("u1"), "the API heard of the deletions")
 
-        pipeline.state._cache.clear()  # type: ignore[attr-defined]  # the item cache's TTL, skipped
+        # degraded answers first (the store's circuit breaker held open), from what the caches held
+        state = pipeline.state
+        state._down_until = time.monotonic() + 3600  # type: ignore[attr-defined]
+        cached = api.get("/v1/feed/u2", params={"n": 5}).json()
+        gone_user = api.get("/v1/feed/u1", params={"n": 5}).json()
+        state._down_until = 0.0  # type: ignore[attr-defined]
         after = [it["item_id"] for it in api.get("/v1/feed/u2", params={"n": 5}).json()["items"]]
         similar = api.get("/v1/items/i000/similar", params={"n": 20}).json()["items"]
         export = api.get("/v1/users/u1/export").json()
 
     assert GONE not in after and len(after) == 5, after
+    # degraded answers: u2's last feed from the API's cache, without the item; none kept for u1
+    assert cached["degraded"] and cached["trigger"] == "fallback:store", cached
+    assert [it["item_id"] for it in cached["items"]] == [i for i in before if i != GONE], (cached, before)
+    assert gone_user["degraded"] and all(it["source"] == "popular_snapshot" for it in gone_user["items"])
+    assert GONE not in [it["item_id"] for it in gone_user["items"]]
     assert GONE not in [s["item_id"] for s in similar]
     assert export["online"] == {} and export["archive"] == {"interactions": [], "users": []}
+    assert export["last_feed"] is None  # the API's cache dropped u1's last feed
     # Redis (online state and Feast's rows): no key of u1's, no dedupe marker of its event
     r = redis.Redis.from_url(settings.redis.url or "")
     # this test's keys only: the session's Redis also holds other tests' users named u1
@@ -121,9 +196,18 @@ def test_a_deleted_user_and_item_leave_every_store(settings: Settings):
     offline = settings.data_dir / "offline"
     assert pq.read_table(offline / "users.parquet").column("user_id").to_pylist() == ["u2"]
     assert pq.read_table(offline / "items.parquet").column("item_id").to_pylist() == ["i002"]
-    # the compacted feeds topic: u1's last record is a tombstone
+    # the compacted feeds topic: u1's last record is a tombstone; u2's last feed is a new version
+    # without the item (the others kept, in order); u3's, which never held it, is untouched
     last = _last_feeds_records(settings)
-    assert last[b"u1"] is None and last[b"u2"] is not None
-    # SQL: the control and metadata database holds no cell with the ids, only hashes
-    cells = _sql_cells(control_url(settings))
-    assert cells and "u1" not in cells and GONE not in cells
+    assert last[b"u1"] is None
+    u2 = decode_feed(last[b"u2"] or b"")
+    assert [it.item_id for it in u2.items] == ["i002", "i003"] and u2.trigger == "deletion", u2
+    assert [it.item_id for it in decode_feed(last[b"u3"] or b"").items] == ["i002", "i003"]
+    assert r.zscore(f"{settings.redis.key_prefix}acme:{{0}}:pop:x", GONE) == 1.0
+    # SQL (the control database and the registry, one database here): no cell names u1 any more,
+    # the rest of those rows stays; no cell is the item (only hashes of requests)
+    assert control_url(settings) == settings.database_url == database
+    cells = _sql_cells(database)
+    assert cells and not [c for c in cells if U1.search(c)], [c for c in cells if U1.search(c)]
+    assert any("u10 and u2 fine" in c for c in cells) and any("u2" in c for c in cells)
+    assert GONE not in cells

@@ -3,8 +3,9 @@
 ``DELETE /v1/users/{id}`` and an item through ``streamrec forget``; the eraser consumes the deletions
 topic; then every store is scanned: Redis (every key), the archive the worker wrote, the compacted
 ``feeds`` topic (a tombstone is the user's last record), the SQL control/metadata database. The
-deleted item, in a user's feed before, is never served again. (Feast pushes are off in these fast
-stack settings; Feast's rows are covered by tests/integration/serving/test_serving_deletion.py.)"""
+deleted item, in a user's feed before, is never served again: as soon as the API heard of it, not
+after its 30 s item cache. (Feast pushes are off in these fast stack settings; Feast's rows are
+covered by tests/integration/serving/test_serving_deletion.py.)"""
 
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ def _delete(url: str) -> int:
         return int(resp.status)
 
 
+def _heard(url: str) -> float:
+    """streamrec_deletions_heard_total of a process (items and users)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines
+               if ln.startswith("streamrec_deletions_heard_total{"))
+
+
 def _last_feeds(s: object, bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=3000)
@@ -79,8 +88,8 @@ def test_a_user_and_an_item_deleted_on_the_real_stack_leave_no_trace(tmp_path: P
         request(s, Deletion(kind="item", subject_id="i3", requested_at=time.time()), False, 0.0)
         assert consume(s, threading.Event(), idle_stop_s=90.0, max_requests=2) == 2
 
-        # the API's caches (item info, shared lists) expire: "within seconds" is their TTL
-        time.sleep(max(s.retrieval.item_cache_ttl_s, s.retrieval.shared_cache_ttl_s) + 0.5)
+        # the API heard of the deletions (the eraser's announcement): its caches forgot the item
+        wait_for(lambda: _heard(stack.probe_url("api", "/metrics")) >= 2, 60, "the API heard of both")
         after = wait_for(lambda: _feed(stack.url("api", "/v1/feed/bob?n=5")), 30, "bob's feed after")
         store.close()
         assert "i3" not in after, after
