@@ -29,6 +29,7 @@ from core.features import USER_KEY, USER_REALTIME
 from feature_store.online.keys import Keys
 
 ROLES = ("workers", "redis", "broker", "bench")
+POLL_S = 0.02  # the probe's polling period: its latencies are late by up to this much
 
 
 def cpu_s(procs: Sequence[psutil.Process], children: bool = False) -> float:
@@ -95,14 +96,19 @@ class Sampler:
         """Rates between the samples where ``lo`` and ``hi`` of ``total`` were processed."""
         a = next(s for s in self.samples if s.processed >= lo * total)
         b = next((s for s in self.samples if s.processed >= hi * total), self.samples[-1])
-        secs, n = max(b.t - a.t, 1e-6), max(b.processed - a.processed, 1)
-        busy = (b.machine[0] - a.machine[0]) / max(b.machine[1] - a.machine[1], 1e-6)
+        n = max(b.processed - a.processed, 1)
         per_1k = {role: round(1000 * (b.cpu[role] - a.cpu[role]) / n, 4) for role in ROLES}
-        cores = {role: round((b.cpu[role] - a.cpu[role]) / secs, 3) for role in ROLES}
-        return {"events_per_s": round(n / secs, 1), "cpu_s_per_1k_events": per_1k["workers"],
-                "cpu_s_per_1k_events_by_role": per_1k, "cores_used_by_role": cores,
-                "machine_busy_fraction": round(busy, 3), "machine_cores": psutil.cpu_count(),
-                "window_s": round(secs, 2)}
+        return {"events_per_s": round(n / max(b.t - a.t, 1e-6), 1), "cpu_s_per_1k_events": per_1k["workers"],
+                "cpu_s_per_1k_events_by_role": per_1k, **self.between(a, b),
+                "machine_cores": psutil.cpu_count(), "window_s": round(b.t - a.t, 2)}
+
+    @staticmethod
+    def between(a: Sample, b: Sample) -> dict[str, Any]:
+        """The cores each role used between two samples, and how busy the whole machine was."""
+        secs = max(b.t - a.t, 1e-6)
+        busy = (b.machine[0] - a.machine[0]) / max(b.machine[1] - a.machine[1], 1e-6)
+        return {"cores_used_by_role": {role: round((b.cpu[role] - a.cpu[role]) / secs, 3) for role in ROLES},
+                "machine_busy_fraction": round(busy, 3)}
 
 
 def user_row_key(project: str, user_id: str) -> bytes:
@@ -128,13 +134,15 @@ class LatencyProbe:
         self.effect: dict[str, float] = {}
         self.feature: dict[str, float] = {}
         self._done = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def watch(self, event_id: str, user_id: str, event_ts: float) -> None:
-        self.sent[event_id] = (time.monotonic(), user_id, int(round(event_ts * 1_000_000)))
+        with self._lock:
+            self.sent[event_id] = (time.monotonic(), user_id, int(round(event_ts * 1_000_000)))
 
     def finish(self, wait_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + wait_s
@@ -151,11 +159,13 @@ class LatencyProbe:
     def _run(self) -> None:
         field_name = f"_ts:{USER_REALTIME.view}".encode()
         while not self._done.is_set():
-            pending = [(e, v) for e, v in list(self.sent.items()) if e not in self.effect or
+            with self._lock:
+                sent = list(self.sent.items())
+            pending = [(e, v) for e, v in sent if e not in self.effect or
                        (self.project is not None and e not in self.feature)]
             if pending:
                 self._poll(pending, field_name)
-            time.sleep(0.005)
+            time.sleep(POLL_S)
 
     def _poll(self, pending: list[tuple[str, tuple[float, str, int]]], field_name: bytes) -> None:
         with self.client.pipeline(transaction=False) as pipe:
@@ -182,7 +192,8 @@ class LatencyProbe:
         f50, f99 = pct(self.feature)
         return {"effect_latency_ms_p50": e50, "effect_latency_ms_p99": e99,
                 "feature_latency_ms_p50": f50, "feature_latency_ms_p99": f99,
-                "latency_samples": len(self.sent), "effect_missing": len(self.sent) - len(self.effect),
+                "latency_samples": len(self.sent), "latency_poll_ms": POLL_S * 1000,
+                "effect_missing": len(self.sent) - len(self.effect),
                 "feature_missing": (len(self.sent) - len(self.feature)) if self.project else None}
 
 
