@@ -192,7 +192,7 @@ class Run:
         prod.close()
 
     def latency(self, rate: float, seconds: float) -> dict[str, Any]:
-        """Produce at ``rate`` (paced every 10 ms) and watch every 20th event.
+        """Produce at ``rate`` (paced every 10 ms) and watch every 50th event.
 
         The records are encoded before the clock starts, each stamped with the wall time it is due
         at, so the paced loop only sleeps and sends: the producer is not the system under test, and
@@ -214,7 +214,7 @@ class Run:
             if due > time.monotonic() + 0.01:
                 time.sleep(due - time.monotonic())
             prod.send(key, value)
-            if k % 20 == 0:
+            if k % 50 == 0:
                 probe.watch(event_id, user_id, ts)
         prod.flush()
         produced_s = time.monotonic() - start

@@ -30,6 +30,11 @@ from feature_store.online.keys import Keys
 
 ROLES = ("workers", "redis", "broker", "bench")
 POLL_S = 0.02  # the probe's polling period: its latencies are late by up to this much
+# The oldest pending samples polled per round (in send order): a round's cost stays bounded when the
+# worker falls behind (polling thousands of samples every 20 ms took 0.4 of a core from this process
+# and Redis, slowing the worker it measures); a newer sample applied before 128 older ones is then
+# seen late, so latencies can only read high.
+POLL_MAX = 128
 
 
 def cpu_s(procs: Sequence[psutil.Process], children: bool = False) -> float:
@@ -162,7 +167,7 @@ class LatencyProbe:
             with self._lock:
                 sent = list(self.sent.items())
             pending = [(e, v) for e, v in sent if e not in self.effect or
-                       (self.project is not None and e not in self.feature)]
+                       (self.project is not None and e not in self.feature)][:POLL_MAX]
             if pending:
                 self._poll(pending, field_name)
             time.sleep(POLL_S)
