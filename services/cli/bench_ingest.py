@@ -66,10 +66,13 @@ def ingest(events: int = typer.Option(200_000, "--events", min=1000),
            redis_cluster: bool = typer.Option(False, "--redis-cluster", help="a local 3-master cluster"),
            single_baseline: bool = typer.Option(True, "--single-baseline/--no-single-baseline",
                                                 help="with --workers > 1, also drain with one worker"),
+           latency_curve: str = typer.Option("", "--latency-curve", help="also measure the latencies at "
+                                             "these paced rates, e.g. 1000,3000 (latency_curve)"),
            ) -> None:
     """Run the ingest benchmark and print (and optionally write) its JSON result."""
+    rates = [float(r) for r in latency_curve.split(",") if r.strip()]
     result = run_ingest_bench(events, workers, partitions, latency_s, feast, content_model, redis_cluster,
-                              single_baseline and workers > 1)
+                              single_baseline and workers > 1, rates)
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if json_path is not None:
@@ -85,7 +88,7 @@ class Infra:
 
 def run_ingest_bench(events: int, workers: int = 1, partitions: int = 4, latency_s: float = 30.0,
                      feast: bool = True, content_model: bool = True, cluster: bool = False,
-                     baseline: bool = False) -> dict[str, Any]:
+                     baseline: bool = False, curve: list[float] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, ExitStack() as stack:
         infra = _infra(Path(tmp), stack, partitions, feast, content_model, cluster)
         result: dict[str, Any] = {}
@@ -97,6 +100,8 @@ def run_ingest_bench(events: int, workers: int = 1, partitions: int = 4, latency
         try:
             result.update(run.drain())
             result.update(run.latency(0.8 * result["events_per_s"], latency_s))
+            if curve:
+                result["latency_curve"] = [_point(run.latency(r, latency_s)) for r in curve]
         finally:
             run.stop()
         result.update(hottest_slot_share(infra.settings, World(WorldConfig(n_users=N_USERS, n_items=N_ITEMS,
@@ -109,6 +114,13 @@ def run_ingest_bench(events: int, workers: int = 1, partitions: int = 4, latency
         if baseline:
             result["scaling"] = round(result["events_per_s"] / result["single_worker"]["events_per_s"], 3)
         return result
+
+
+def _point(out: dict[str, Any]) -> dict[str, Any]:
+    keys = ("latency_measured_at_events_per_s", "latency_applied_events_per_s", "effect_latency_ms_p50",
+            "effect_latency_ms_p99", "feature_latency_ms_p50", "feature_latency_ms_p99", "effect_missing",
+            "feature_missing", "latency_cores_used_by_role")
+    return {k: out[k] for k in keys}
 
 
 def _infra(tmp: Path, stack: ExitStack, partitions: int, feast: bool, content_model: bool,
@@ -148,6 +160,7 @@ class Run:
         self.client = _bench_client(self.s)
         self.world = World(WorldConfig(n_users=N_USERS, n_items=N_ITEMS, seed=1))
         self.workers: list[ChildProcess] = []
+        self.paced = 0  # interactions the latency phases produced
         pids = dict(infra.pids)
         self.sampler = Sampler(lambda: self._stat("interactions:processed"), self._pids)
         self._infra_pids = pids
@@ -199,11 +212,14 @@ class Run:
         its CPU (``bench`` in ``latency_cores_used_by_role``) is what a separate producer host would
         spend. An event sent late keeps its due stamp; latencies are timed from the actual send.
         """
+        # a phase starts with the worker caught up (an earlier phase above capacity left a backlog)
+        self._wait(lambda: self._stat("interactions:processed") >= self.events + self.paced, 600,
+                   "the previous phase's backlog")
         probe = LatencyProbe(_bench_client(self.s), self.keys,
                              self.s.feast.project if self.s.worker.feature_push else None)
         n, t0 = int(rate * seconds) + 1, time.time() + 1.0
         records = [(ev.event_id, ev.user_id, ev.timestamp, ev.user_id.encode(), encode(ev)) for ev in (
-            ev.model_copy(update={"event_id": f"lat-{k}", "timestamp": t0 + k / rate})
+            ev.model_copy(update={"event_id": f"lat{self.paced}-{k}", "timestamp": t0 + k / rate})
             for k, ev in enumerate(self.world.traffic(n, t0, rate)))]
         probe.start()
         prod = PacedProducer(self.s.kafka.bootstrap_servers or "", self.topics.interactions)
@@ -217,6 +233,7 @@ class Run:
             if k % 50 == 0:
                 probe.watch(event_id, user_id, ts)
         prod.flush()
+        self.paced += n
         produced_s = time.monotonic() - start
         out = probe.finish(30.0)
         after = self.sampler.sample()
@@ -294,8 +311,12 @@ class PacedProducer:
             self._p.poll(0)
 
     def flush(self) -> None:
-        if self._p.flush(60):
-            raise RuntimeError("bench ingest: records still undelivered after 60 s")
+        """Deliver everything, then close (an idle librdkafka client left open kept the embedded
+        broker busy: 0.3 of a core more per phase)."""
+        left = self._p.flush(60)
+        self._p.close()
+        if left:
+            raise RuntimeError(f"bench ingest: {left} records still undelivered after 60 s")
 
 
 def _send(prod: KafkaProducer, records: list[tuple[str, str, bytes]]) -> None:
