@@ -67,7 +67,7 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p var/bench
-	$(BIN)/streamrec bench ingest --events 200000 --json var/bench/ingest.json
+	$(BIN)/streamrec bench ingest --events 200000 --latency-curve 1000,3000 --json var/bench/ingest.json
 	$(BIN)/streamrec bench ingest --events 200000 --workers 2 --partitions 4 --json var/bench/ingest2.json
 	$(BIN)/streamrec bench features --json var/bench/features.json
 	$(BIN)/streamrec bench serve --items 100000 --rps 200 --duration 60 --json var/bench/serve_200.json
