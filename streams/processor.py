@@ -122,7 +122,8 @@ class BatchProcessor:
             return applied
         if base == ITEMS:
             items = [ev for _, ev in pairs]
-            vecs = await self.vectors(items) if self.vectors else {}
+            live = [it for it in items if it.active]  # a deactivated (or erased) item keeps no new vector
+            vecs = await self.vectors(live) if self.vectors and live else {}
             await self.writer.apply_items(pairs, vecs, parsed.offsets, parsed.marks, stats)
         else:
             await self.writer.apply_users([ev for _, ev in pairs], parsed.offsets, parsed.marks, stats)

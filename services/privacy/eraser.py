@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import redis
 
 from core.deletions import Deletion, pseudonym
-from core.events import ItemUpsert
+from core.events import ItemUpsert, encode
 from core.features import ITEM_REALTIME, USER_REALTIME
 from core.settings import Settings
 from core.tenancy import control_url
@@ -60,7 +60,7 @@ from services.privacy.sql import scrub_user
 
 log = logging.getLogger(__name__)
 USER_STORES = ("redis", "feast", "offline", "archive", "feeds", "sql")
-ITEM_STORES = ("redis", "feast", "offline", "archive", "sql", "feeds")
+ITEM_STORES = ("redis", "feast", "offline", "archive", "sql", "feeds", "catalog")
 FEEDS_GRACE_S = 1.0  # announced -> feeds topic rewritten: every publisher has heard by then
 ANNOUNCED = 10_000  # entries kept on the Keys.forgotten stream (readers need only the latest)
 
@@ -88,7 +88,8 @@ class Eraser:
              "archive": self._user_archive, "feeds": self._tombstone, "sql": self._user_sql}
             if d.kind == "user" else
             {"redis": self._item_online, "feast": self._item_feast, "offline": self._offline("item_id"),
-             "archive": self._item_archive, "sql": lambda _: 0, "feeds": self._item_feeds})
+             "archive": self._item_archive, "sql": lambda _: 0, "feeds": self._item_feeds,
+             "catalog": self._item_catalog})
         done: dict[str, int] = {}
         for store, step in steps.items():
             done[store] = step(d.subject_id)
@@ -145,10 +146,14 @@ class Eraser:
         self._announce("item", item_id)
         return removed
 
+    @staticmethod
+    def _stub(item_id: str) -> ItemUpsert:
+        now = time.time()
+        return ItemUpsert(item_id=item_id, created_at=now, active=False, timestamp=now)
+
     def _write_stub(self, item_id: str) -> None:
         """The item as the worker would apply an upsert with ``active = false`` and no content."""
-        now = time.time()
-        stub = ItemUpsert(item_id=item_id, created_at=now, active=False, timestamp=now)
+        stub = self._stub(item_id)
 
         async def run() -> None:
             target = resp.connect(self.settings.redis.url or "", 2.0, 30.0)
@@ -166,6 +171,16 @@ class Eraser:
 
     def _item_archive(self, item_id: str) -> int:
         return self._rewrite(ITEMS, lambda rec: rec.get("item_id") == item_id)
+
+    def _item_catalog(self, item_id: str) -> int:
+        """The inactive stub on the compacted ``items`` topic, under the item's key: compaction drops
+        the item's earlier records (its text), and a worker replaying the topic applies the stub last,
+        so a replay never brings the item back."""
+        if self.producer is None:
+            raise RuntimeError("no Kafka producer: the items topic's stub cannot be written")
+        self.producer.send(self.topics.items, key=item_id.encode(), value=encode(self._stub(item_id))
+                           ).get(timeout=30)
+        return 1
 
     def _item_feeds(self, item_id: str) -> int:
         if self.producer is None:
