@@ -315,7 +315,8 @@ class BanditSettings(_Section):
     prior_beta: float = Field(20.0, gt=0)
     score_prior: float = Field(
         1.0, ge=0, description="Thompson slots: the prior mean of a pool item is the flat prior's mean times "
-        "exp(score_prior * z), z its ranker score standardised over the pool (same prior strength); 0: flat")
+        "exp(score_prior * t), t its ranker score standardised over the pool, weighted by its traffic (a new "
+        "item is never pushed below the flat prior; its own counts outweigh the ranker's optimism); 0: flat")
     segment_key: str = "device"
     linear_alpha: float = Field(1.0, gt=0)
     seed: int = 0

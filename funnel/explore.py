@@ -36,14 +36,14 @@ def _posteriors(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> tuple[F64, F64]:
 def personal_prior(alpha: npt.ArrayLike, beta: npt.ArrayLike, scores: npt.ArrayLike, prior_alpha: float,
                    prior_beta: float, strength: float, max_z: float = 3.0) -> tuple[F64, F64]:
     """Posteriors whose flat Beta(prior_alpha, prior_beta) prior is replaced by a personalised one: its
-    mean m is the flat mean times ``exp(strength * z)`` (capped below 1), ``z`` the item's ranker score
-    for this user standardised over the pool (clipped to +-``max_z``; NaN, an item the ranker did not
-    score, counts as 0). The prior keeps the flat strength n0 = prior_alpha + prior_beta while
-    n0 * m >= prior_alpha; below, its alpha stays prior_alpha and beta grows to give the mean m (an
-    alpha under 1 would make the density unbounded at 0, where the propensity quadrature fails). The
-    counts (alpha - prior_alpha clicks, beta - prior_beta non-clicks) are kept, so an item with
-    traffic is soon judged by its own clicks; a new item is explored first where the ranker expects
-    this user to like it. Still independent Betas: the propensities stay exact."""
+    mean m is the flat mean times ``exp(strength * t)`` (capped below 1), ``t`` the traffic-weighted tilt
+    (``tilt``) of ``z``, the item's ranker score for this user standardised over the pool (clipped to
+    +-``max_z``; NaN, an item the ranker did not score, counts as 0). The prior keeps the flat strength
+    n0 = prior_alpha + prior_beta while n0 * m >= prior_alpha; below, its alpha stays prior_alpha and
+    beta grows to give the mean m (an alpha under 1 would make the density unbounded at 0, where the
+    propensity quadrature fails). The counts (alpha - prior_alpha clicks, beta - prior_beta non-clicks)
+    are kept. A new item is explored first where the ranker expects this user to like it, and is never
+    pushed below the flat prior. Still independent Betas: the propensities stay exact."""
     a, b = _posteriors(alpha, beta)
     s = np.asarray(scores, np.float64)
     if strength <= 0 or len(s) < 2:
@@ -54,9 +54,20 @@ def personal_prior(alpha: npt.ArrayLike, beta: npt.ArrayLike, scores: npt.ArrayL
         return a, b
     z = np.clip(np.where(finite, (s - float(np.mean(s[finite]))) / sd, 0.0), -max_z, max_z)
     n0 = prior_alpha + prior_beta
-    mean = np.minimum(prior_alpha / n0 * np.exp(strength * z), 0.95)
+    mean = np.minimum(prior_alpha / n0 * np.exp(strength * tilt(z, a + b - n0, n0)), 0.95)
     a0 = np.maximum(n0 * mean, prior_alpha)
     return _posteriors(a - prior_alpha + a0, b - prior_beta + a0 * (1.0 - mean) / mean)
+
+
+def tilt(z: F64, impressions: npt.ArrayLike, n0: float) -> F64:
+    """The standardised score ``z`` weighted by the item's traffic (``impressions`` in the segment):
+    a score below the pool's (z < 0) counts by n / (n + n0), so an item without traffic is never pushed
+    below the flat prior (its low score is mostly the ranker's bias against missing engagement
+    features); a score above counts by n0 / (n0 + n), so the ranker's optimism (up to ~20 invented
+    clicks) fades as the item's own record grows and cannot bury a new item under items whose counts
+    already say no."""
+    n = np.maximum(np.asarray(impressions, np.float64), 0.0)
+    return np.where(z < 0, z * n / (n + n0), z * n0 / (n0 + n))
 
 
 def thompson_slots(item_ids: list[str], alpha: npt.ArrayLike, beta: npt.ArrayLike, slots: int,

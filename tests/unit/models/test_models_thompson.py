@@ -91,27 +91,46 @@ def test_uniform_exploration_has_flat_propensities():
     assert np.allclose(slot_distribution("uniform", np.ones(7), np.ones(7), 3), 1 / 7)
 
 
-def test_personal_prior_tilts_the_prior_mean_by_score_and_keeps_the_counts():
-    """Mean 1/21 times exp(z), strength n0 = 21 where that keeps alpha >= 1 (else alpha 1 and a
-    larger beta); the counts (alpha - 1 clicks, beta - 20 non-clicks) stay; strength 0 or scores
-    without spread give the flat prior back."""
-    alpha, beta = np.array([1.0, 1.0, 1.0, 31.0]), np.array([20.0, 20.0, 20.0, 990.0])
-    scores = np.array([-1.0, 0.0, 1.0, 0.0])
+def test_personal_prior_tilts_the_prior_mean_by_score_weighted_by_traffic_and_keeps_the_counts():
+    """Mean 1/21 times exp(t), strength n0 = 21 where that keeps alpha >= 1 (else alpha 1 and a larger
+    beta). t: a new item's z where it is above the pool's, 0 (the flat prior) where below; an item with
+    n impressions: z * n / (n + 21) below, z * 21 / (21 + n) above. The counts (alpha - 1 clicks,
+    beta - 20 non-clicks) stay; strength 0 or scores without spread give the flat prior back."""
+    alpha = np.array([1.0, 1.0, 1.0, 31.0, 1.0, 3.0])
+    beta = np.array([20.0, 20.0, 20.0, 990.0, 83.0, 39.0])  # impressions 0, 0, 0, 1000, 82, 20
+    scores = np.array([-1.0, 0.0, 1.0, 0.0, -1.0, 1.0])
     a, b = personal_prior(alpha, beta, scores, 1.0, 20.0, 1.0)
     z = (scores - scores.mean()) / scores.std()
-    mean = np.exp(z) / 21.0
-    assert np.allclose(a[:3] / (a[:3] + b[:3]), mean[:3])
-    assert a[0] == pytest.approx(1.0) and a[0] + b[0] > 21.0  # below the flat mean: alpha stays 1
-    assert a[2] + b[2] == pytest.approx(21.0) and a[2] == pytest.approx(21.0 * mean[2])
-    assert a[3] == pytest.approx(30.0 + 21.0 * mean[3])  # the counts are kept
-    assert a[3] + b[3] == pytest.approx(1021.0)
+    n = alpha + beta - 21.0
+    t = np.where(z < 0, z * n / (n + 21.0), z * 21.0 / (21.0 + n))
+    assert t[0] == 0.0 and t[2] == pytest.approx(z[2]) and 0 > t[4] > z[4] and 0 < t[5] < z[5]
+    counts = np.array([0.0, 0.0, 0.0, 30.0, 0.0, 2.0])
+    a0 = a - counts  # the prior part of each posterior
+    b0 = b - (n - counts)
+    assert np.allclose(a0 / (a0 + b0), np.exp(t) / 21.0)
+    assert a[0] == pytest.approx(1.0) and b[0] == pytest.approx(20.0)  # new, low score: the flat prior
+    assert a[2] + b[2] == pytest.approx(21.0) and a[2] == pytest.approx(21.0 * np.exp(z[2]) / 21.0)
+    assert a0[4] == pytest.approx(1.0) and a0[4] + b0[4] > 21.0  # below the flat mean: alpha stays 1
+    assert a[3] + b[3] == pytest.approx(1021.0)  # the counts are kept
     assert np.all(a >= 1.0)
     for flat in (personal_prior(alpha, beta, scores, 1.0, 20.0, 0.0),
-                 personal_prior(alpha, beta, np.full(4, 0.3), 1.0, 20.0, 1.0),
-                 personal_prior(alpha, beta, np.full(4, np.nan), 1.0, 20.0, 1.0)):
+                 personal_prior(alpha, beta, np.full(6, 0.3), 1.0, 20.0, 1.0),
+                 personal_prior(alpha, beta, np.full(6, np.nan), 1.0, 20.0, 1.0)):
         assert np.allclose(flat[0], alpha) and np.allclose(flat[1], beta)
-    a, _ = personal_prior(alpha, beta, np.array([np.nan, -1.0, 1.0, 0.0]), 1.0, 20.0, 1.0)
+    a, _ = personal_prior(alpha, beta, np.array([np.nan, -1.0, 1.0, 0.0, 0.0, 0.0]), 1.0, 20.0, 1.0)
     assert a[0] == pytest.approx(1.0)  # an unscored item keeps the flat prior's mean (z = 0)
+
+
+def test_personal_prior_does_not_bury_a_new_item_the_ranker_scores_low():
+    """A brand-new item (no traffic, a below-average score: no engagement features yet) in a pool of
+    items with 50 impressions and no clicks whose scores spread up to z = 3: it stays the likeliest first
+    pick with most of the flat prior's chance (0.31; the two-sided tilt it replaces gave it 0.06 and made
+    the top-scored old item the likeliest)."""
+    scores = np.append(np.linspace(-3.0, 3.0, 40), -0.5)
+    alpha, beta = np.ones(41), np.append(np.full(40, 70.0), 20.0)
+    flat = slot_distribution("thompson", alpha, beta, 1)[0, -1]
+    personal = slot_distribution("thompson", *personal_prior(alpha, beta, scores, 1.0, 20.0, 1.0), 1)[0]
+    assert flat > 0.3 and personal[-1] > 0.8 * flat and int(np.argmax(personal)) == 40
 
 
 def test_personal_prior_explores_new_items_the_user_is_likely_to_click():
