@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,36 @@ from services.localstack import start_broker, start_redis
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 PG_URL = os.environ.get("STREAMREC_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def pg_schema(prefix: str) -> Iterator[str]:
+    """A URL of the test PostgreSQL whose search path is a new schema, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - the message names what is missing
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {PG_URL} is not usable: {exc}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def wait_until(pred: Callable[[], Any], what: str, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+    """Poll ``pred`` until it is true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)
 
 
 @pytest.fixture(scope="session")

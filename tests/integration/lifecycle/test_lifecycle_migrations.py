@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 import services.metadata.access  # noqa: F401 - registers the control-plane tables on Base
 from services.metadata import MetadataStore, current_revision, downgrade, head_revision, upgrade
 from services.metadata.models import Base
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, pg_schema
 
 TABLES = {"job_runs", "model_versions", "index_versions", "drift_reports",  # 0001: the lifecycle registry
           "tenants", "api_keys", "deletion_requests"}  # 0002: the control plane (services.metadata.access)
@@ -38,16 +37,8 @@ def db_url(request, tmp_path: Path) -> Iterator[str]:
         return
     if not _pg_available():
         pytest.fail(f"PostgreSQL at {PG_URL} is not reachable")
-    schema = f"lc_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema("lc") as url:
+        yield url
 
 
 def _tables(url: str) -> set[str]:

@@ -15,9 +15,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,7 +41,7 @@ from services.cli.forget import request
 from services.metadata import MetadataStore
 from services.pipeline.build import build_pipeline
 from services.privacy.service import consume
-from tests.conftest import PG_URL
+from tests.conftest import pg_schema, wait_until
 
 pytestmark = pytest.mark.integration
 GONE = "i001"  # the item to delete: u2's first recommendation before
@@ -55,19 +54,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'metadata.db'}"
         return
-    schema = f"del_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - the message names what is missing
-        pytest.fail(f"PostgreSQL at {PG_URL} is not usable: {exc}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema("del") as url:
+        yield url
 
 
 def _seed_other_stores(settings: Settings) -> None:
@@ -120,14 +108,6 @@ def _last_records(settings: Settings, topic: str) -> dict[bytes, bytes | None]:
     return last
 
 
-def wait_for(pred: Callable[[], Any], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _sql_cells(url: str) -> list[str]:
     """Every cell of every table of the database, as text."""
     engine = create_engine(url)
@@ -161,7 +141,7 @@ def test_a_deleted_user_and_item_leave_every_store(settings: Settings, database:
         assert consume(settings, threading.Event(), idle_stop_s=60.0, max_requests=2) == 2
         # the API process heard of both (its watcher thread reads the eraser's announcements)
         forgotten = pipeline.forgotten
-        wait_for(lambda: forgotten.item(GONE) and forgotten.user("u1"), "the API heard of the deletions")
+        wait_until(lambda: forgotten.item(GONE) and forgotten.user("u1"), "the API heard of the deletions")
 
         # degraded answers first (the store's circuit breaker held open), from what the caches held
         state = pipeline.state

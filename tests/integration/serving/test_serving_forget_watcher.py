@@ -7,7 +7,6 @@ the announcement hears of it too; another tenant's process hears nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -20,17 +19,10 @@ from core.tenancy import scoped
 from feature_store.online.keys import Keys
 from services.pipeline.build import build_pipeline
 from services.privacy.eraser import Eraser
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 GONE = "i001"
-
-
-def _until(pred: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_the_item_cache_reads_a_deleted_item_again_as_soon_as_the_eraser_announces_it(settings: Settings):
@@ -47,14 +39,14 @@ def test_the_item_cache_reads_a_deleted_item_again_as_soon_as_the_eraser_announc
         Eraser(settings, client, producer).erase(deletion)
         producer.close()
         assert client.hget(Keys(settings.redis.key_prefix).item(GONE), "active") in (b"0", b"false")
-        _until(lambda: pipeline.forgotten.item(GONE), "the process heard of the deletion")
+        wait_until(lambda: pipeline.forgotten.item(GONE), "the process heard of the deletion")
         info = state.items([GONE])[0]
         assert info is None or not info.active, info  # read again: the stub, not the cached row
         assert GONE not in [i for i, _ in state.popular(None, 50, time.time())]
 
         late, close_late = build_pipeline(settings, hot_swap=False)  # started after the announcement
         try:
-            _until(lambda: late.forgotten.item(GONE), "a process started later heard of it")
+            wait_until(lambda: late.forgotten.item(GONE), "a process started later heard of it")
         finally:
             close_late()
         assert not other.forgotten.item(GONE)  # another tenant's stream
