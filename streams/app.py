@@ -5,7 +5,9 @@ One aiokafka consumer in the worker's group reads the three input topics; each f
 to :class:`BatchProcessor` (effects durable when it returns). The batch's follow-up (archive, Feast
 rows, feed triggers) then runs while the next batches are applied; a batch's offsets are committed
 once it and every batch before it are done. Nothing is ever acknowledged early: a crash replays from
-the last commit and the watermarks in Redis make the replay a no-op.
+the last commit and the watermarks in Redis make the replay a no-op. A batch is prepared (decoded,
+validated, its topic-id lookup started) as soon as it is fetched, while the topic's previous batch is
+still being applied; it is applied after that one.
 
 (A faust agent costs ~110 us of Python per event before any work, measured on a do-nothing agent,
 more than the whole budget at 10,000 events/s; a batch fetch costs ~1.5 us per record.)
@@ -43,7 +45,7 @@ from streams.decode import RawRecord
 from streams.incarnation import CHECK_INTERVAL_S, IncarnationGuard
 from streams.kafka_errors import describe, is_retryable
 from streams.metrics import WorkerMetrics
-from streams.processor import BatchProcessor
+from streams.processor import BatchProcessor, Prepared
 
 log = logging.getLogger(__name__)
 EXIT_UNAPPLIED = 70
@@ -175,15 +177,27 @@ class ConsumerLoop:
     async def _part(self, before: asyncio.Future[None] | None, applied: asyncio.Future[None], base: str,
                     records: list[RawRecord]) -> None:
         try:
+            prepared = self._prepare(base, records)  # while the topic's previous batch is applied
             if before is not None:
                 await asyncio.wait([before])
-            follow_up = await self._apply(base, records)
+            follow_up = await self._apply(base, records, prepared)
         finally:
             applied.set_result(None)
         await _retrying(self.state.metrics, "follow_up", follow_up)
 
-    async def _apply(self, base: str, records: list[RawRecord]) -> Callable[[], Awaitable[None]]:
-        return await _retrying(self.state.metrics, base, lambda: self._processor().process(base, records))
+    def _prepare(self, base: str, records: list[RawRecord]) -> Prepared | None:
+        """Decode, validate and start the topic-id lookup now; None if that failed unexpectedly:
+        ``process`` then does it again in its turn, where a failure is handled as before."""
+        try:
+            return self._processor().prepare(base, records)
+        except Exception:  # noqa: BLE001 - raised again, in order, by process
+            log.debug("%s batch not prepared ahead", base, exc_info=True)
+            return None
+
+    async def _apply(self, base: str, records: list[RawRecord],
+                     prepared: Prepared | None) -> Callable[[], Awaitable[None]]:
+        return await _retrying(self.state.metrics, base,
+                               lambda: self._processor().process(base, records, prepared))
 
     def _processor(self) -> BatchProcessor:
         assert self.state.processor is not None

@@ -14,6 +14,12 @@
 follow-up (archive, Feast rows of every entity the batch touched, replayed ones too, then feed
 triggers), which the consumer runs while it applies the next batches and awaits before it commits
 the batch's offsets.
+
+What does not depend on the state the previous batch of the topic wrote is done ahead, by
+:meth:`BatchProcessor.prepare`, as soon as the batch is fetched: decoding and validating its records
+and the topic-id lookup of step 1 (started after the fetch, as before). The consumer prepares batch
+k+1 while batch k's Redis round trips run; steps 1-3 (watermarks, dead letters, dedupe, plan, apply)
+stay after batch k is applied, in order per topic.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ FeaturePush = Callable[[Mapping[str, Any], Sequence[str]], Awaitable[None]]
 
 
 @dataclass
+class Prepared:
+    """A batch's records decoded and validated (per record: its event, or the EventError that rejects
+    it, checked against the clock at ``prepare``), and its topic-id lookup, started once fetched."""
+
+    checked: list[Any]
+    started: float  # monotonic: the lookup reports ids at or after this
+    ids: asyncio.Future[Mapping[str, str]] | None = None
+
+
+@dataclass
 class Parsed:
     new: list[tuple[RawRecord, Any]]
     replayed: list[tuple[RawRecord, Any]]
@@ -68,13 +84,23 @@ class BatchProcessor:
         self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
         self.fence: Fence | None = None  # topic ids of the input topics (app sets it)
 
-    async def process(self, base: str, records: Sequence[RawRecord]) -> Callable[[], Awaitable[None]]:
-        """Apply the batch; returns its follow-up (see the module docstring)."""
+    def prepare(self, base: str, records: Sequence[RawRecord]) -> Prepared:
+        """The work that does not read the state earlier batches write (see the module docstring)."""
+        started, now = time.monotonic(), self.clock()
+        checked = [_checked(base, rec.value, now, self.skew) for rec in records]
+        ids = asyncio.ensure_future(self.fence(started)) if self.fence is not None else None
+        return Prepared(checked, started, ids)
+
+    async def process(self, base: str, records: Sequence[RawRecord],
+                      prepared: Prepared | None = None) -> Callable[[], Awaitable[None]]:
+        """Apply the batch (``prepared``: by :meth:`prepare`, from the same records); returns its
+        follow-up (see the module docstring)."""
         started = time.monotonic()
+        prep = prepared if prepared is not None else self.prepare(base, records)
         clock = _PhaseClock(self.metrics, base)
         while True:
-            ids = await self.fence(started) if self.fence is not None else {}
-            parsed = await self._parse(base, records, ids)
+            ids = await self._ids(prep)
+            parsed = await self._parse(records, prep.checked, ids)
             sent = await self._dead_letter(base, parsed.dead)
             clock.lap("parse_dlq")
             stats = StatsDelta(base, len(parsed.new), len(sent), dict(Counter(d.reason for d in sent)),
@@ -89,21 +115,27 @@ class BatchProcessor:
         self._observe(base, parsed, stats, records, started)
         return lambda: self._follow_up(base, parsed, applied)
 
-    async def _parse(self, base: str, records: Sequence[RawRecord], ids: Mapping[str, str]) -> Parsed:
-        """``ids``: the topic ids the broker reported after these records were fetched."""
+    async def _ids(self, prep: Prepared) -> Mapping[str, str]:
+        """The lookup ``prepare`` started; again (served by any lookup since) on a retried batch."""
+        if self.fence is None:
+            return {}
+        task, prep.ids = prep.ids, None
+        return await (task if task is not None else self.fence(prep.started))
+
+    async def _parse(self, records: Sequence[RawRecord], checked: Sequence[Any],
+                     ids: Mapping[str, str]) -> Parsed:
+        """``checked``: by ``prepare``; ``ids``: the topic ids the broker reported after these
+        records were fetched."""
         names = {t: incarnated(t, ids.get(t)) for t in {r.topic for r in records}}
         marks = await self.writer.watermarks(sorted({(names[r.topic], r.partition) for r in records}))
-        now = self.clock()
         out = Parsed([], [], [], {}, marks)
-        for rec in records:
+        for rec, ev in zip(records, checked, strict=True):
             tp = names[rec.topic], rec.partition
             replay = rec.offset <= marks[tp]
             out.redelivered += replay
-            try:
-                ev = validate(base, rec.value, now, self.skew)
-            except EventError as err:
+            if isinstance(ev, EventError):
                 if not replay:
-                    out.dead.append(build(rec, err, self.dlq_max_bytes))
+                    out.dead.append(build(rec, ev, self.dlq_max_bytes))
                     out.offsets[tp] = max(out.offsets.get(tp, -1), rec.offset)
                 continue
             if replay:
@@ -220,6 +252,14 @@ class BatchProcessor:
         for rec in records[::LATENCY_SAMPLE]:  # a uniform sample: the same distribution, 1/4 the cost
             if rec.timestamp:
                 hist.observe(max(0.0, now - rec.timestamp))
+
+
+def _checked(base: str, raw: bytes | None, now: float, skew: Skew) -> Any:
+    """The record's event, or the EventError that rejects it."""
+    try:
+        return validate(base, raw, now, skew)
+    except EventError as err:
+        return err
 
 
 class _PhaseClock:
