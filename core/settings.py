@@ -281,6 +281,9 @@ class RetrievalSettings(_Section):
         30.0, ge=0, le=3600, description="serving's in-process item catalog cache")
     shared_cache_ttl_s: float = Field(
         1.0, ge=0, le=60, description="serving's cache of per-segment popular/trending/fresh lists")
+    item_state_max_age_s: float = Field(
+        2.0, ge=0, le=60, description="serving's in-process per-item columns (Feast item rows, popularity): "
+        "a candidate's are read from Redis again when older (0 = every request)")
 
 
 class RankingSettings(_Section):

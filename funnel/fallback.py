@@ -126,7 +126,9 @@ class FeedCache:
 
 
 class PopularitySnapshot:
-    """The most recent popularity list read from the store, per segment (``None`` = global)."""
+    """The most recent popularity list read from the store, per segment (``None`` = global). Kept as
+    read (every request hands one in: no per-feed work) and cleaned of the forgotten items when a
+    degraded answer reads it."""
 
     def __init__(self, forgotten: Forgotten | None = None) -> None:
         self._by_segment: dict[str | None, Scored] = {}
@@ -134,7 +136,7 @@ class PopularitySnapshot:
 
     def update(self, segment: str | None, scored: Scored) -> None:
         if scored:
-            self._by_segment[segment] = self._clean(scored)
+            self._by_segment[segment] = scored
 
     def _clean(self, scored: Scored) -> Scored:
         gone = self.forgotten.item
@@ -145,8 +147,8 @@ class PopularitySnapshot:
         self._by_segment = {seg: self._clean(scored) for seg, scored in self._by_segment.items()}
 
     def get(self, segment: str | None) -> Scored:
-        return self._by_segment.get(segment) or self._by_segment.get(None) or next(
-            iter(self._by_segment.values()), [])
+        return self._clean(self._by_segment.get(segment) or self._by_segment.get(None) or next(
+            iter(self._by_segment.values()), []))
 
 
 def degraded_feed(user_id: str, n: int, cache: FeedCache, snapshot: PopularitySnapshot,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
@@ -29,6 +31,7 @@ from core.protocols import FeatureReader, Features
 from core.settings import Settings
 from feature_store.online import pipelined, views
 from feature_store.online.effects import POP, TREND
+from feature_store.online.item_columns import ItemColumns, epoch_scores, positions
 from feature_store.online.keys import SLICES, Keys, pop_slice
 from feature_store.redis_pipe import RedisPipe
 from feature_store.redis_url import parse
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 BREAKER_S = 1.0
+_AT, _INFO = operator.itemgetter(0), operator.itemgetter(1)  # of an item cache entry (read at, info)
 BREAKER_TIMEOUTS = 3  # consecutive missed deadlines of serving reads that open the breaker
 
 
@@ -80,7 +84,7 @@ class RedisOnlineState:
     """Implements ``core.online.OnlineState`` over a sync ``redis.Redis`` (decode_responses=False)."""
 
     def __init__(self, client: redis.Redis, settings: Settings, cache_size: int = 20_000,
-                 pipe: RedisPipe | None = None) -> None:
+                 pipe: RedisPipe | None = None, columns_size: int = 250_000) -> None:
         self.r, self.settings = client, settings
         self.pipe = pipe if pipe is not None else serving_pipe(settings)
         self.keys = Keys(settings.redis.key_prefix)
@@ -96,6 +100,7 @@ class RedisOnlineState:
         self._reloading: set[tuple[Any, ...]] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._counts: dict[str, dict[str, tuple[float, float, float]]] = {}
+        self._columns = ItemColumns(columns_size)
 
     def segment_key(self, segment: str | None) -> str:
         return views.segment_key(segment, self.settings.bandit.segment_key)
@@ -146,30 +151,60 @@ class RedisOnlineState:
                    reader: FeatureReader | None, also_counts: Sequence[str] = ()
                    ) -> tuple[list[Features], F32, F32, F32, bool]:
         """Feast's item rows, popularity and posteriors (as :meth:`item_popularity` and
-        :meth:`posteriors`) in one round trip; ``also_counts`` items' bandit counts too."""
+        :meth:`posteriors`) in one round trip; ``also_counts`` items' bandit counts too. Rows and
+        popularity come from the process's item columns where they are younger than
+        ``retrieval.item_state_max_age_s`` (``item_columns``); only the others are read."""
         if self.pipe is None or not item_ids:
             return self._read_items_apart(item_ids, segment, now, reader)
         rows = _pipelined_rows(reader)
-        epochs, parts = views.epochs(now, self.pop_hl), _by_slice(item_ids)
-        seg = self.segment_key(segment)
-        stale = self._stale_counts(seg, [*item_ids, *also_counts])
-        count_parts = _by_slice(stale)
+        epochs, seg = views.epochs(now, self.pop_hl), self.segment_key(segment)
+        max_age = self.settings.retrieval.item_state_max_age_s
+        cols = self._item_columns(item_ids) if rows is not None and max_age > 0 else None
+        at, forgets = time.monotonic(), self._forgets
+        if cols is None:
+            stale = list(dict.fromkeys(item_ids))
+        else:
+            pos = cols[0].stale_positions(cols[1], epochs[0], at - max_age)
+            stale = [item_ids[j] for j in pos.tolist()]
+        parts = _by_slice(stale)
+        count_parts = _by_slice(self._stale_counts(seg, [*item_ids, *also_counts]))
         packed = b"".join(pipelined.pack_members("ZMSCORE", self.keys.popularity(POP, e, "all", part), ids)
                           for e in epochs for part, ids in parts.items())
         packed += b"".join(pipelined.pack_members("HMGET", self.keys.bandit(seg, part), _count_fields(ids))
                            for part, ids in count_parts.items())
         if rows is not None:
-            packed += rows.packed(names.ITEM_KEY, item_ids)
+            packed += rows.packed(names.ITEM_KEY, stale)
         n_pop, n_counts = len(epochs) * len(parts), len(count_parts)
-        replies = self._trip(packed, n_pop + n_counts + (len(item_ids) if rows is not None else 0))
-        popularity = self._popularity(item_ids, epochs, parts, replies[:n_pop], now)
+        n_replies = n_pop + n_counts + (len(stale) if rows is not None else 0)
+        replies = self._trip(packed, n_replies) if n_replies else []
+        scores = epoch_scores(stale, epochs, parts, replies[:n_pop])
         self._store_counts(seg, count_parts, replies[n_pop:n_pop + n_counts])
         alpha, beta = self._posterior_arrays(seg, item_ids)
-        if rows is None:
+        feast = rows.decoded(names.ITEM_KEY, stale, replies[n_pop + n_counts:], copy=False) \
+            if rows is not None else None
+        if cols is not None:
+            columns, where = cols
+            keep = at if forgets == self._forgets else -np.inf  # a deletion heard meanwhile: not kept
+            columns.store(where[pos], scores, feast or [], epochs[0], keep)
+            return columns.feast_rows(where), columns.popularity(where, epochs, now, self.pop_hl), \
+                alpha, beta, True
+        take = positions(stale, item_ids)
+        aligned = scores if take is None else [s[take] for s in scores]
+        popularity = views.decayed_arrays(list(zip(epochs, aligned, strict=True)), now, self.pop_hl,
+                                          len(item_ids))
+        if feast is None:
             feast, ok = _item_rows(reader, item_ids)
             return feast, popularity, alpha, beta, ok
-        return rows.decoded(names.ITEM_KEY, item_ids, replies[n_pop + n_counts:], copy=False), \
-            popularity, alpha, beta, True
+        return feast if take is None else [feast[j] for j in take.tolist()], popularity, alpha, beta, True
+
+    def _item_columns(self, item_ids: Sequence[str]) -> tuple[ItemColumns, npt.NDArray[np.int64]]:
+        """The process's item columns and the rows of ``item_ids`` (new columns when these are full)."""
+        columns = self._columns
+        where = columns.locate(item_ids)
+        while where is None:
+            columns = self._columns = ItemColumns(columns.capacity)
+            where = columns.locate(item_ids)
+        return columns, where
 
     def _read_items_apart(self, item_ids: Sequence[str], segment: str | None, now: float,
                           reader: FeatureReader | None) -> tuple[list[Features], F32, F32, F32, bool]:
@@ -193,22 +228,6 @@ class RedisOnlineState:
             raise
         self._timeouts = 0
         return replies
-
-    def _popularity(self, item_ids: Sequence[str], epochs: list[int], parts: dict[int, list[str]],
-                    replies: Sequence[Any], now: float) -> F32:
-        res, rows = iter(replies), []
-        flat = [i for ids in parts.values() for i in ids]  # the replies' member order (per epoch)
-        take = None
-        if len(flat) != len(item_ids) or flat != list(item_ids):
-            where = dict(zip(flat, range(len(flat)), strict=True))
-            take = np.fromiter(map(where.__getitem__, item_ids), np.int64, len(item_ids))
-        for e in epochs:
-            values = list(itertools.chain.from_iterable(itertools.islice(res, len(parts))))
-            if len(values) != len(flat):
-                raise ValueError(f"ZMSCORE answered {len(values)} scores for {len(flat)} items")
-            scores = np.array([0.0 if v is None else float(v) for v in values], np.float64)
-            rows.append((e, scores if take is None else scores[take]))
-        return views.decayed_arrays(rows, now, self.pop_hl, len(item_ids))
 
     def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
         """Each epoch's top-k of every slice (an item lives in one slice), merged: the segment's own
@@ -303,7 +322,13 @@ class RedisOnlineState:
         now = time.monotonic()
         ttl = self.settings.retrieval.item_cache_ttl_s
         with self._lock:
-            cached = dict(zip(item_ids, map(self._cache.get, item_ids), strict=True))
+            found = list(map(self._cache.get, item_ids))
+        try:  # the usual case, every one cached and fresh: C-level passes only
+            if now - min(map(_AT, found), default=now) <= ttl:  # type: ignore[arg-type]
+                return list(map(_INFO, found))  # type: ignore[arg-type]
+        except TypeError:  # one not cached (None)
+            pass
+        cached = dict(zip(item_ids, found, strict=True))
         missing = [i for i, c in cached.items() if c is None or now - c[0] > ttl]
         forgets = self._forgets
         fetched = self._fetch_items(missing) if missing else {}
@@ -326,6 +351,7 @@ class RedisOnlineState:
             self._forgets += 1
             for iid in item_ids:
                 self._cache.pop(iid, None)
+        self._columns.forget(item_ids)
         self._lists.clear()
 
     def _fetch_items(self, ids: list[str]) -> dict[str, ItemInfo | None]:

@@ -89,3 +89,17 @@ def test_from_requests_groups_and_pads():
     assert data.labels["click"].tolist() == [[1, 0], [1, 0]] and data.labels["deep"][1, 0] == 1
     model = train_ranker(data, CFG, RankerTrainConfig(epochs=2))
     assert isinstance(model, MultiTaskRanker)
+
+
+@pytest.mark.parametrize("n", [1, 7, 500])
+def test_traced_ranker_scores_equal_the_eager_model_bit_for_bit(serving: RankerServing, n: int):
+    rng = np.random.default_rng(n)
+    dense = rng.normal(size=(n, 3)).astype(np.float32)
+    dense[rng.random(size=dense.shape) < 0.2] = np.nan  # unknown values: the training mean
+    sparse = rng.integers(0, 50, size=(n, 1))
+    got = serving.score_arrays(dense, sparse)
+    assert isinstance(serving._forward, torch.jit.ScriptModule)  # the traced pass scored them
+    with torch.inference_mode():
+        eager = serving.model(torch.from_numpy(dense), torch.from_numpy(sparse))
+    for head, logits in eager.items():
+        np.testing.assert_array_equal(got[head], torch.sigmoid(logits).numpy())
