@@ -35,7 +35,7 @@ from core.online import F32
 from core.settings import Settings
 from funnel.log import Catalog, EventLog
 from funnel.modelset import ModelSlot, one_thread
-from funnel.pipeline import Pipeline
+from funnel.pipeline import Pipeline, RankInputs
 from funnel.replay import Replay
 from funnel.retrieval import SOURCES
 from funnel.scoring import HEURISTIC, model_heads
@@ -111,14 +111,14 @@ def _serve(data: Interactions, split: Split, replay: Replay, pipeline: Pipeline,
         feed = pipeline.feed(user, n=LIST_N, now=ts)
         ids = [code[it.item_id] for it in feed.feed.items if it.item_id in code][:LIST_N]
         lists[row, :len(ids)] = ids
-        if row in sampled:
-            _ablations(pipeline, user, ts, code, sources, row)
+        if row in sampled:  # the inputs the feed was ranked on (a degraded feed has none: read again)
+            ri = feed.inputs or pipeline.rank_inputs(user, ts)
+            _ablations(pipeline, ri, user, code, sources, row)
     return lists, sources
 
 
-def _ablations(pipeline: Pipeline, user: str, ts: float, code: dict[str, int],
+def _ablations(pipeline: Pipeline, ri: RankInputs, user: str, code: dict[str, int],
                out: dict[str, IntArray], row: int) -> None:
-    ri = pipeline.rank_inputs(user, ts)
     seen = pipeline.state.user(user).seen
     for src in SOURCES:
         ids = [code[i] for i, _ in ri.cands.raw.get(src, []) if i in code and i not in seen][:LIST_N]

@@ -54,6 +54,8 @@ class FeedResult:
     # off-policy estimate needs of a stochastic policy (the feed carries only the picks' propensities)
     explore: dict[int, dict[str, float]] = field(default_factory=dict)
     feature_rows: tuple[int, int] = (0, 0)  # Feast rows read with any value, of all read (user + items)
+    # what the ranker saw (eval scores each source and the ranker alone on it without a second read)
+    inputs: RankInputs | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -172,8 +174,7 @@ class Pipeline:
         feed = result.feed.model_copy(update={"trigger": trigger, "trigger_event_ts": trigger_event_ts})
         if not feed.degraded:
             self.cache.put(feed)
-        return self._cleaned(FeedResult(feed, result.stages_ms, result.candidates, result.explore,
-                                        result.feature_rows))
+        return self._cleaned(replace(result, feed=feed))
 
     def _cleaned(self, result: FeedResult) -> FeedResult:
         """The result without items deleted while it was computed (from caches filled before the
@@ -235,7 +236,7 @@ class Pipeline:
         heads = self._rank(req, inputs)
         req.stages_ms["ranking"] = (time.perf_counter() - t1) * 1e3
         out = self._finish(req, inputs.cands, heads)
-        out.feature_rows = _nonempty_rows(ur, inputs)
+        out.feature_rows, out.inputs = _nonempty_rows(ur, inputs), inputs
         return out
 
     def _rank(self, req: _Request, inputs: RankInputs) -> dict[str, F32]:

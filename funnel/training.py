@@ -55,6 +55,7 @@ class TrainConfig:
     max_negatives: int = 200
     holdout_fraction: float = 0.1
     min_groups: int = 30
+    gate: bool = True  # fit once more before the time cut to measure the holdout (promotion gate)
     two_tower: TwoTowerOptions = TwoTowerOptions()
     neighbours: NeighbourConfig = NeighbourConfig()
     ranker: RankerTrainConfig = RankerTrainConfig(epochs=30, batch_groups=32, listwise=True)
@@ -167,13 +168,14 @@ def _groups(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConf
 
 
 def _fit(out: Trained, groups: Groups, settings: Settings, cfg: TrainConfig) -> None:
-    """Fit before the time cut, measure after it; then the served ranker is refitted on every group."""
+    """Fit before the time cut, measure after it (``cfg.gate``: the trainer's promotion gate reads it;
+    ``streamrec eval`` scores the served feeds instead); then the served ranker is fitted on every group."""
     weights = dict(settings.ranking.head_weights)
     order = np.argsort([g.ts for g in groups.groups], kind="stable")
     cut = int(len(order) * (1.0 - cfg.holdout_fraction))
     fit_idx, hold_idx = order[:cut], order[cut:]
     out.holdout = [groups.groups[int(i)] for i in hold_idx]
-    if len(hold_idx) and len(fit_idx):
+    if cfg.gate and len(hold_idx) and len(fit_idx):
         first = fit_ranker(groups, fit_idx.astype(np.int64), cfg.ranker, weights)
         out.metrics["holdout_ndcg@10"] = holdout_ndcg(first, out.holdout)
         out.metrics["holdout_ndcg@10_heuristic"] = holdout_ndcg(None, out.holdout)

@@ -85,7 +85,9 @@ def run(settings: Any, data: Path, fmt: DataFormat, items: Path | None, split: S
 
     dataset = load_data(data, fmt.value, items)
     content = content_vectors(dataset, settings.worker.content_model)
-    cfg = TrainConfig.from_settings(settings, selection="random" if split is SplitName.random else "last")
+    # no promotion gate to feed: the served ranker is fitted once, on every group, as after a passed gate
+    cfg = TrainConfig.from_settings(settings, selection="random" if split is SplitName.random else "last",
+                                    gate=False)
     # Epochs and early stopping decide how long the two-tower trains, not the wall clock: a time cap
     # would make the figures depend on the machine's load.
     cfg = replace(cfg, two_tower=replace(cfg.two_tower, max_seconds=EVAL_FIT_SECONDS))

@@ -91,3 +91,17 @@ def test_without_its_features_the_ranker_steps_aside_for_the_heuristic():
     feed = Pipeline(Settings(), state, slot, reader=FeaturesDown()).feed("u", n=10, now=NOW).feed
     assert feed.degraded and feed.model_version == "none" and feed.index_version == "ix-1"
     assert len(feed.items) == 10 and all("prior" in it.scores for it in feed.items if not it.explore)
+
+
+def test_feed_keeps_the_inputs_it_was_ranked_on():
+    """Eval scores each source and the ranker alone on ``FeedResult.inputs``: they are what a separate
+    ``rank_inputs`` at the same clock reads, and the ranking did not change them in place."""
+    state, index = world()
+    pipeline = Pipeline(Settings(), state, ModelSlot(ModelSet(ranker=ranker("rk-1"), index=index,
+                                                              user_tower=Tower())), reader=state)
+    result = pipeline.feed("u", n=20, now=NOW)
+    again = pipeline.rank_inputs("u", NOW)
+    assert result.inputs is not None and result.inputs.item_ids == again.item_ids
+    assert len(again.item_ids) > 20
+    np.testing.assert_array_equal(result.inputs.matrix, again.matrix)
+    assert result.inputs.cands.raw == again.cands.raw
