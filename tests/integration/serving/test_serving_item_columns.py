@@ -99,13 +99,20 @@ def test_only_the_stale_candidates_are_read(settings: Settings, clock: FakeClock
     np.testing.assert_array_equal(got[1], _fresh(settings, rows, now)[1])
 
 
-def test_a_deleted_item_is_read_again_at_once(settings: Settings, clock: FakeClock):
-    settings = _with_age(settings, 30.0)
+def _read_once(settings: Settings, max_age_s: float) -> tuple[Settings, RedisOnlineState, StubRows,
+                                                                list[int], float]:
+    """A seeded catalog without events, read once through a state with columns of ``max_age_s``."""
+    settings = _with_age(settings, max_age_s)
     now = time.time()
     seed_state(settings, _catalog(now), [])
     trips: list[int] = []
     state, rows = _state(settings, trips)
     state.read_items(ITEMS, None, now, rows)
+    return settings, state, rows, trips, now
+
+
+def test_a_deleted_item_is_read_again_at_once(settings: Settings, clock: FakeClock):
+    settings, state, rows, trips, now = _read_once(settings, 30.0)
     client = redis_client(settings)
     client.hset("stub:item_id:i1", "v", "erased")
     client.hset("stub:item_id:i2", "v", "changed")
@@ -117,12 +124,7 @@ def test_a_deleted_item_is_read_again_at_once(settings: Settings, clock: FakeClo
 
 
 def test_max_age_zero_reads_every_request(settings: Settings, clock: FakeClock):
-    settings = _with_age(settings, 0.0)
-    now = time.time()
-    seed_state(settings, _catalog(now), [])
-    trips: list[int] = []
-    state, rows = _state(settings, trips)
-    state.read_items(ITEMS, None, now, rows)
+    settings, state, rows, trips, now = _read_once(settings, 0.0)
     redis_client(settings).hset("stub:item_id:i4", "v", "new")
     got = state.read_items(ITEMS, None, now, rows)
     assert len(trips) == 2 and got[0] == rows.item_features(ITEMS) and got[0][4]["v"] == "new"
