@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from feature_store.online.memory_state import MemoryOnline
 from funnel.evaluation import run_once
 from funnel.train_two_tower import TwoTowerOptions
 from funnel.training import TrainConfig
-from models.data import Interactions, leave_one_out
+from models.data import Interactions, global_time_split, leave_one_out
 
 SETTINGS = Settings(worker={"content_model": False})
 TINY = TrainConfig(two_tower=TwoTowerOptions(dim=16, max_len=6, epochs=3, batch_size=32), min_groups=5)
@@ -76,7 +77,7 @@ def test_cli_writes_the_documented_keys(tmp_path: Path, monkeypatch):
                                                                      *a[5:], **k))
     out = tmp_path / "r.json"
     res = CliRunner().invoke(app, ["--data", str(csv), "--format", "csv", "--seeds", "2", "--config",
-                                   str(config), "--json", str(out)])
+                                   str(config), "--json", str(out), "--jobs", "1"])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert {"metrics", "metrics_se", "baselines", "baselines_se", "global_split", "ablations",
@@ -84,3 +85,30 @@ def test_cli_writes_the_documented_keys(tmp_path: Path, monkeypatch):
     assert set(doc["baselines"]) == set(doc["baselines_se"]) == {"pop", "itemknn", "covisit"}
     assert {"metrics", "baselines"} <= set(doc["global_split"]) and doc["seeds"] == [0, 1]
     assert len(doc["seconds_per_seed"]) == 2 and doc["metrics_se"]["ndcg@10"] >= 0.0
+
+
+def test_runs_in_processes_give_the_figures_of_runs_in_process():
+    """Two spawned run processes (each on one torch thread) score every run as one process does."""
+    import torch
+
+    from funnel.eval_runs import Seeds
+
+    data = _walks(n_users=20)
+    docs = []
+    for jobs in (1, 2):
+        seeds = Seeds(data, None, SETTINGS, TINY, partial(MemoryOnline, SETTINGS))
+        for s in (0, 1):
+            seeds.add(s, leave_one_out(data), global_time_split(data))
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            seeds.run(jobs)
+        finally:
+            torch.set_num_threads(before)
+        docs.append(seeds)
+    one, two = docs
+    for a, b in zip(one.runs + one.global_runs, two.runs + two.global_runs, strict=True):
+        np.testing.assert_array_equal(a.ndcg, b.ndcg)
+        assert a.baselines == b.baselines
+    names = {"0/leave_one_out", "0/global", "1/leave_one_out", "1/global"}
+    assert set(two.document()["run_seconds"]) == names
