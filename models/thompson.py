@@ -49,8 +49,10 @@ def rank_probabilities(alpha: npt.ArrayLike, beta: npt.ArrayLike, ranks: int) ->
         out[0, 0] = 1.0
         return out
     keep, lo = _contenders(a, b, ranks)
-    probs = _integrate(a[keep], b[keep], lo, ranks)
-    out[:, keep] = probs
+    pairs, which, counts = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0, return_inverse=True,
+                                     return_counts=True)
+    probs = _integrate(pairs[:, 0], pairs[:, 1], lo, ranks, counts.astype(np.float64))
+    out[:, keep] = probs[:, which.reshape(-1)]
     return np.asarray(out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300), np.float64)
 
 
@@ -93,9 +95,10 @@ def _cdf(a: F64, b: F64, x: F64, start: F64) -> tuple[F64, F64]:
     return cdf, d
 
 
-def _elementary(odds: F64, ranks: int) -> list[F64]:
-    """e_0..e_{ranks-1} of the odds over all items (Newton's identities), one row per grid point."""
-    powers = [np.sum(odds ** k, axis=0) for k in range(1, ranks)]
+def _elementary(odds: F64, ranks: int, counts: F64) -> list[F64]:
+    """e_0..e_{ranks-1} of the odds over all items (Newton's identities), one row per grid point;
+    row ``u`` of ``odds`` stands for ``counts[u]`` items."""
+    powers = [counts @ odds ** k for k in range(1, ranks)]
     e = [np.ones(odds.shape[1])]
     for r in range(1, ranks):
         acc = sum(((-1) ** (k - 1)) * e[r - k] * powers[k - 1] for k in range(1, r + 1))
@@ -103,23 +106,24 @@ def _elementary(odds: F64, ranks: int) -> list[F64]:
     return e
 
 
-def _parts(cdf: F64, ranks: int) -> tuple[F64, F64, F64, list[F64]]:
+def _parts(cdf: F64, ranks: int, counts: F64) -> tuple[F64, F64, F64, list[F64]]:
     f = np.maximum(cdf, CLIP)
     logs = np.log(f)
     odds = 1.0 / f - 1.0
-    return logs, logs.sum(axis=0), odds, _elementary(odds, ranks)
+    return logs, counts @ logs, odds, _elementary(odds, ranks, counts)
 
 
-def _order_cdfs(cdf: F64, ranks: int) -> tuple[F64, F64]:
+def _order_cdfs(cdf: F64, ranks: int, counts: F64) -> tuple[F64, F64]:
     """The CDFs of the largest and of the ``ranks``-th largest draw (where the grid is refined)."""
-    _, total, _, e_all = _parts(cdf, 1 if ranks == 1 else ranks)
+    _, total, _, e_all = _parts(cdf, 1 if ranks == 1 else ranks, counts)
     first = np.exp(total)
     return first, np.asarray(first * np.sum(e_all, axis=0), np.float64)
 
 
-def _leave_one_out(cdf: F64, ranks: int) -> list[F64]:
-    """P(exactly r of the OTHER draws exceed x), per item and point, for r < ranks."""
-    logs, total, odds, e_all = _parts(cdf, ranks)
+def _leave_one_out(cdf: F64, ranks: int, counts: F64) -> list[F64]:
+    """P(exactly r of the OTHER draws exceed x), per item and point, for r < ranks (one of the
+    ``counts[u]`` items of row ``u`` left out)."""
+    logs, total, odds, e_all = _parts(cdf, ranks, counts)
     base = np.exp(total[None, :] - logs)
     loo, prev = [base], None
     for r in range(1, ranks):
@@ -128,13 +132,17 @@ def _leave_one_out(cdf: F64, ranks: int) -> list[F64]:
     return loo
 
 
-def _integrate(a: F64, b: F64, left: float, ranks: int) -> F64:
+def _integrate(a: F64, b: F64, left: float, ranks: int, counts: F64 | None = None) -> F64:
+    """Per rank, the probability of each posterior (a, b); each stands for ``counts`` items of the
+    pool (default one each): items with the same posterior (new items on the flat prior, the same
+    counts) have the same probabilities, so each distinct one is integrated once."""
+    counts = np.ones(len(a)) if counts is None else counts
     start = np.asarray(betainc(a, b, left), np.float64)
     coarse = _grid(a, b, left, Z_COARSE)  # only to find where the order statistics change
     cdf, _ = _cdf(a, b, coarse, start)
-    first, order = _order_cdfs(cdf, ranks)
+    first, order = _order_cdfs(cdf, ranks, counts)
     levels = [first] if ranks == 1 else [first, order]
     extra = [np.interp(LEVELS, np.maximum.accumulate(c), coarse) for c in levels]
     x = np.unique(np.concatenate([_grid(a, b, left), *extra]))
     cdf, d = _cdf(a, b, x, start)
-    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in _leave_one_out(cdf, ranks)])
+    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in _leave_one_out(cdf, ranks, counts)])
