@@ -145,4 +145,5 @@ def _integrate(a: F64, b: F64, left: float, ranks: int, counts: F64 | None = Non
     extra = [np.interp(LEVELS, np.maximum.accumulate(c), coarse) for c in levels]
     x = np.unique(np.concatenate([_grid(a, b, left), *extra]))
     cdf, d = _cdf(a, b, x, start)
-    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in _leave_one_out(cdf, ranks, counts)])
+    loo = _leave_one_out(cdf, ranks, counts)
+    return np.stack([np.sum(d * 0.5 * (t[:, 1:] + t[:, :-1]), axis=1) for t in loo])

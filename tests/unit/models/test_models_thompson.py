@@ -154,7 +154,7 @@ def test_personal_prior_explores_new_items_the_user_is_likely_to_click():
 
 @pytest.mark.parametrize("pool", range(3))
 @pytest.mark.parametrize("ranks", [1, 2, 3])
-def test_items_with_the_same_posterior_are_integrated_once(pool: int, ranks: int):
+def test_items_with_the_same_posterior_are_integrated_once(pool: int, ranks: int) -> None:
     """A pool's distinct posteriors are integrated once each, weighted by how many items share them
     (pools 1 and 2: 26 and 12 items on the flat prior): the same probabilities as integrating every
     item on its own, to rounding (relative 1e-12)."""
