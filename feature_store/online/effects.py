@@ -114,17 +114,21 @@ def _add_popularity(plan: Plan, ev: Interaction, cats: Sequence[str], p: EffectP
                     keep: Keep | None) -> None:
     w = weight(ev)
     part = pop_slice(ev.item_id)
+    segs = segments(ev, cats, p.segment_keys)
+    item, ts = ev.item_id, ev.timestamp
     for kind, hl in ((POP, p.popularity_half_life_s), (TREND, p.trending_half_life_s)):
-        epoch = decay.epoch_of(ev.timestamp, hl)
-        inc = decay.grow(w, ev.timestamp, hl)
         seg_key = keys.segments(kind, part)
         if keep is not None and not keep(ev, seg_key):
             continue
-        for seg in segments(ev, cats, p.segment_keys):
+        epoch = decay.epoch_of(ts, hl)
+        inc = decay.grow(w, ts, hl)
+        ttl = int(3 * decay.epoch_len(hl))
+        zincr, expire = plan.zincr, plan.expire
+        for seg in segs:
             key = keys.popularity(kind, epoch, seg, part)
-            plan.zincr[key][ev.item_id] += inc
-            plan.expire[key] = int(3 * decay.epoch_len(hl))
-            plan.sadd[seg_key].add(seg)
+            zincr[key][item] += inc
+            expire[key] = ttl
+        plan.sadd[seg_key].update(segs)
 
 
 def _add_covisit(plan: Plan, ev: Interaction, history: Sequence[tuple[str, float]],

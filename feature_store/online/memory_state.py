@@ -81,19 +81,19 @@ class KeySpace:
     def _im(self, key: str, delta: ItemDelta) -> None:
         item_merge.merge(self.h.setdefault(key, {}), delta)
 
-    def _zi(self, key: str, members: list[tuple[str, str]]) -> None:
+    def _zi(self, key: str, members: list[str]) -> None:
         zs = self.z.setdefault(key, {})
-        for m, inc in members:
+        for m, inc in _pairs(members):
             zs[m] = zs.get(m, 0.0) + float(inc)
 
-    def _hi(self, key: str, fields: list[tuple[str, str]]) -> None:
+    def _hi(self, key: str, fields: list[str]) -> None:
         hs = self.h.setdefault(key, {})
-        for f, inc in fields:
+        for f, inc in _pairs(fields):
             hs[f] = _float_text(float(hs.get(f, "0")) + float(inc))
 
-    def _hb(self, key: str, fields: list[tuple[str, str]]) -> None:
+    def _hb(self, key: str, fields: list[str]) -> None:
         hs = self.h.setdefault(key, {})
-        for f, inc in fields:
+        for f, inc in _pairs(fields):
             hs[f] = str(int(hs.get(f, "0")) + int(inc))
 
     def _zc(self, key: str, cap: int) -> None:
@@ -101,8 +101,8 @@ class KeySpace:
         if zs is not None and len(zs) > cap:
             self.z[key] = dict(sorted(zs.items(), key=lambda kv: (kv[1], kv[0]))[-cap:])
 
-    def _hs(self, key: str, pairs: list[tuple[str, str]]) -> None:
-        self.h.setdefault(key, {}).update(pairs)
+    def _hs(self, key: str, pairs: list[str]) -> None:
+        self.h.setdefault(key, {}).update(_pairs(pairs))
 
     def _lp(self, key: str, values: list[str]) -> None:
         self.l[key] = list(reversed(values)) + self.l.get(key, [])
@@ -119,8 +119,8 @@ class KeySpace:
     def _sr(self, key: str, members: list[str]) -> None:
         self.s.get(key, set()).difference_update(members)
 
-    def _za(self, key: str, pairs: list[tuple[str, str]]) -> None:
-        self.z.setdefault(key, {}).update({m: float(score) for score, m in pairs})
+    def _za(self, key: str, pairs: list[str]) -> None:
+        self.z.setdefault(key, {}).update({m: float(score) for score, m in _pairs(pairs)})
 
     def _zr(self, key: str, members: list[str]) -> None:
         for m in members:
@@ -134,6 +134,11 @@ class KeySpace:
 
 
 _ZSET_OPS = frozenset({"zi", "zc", "za", "zr"})
+
+
+def _pairs(flat: Sequence[Any]) -> zip[tuple[Any, Any]]:
+    """``[a, b, c, d]`` (a pair op's flat arguments, ``plan.PAIRS``) -> ``(a, b), (c, d)``."""
+    return zip(flat[0::2], flat[1::2], strict=True)
 
 
 def _float_text(x: float) -> str:

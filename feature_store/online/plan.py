@@ -13,14 +13,18 @@ markers), see :func:`stage_of`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from feature_store.online.item_merge import ItemDelta
 
-# (code, key, args): codes are those of the Lua script in ``writer`` and of ``KeySpace.apply``.
+# (code, key, args): codes are those of the Lua script in ``writer`` and of ``KeySpace.apply``. The
+# arguments of the pair codes (``PAIRS``) are flat, ``[member, value, member, value, ...]``, as the
+# script takes them (no tuple per pair, and no second pass to flatten them).
 Op = tuple[str, str, Any]
+PAIRS = frozenset({"zi", "hi", "hb", "hs", "za"})
 SHARED, OWNED = "s", "u"
 _OWNED_KINDS = ("hist:", "seen:", "imp:", "fs:user:", "dd:")
 
@@ -54,23 +58,31 @@ class Plan:
                 + len(self.imerge))
 
 
+def flat_pairs(pairs: Iterable[tuple[Any, Any]]) -> list[Any]:
+    """``[(a, b), (c, d)]`` -> ``[a, b, c, d]`` in C."""
+    return list(chain.from_iterable(pairs))
+
+
 def ops(plan: Plan) -> Iterator[Op]:
     """The plan's writes in the order both stores apply them. Increments travel as ``repr`` text
     (exact); sets are sorted so that the order is deterministic."""
     for key, delta in plan.imerge.items():
         yield "im", key, delta
     for key, members in plan.zincr.items():
-        yield "zi", key, [(m, repr(v)) for m, v in members.items()]
+        yield "zi", key, flat_pairs(zip(members, map(repr, members.values()), strict=True))
     for key, fields in plan.hincr.items():
+        incs = fields.values()
+        if all(map(float.is_integer, incs)):  # counts: HINCRBY is cheaper, stores the same text
+            yield "hb", key, flat_pairs(zip(fields, map(str, map(int, incs)), strict=True))
+            continue
         whole = [(f, str(int(v))) for f, v in fields.items() if v.is_integer()]
-        if whole:  # counts: HINCRBY is cheaper and stores the same text as HINCRBYFLOAT would
-            yield "hb", key, whole
-        if len(whole) < len(fields):
-            yield "hi", key, [(f, repr(v)) for f, v in fields.items() if not v.is_integer()]
+        if whole:
+            yield "hb", key, flat_pairs(whole)
+        yield "hi", key, flat_pairs((f, repr(v)) for f, v in fields.items() if not v.is_integer())
     for key, cap in plan.zcap.items():
         yield "zc", key, cap
     for key, mapping in plan.hset.items():
-        yield "hs", key, list(mapping.items())
+        yield "hs", key, flat_pairs(mapping.items())
     for key, values in plan.lpush.items():
         yield "lp", key, values
     for key, n in plan.ltrim.items():
@@ -93,7 +105,7 @@ def _membership(plan: Plan) -> Iterator[Op]:
             yield "sr", key, sorted(removed)
     for key, scores in plan.zadd.items():
         if scores:
-            yield "za", key, [(repr(float(s)), m) for m, s in scores.items()]
+            yield "za", key, flat_pairs((repr(float(s)), m) for m, s in scores.items())
     for key, removed in plan.zrem.items():
         if removed:
             yield "zr", key, sorted(removed)

@@ -4,7 +4,7 @@ item categories (cached until the catalog version moves) and FEATURES' states fo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from feature_store import transforms as tf
@@ -17,6 +17,7 @@ from feature_store.online.resp import Command, Target, pack, slot_of
 from feature_store.online.script import raise_error
 
 TP = tuple[str, int]
+USER_STATES_KEPT = 10_000  # decoded user feature states kept by their stored bytes (~10 KB each at most)
 
 
 class StateReads:
@@ -25,6 +26,7 @@ class StateReads:
         self._slots: dict[str, int] = {}
         self._cats: dict[str, list[str]] = {}  # item categories, valid while the catalog version holds
         self._catalog: Any = None
+        self._users: dict[str, tuple[bytes, tf.UserState]] = {}  # user -> (stored bytes, their state)
 
     def _route(self, key: str, args: Sequence[Any]) -> Command:
         """``args`` packed, routed to the slot of ``key``."""
@@ -45,26 +47,27 @@ class StateReads:
         (vals,) = await self.r.execute([self._cmd(self.keys.watermarks, "HMGET", *fields)])
         return {tp: int(v) if v is not None else -1 for tp, v in zip(tps, vals, strict=True)}
 
-    def _mget(self, keys: Sequence[str]) -> list[Command]:
-        """MGETs per tag (a cluster answers MGET within one slot only)."""
+    def _mget(self, keys: Sequence[str]) -> tuple[list[Command], list[list[str]]]:
+        """MGET commands and the keys each reads: one on a single Redis, one per tag on a cluster
+        (it answers an MGET within one slot only)."""
+        if not keys:
+            return [], []
+        if not self.r.cluster:
+            return [self._cmd(keys[0], "MGET", *keys[1:])], [list(keys)]
         by_tag: dict[str, list[str]] = {}
         for k in keys:
             by_tag.setdefault(group_of(k), []).append(k)
-        return [self._cmd(ks[0], "MGET", *ks[1:]) for ks in by_tag.values()]
+        groups = list(by_tag.values())
+        return [self._cmd(ks[0], "MGET", *ks[1:]) for ks in groups], groups
 
     async def _mget_values(self, keys: Sequence[str]) -> dict[str, Any]:
         if not keys:
             return {}
-        cmds = self._mget(keys)
+        cmds, groups = self._mget(keys)
         replies = await self.r.execute(cmds)
-        out: dict[str, Any] = {}
-        by_tag: dict[str, list[str]] = {}
-        for k in keys:
-            by_tag.setdefault(group_of(k), []).append(k)
-        for ks, vals in zip(by_tag.values(), replies, strict=True):
+        for vals in replies:
             raise_error(vals)
-            out.update(zip(ks, vals, strict=True))
-        return out
+        return _ungroup(groups, replies)
 
     async def categories(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
         if not item_ids:
@@ -88,7 +91,7 @@ class StateReads:
         that an item batch, which moves the catalog version, invalidates)."""
         users, hist_users, fields = req.users, req.hist_users, req.impression_fields
         fkeys = [self.keys.user_features(u) for u in users]
-        mark_cmds, user_cmds = self._mget(markers), self._mget(fkeys)
+        (mark_cmds, mark_keys), (user_cmds, user_keys) = self._mget(markers), self._mget(fkeys)
         uncached = [i for i in req.items if i not in self._cats]
         cmds = [self._cmd(self.keys.catalog_version, "HGET", "items"), *mark_cmds, *user_cmds]
         cmds += [self._cmd(self.keys.history(u), "LRANGE", 0, req.history_n - 1) for u in hist_users]
@@ -99,8 +102,8 @@ class StateReads:
             raise_error(r)
         version, res = res[0], res[1:]
         n_mark, n_user = len(mark_cmds), len(user_cmds)
-        marks = _ungroup(markers, res[:n_mark])
-        ufeats = _ungroup(fkeys, res[n_mark:n_mark + n_user])
+        marks = _ungroup(mark_keys, res[:n_mark])
+        ufeats = _ungroup(user_keys, res[n_mark:n_mark + n_user])
         rest = res[n_mark + n_user:]
         hists = dict(zip(hist_users, rest[:len(hist_users)], strict=True))
         imps = dict(zip(fields, rest[len(hist_users):len(hist_users) + len(fields)], strict=True))
@@ -110,9 +113,28 @@ class StateReads:
             got = imps.get(u, [])
             rec = {f: v.decode() for f, v in zip(fields.get(u, []), got, strict=True) if v is not None}
             snap.users[u] = UserState(decode_history([h.decode() for h in hists.get(u, [])]), rec)
-            snap.user_features[u] = tf.loads_user(ufeats[fk], u)
+            snap.user_features[u] = self._user_state(u, ufeats[fk])
         snap.categories = {i: self._cats[i] for i in req.items}
         return [marks[m] for m in markers], snap
+
+    def _user_state(self, user_id: str, raw: bytes | None) -> tf.UserState:
+        """The state ``raw`` (stored) encodes: a copy of the one kept for exactly these bytes (the
+        encoding is a function of the state, so equal bytes are an equal state), else decoded."""
+        kept = self._users.get(user_id)
+        if kept is not None and raw is not None and kept[0] == raw:
+            st = kept[1]
+            return tf.UserState(st.user_id, list(st.history), dict(st.affinity), st.last_event_ts, st.ts_us)
+        return tf.loads_user(raw, user_id)
+
+    def keep_user_states(self, states: Iterable[tuple[bytes, tf.UserState]]) -> None:
+        """Remember ``(bytes written, state)`` pairs; the states must not be changed afterwards (the
+        next batch copies them). The oldest are dropped past ``USER_STATES_KEPT``."""
+        kept = self._users
+        for raw, st in states:
+            kept.pop(st.user_id, None)
+            kept[st.user_id] = (raw, st)
+        while len(kept) > USER_STATES_KEPT:
+            del kept[next(iter(kept))]
 
     async def _categories(self, version: Any, wanted: Sequence[str], fetched_ids: Sequence[str],
                           fetched: Sequence[Any]) -> None:
@@ -135,13 +157,10 @@ def field_of(tp: TP) -> str:
     return f"{tp[0]}:{tp[1]}"
 
 
-def _ungroup(keys: Sequence[str], replies: Sequence[Any]) -> dict[str, Any]:
-    """Values of MGETs issued per tag (:meth:`OnlineWriter._mget`), by key."""
-    by_tag: dict[str, list[str]] = {}
-    for k in keys:
-        by_tag.setdefault(group_of(k), []).append(k)
+def _ungroup(groups: Sequence[Sequence[str]], replies: Sequence[Any]) -> dict[str, Any]:
+    """Values of the MGETs of :meth:`StateReads._mget` (``groups``: the keys each read), by key."""
     out: dict[str, Any] = {}
-    for ks, vals in zip(by_tag.values(), replies, strict=True):
+    for ks, vals in zip(groups, replies, strict=True):
         out.update(zip(ks, vals, strict=True))
     return out
 

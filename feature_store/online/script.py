@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from feature_store.online.item_merge import LUA_MERGE
-from feature_store.online.plan import Op
+from feature_store.online.plan import PAIRS, Op
 from feature_store.online.resp import Command, ReplyError, Target
 
 Guard = tuple[str, int, int]  # field, expected value, new value
@@ -61,7 +61,6 @@ for j = 2, g - 1, 3 do redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2]) end
 return 1
 """
 SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-_PAIRS = frozenset({"zi", "hi", "hb", "hs", "za"})
 
 
 class Conflict(Exception):
@@ -92,8 +91,8 @@ def _markers(index: dict[str, int], arg: tuple[int, Sequence[tuple[str, str]]]) 
 
 
 def flat(code: str, arg: Any) -> list[Any]:
-    if code in _PAIRS:
-        return [x for pair in arg for x in pair]
+    if code in PAIRS:  # flat already (``plan.ops``)
+        return arg  # type: ignore[no-any-return]
     if code == "set":
         value, ttl = arg
         return [value] if ttl is None else [value, ttl]

@@ -22,6 +22,7 @@ workers.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from feature_store.online import script
 from feature_store.online.batch import SnapshotRequest, plan_interaction_batch, plan_item_batch, plan_users
 from feature_store.online.effects import EffectParams, Keep
 from feature_store.online.keys import SHARDS, Keys, tag
-from feature_store.online.plan import OWNED, SHARED, Op, Plan, group_of, grouped
+from feature_store.online.plan import OWNED, SHARED, Op, Plan, flat_pairs, group_of, grouped
 from feature_store.online.reads import TP, StateReads, field_of
 from feature_store.online.resp import Target
 from feature_store.online.script import Conflict
@@ -49,7 +50,13 @@ class Coord:
     offset: int
 
     def marker(self) -> str:
-        return f"{self.offset}:{self.tp[1]}:{zlib.crc32(self.tp[0].encode()) & 0xFFFF:x}"
+        return f"{self.offset}:{self.tp[1]}:{_topic_crc(self.tp[0])}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_crc(topic: str) -> str:
+    """The low 16 bits of the topic's crc32, in hex (once per topic, not per event)."""
+    return f"{zlib.crc32(topic.encode()) & 0xFFFF:x}"
 
 
 @dataclass
@@ -119,6 +126,8 @@ class OnlineWriter(StateReads):
         await self._apply(_Batch(groups, _stats(stats, out.duplicates, len(out.earlier)), offsets, marks))
         out.categories = snap.categories
         out.user_states = {ev.user_id: snap.user_features[ev.user_id] for ev in out.fresh}
+        self.keep_user_states((plan.setex[self.keys.user_features(u)][0], st)  # type: ignore[misc]
+                              for u, st in out.user_states.items())
         return out
 
     async def apply_items(self, items: Sequence[tuple[Coord | None, ItemUpsert]],
@@ -178,7 +187,7 @@ class OnlineWriter(StateReads):
         if not self.r.cluster:
             ops = [op for stage in (SHARED, OWNED) for (s, _), g in b.groups.items() if s == stage
                    for op in g]
-            ops += [("hb", self.keys.stats, b.stats)] if b.stats else []
+            ops += [("hb", self.keys.stats, flat_pairs(b.stats))] if b.stats else []
             guards = [(field_of(tp), b.marks.get(tp, -1), off) for tp, off in b.offsets.items()]
             await self._run([(self.keys.watermarks, guards, ops)])
             return
@@ -191,7 +200,7 @@ class OnlineWriter(StateReads):
                     calls.append((self.keys.applied(where), guards, ops))
             await self._run(calls)
             self._moved(stage, b)
-        control = [("hb", self.keys.stats, b.stats)] if b.stats else []
+        control = [("hb", self.keys.stats, flat_pairs(b.stats))] if b.stats else []
         guards = [(field_of(tp), b.marks.get(tp, -1), off) for tp, off in b.offsets.items()]
         await self._run([(self.keys.watermarks, guards, control)])
 

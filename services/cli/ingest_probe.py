@@ -290,7 +290,7 @@ def hottest_slot_share(settings: Any, world: Any, warm: int = 20_000, batch: int
 
 def _calls(code: str, arg: Any) -> int:
     if code in ("zi", "hi", "hb"):
-        return len(arg)
+        return len(arg) // 2  # flat pairs (plan.ops)
     if code == "im":
         return 5
     return 1
