@@ -31,7 +31,7 @@ from core.protocols import FeatureReader, Features
 from core.settings import Settings
 from feature_store.online import pipelined, views
 from feature_store.online.effects import POP, TREND
-from feature_store.online.item_columns import ItemColumns, epoch_scores, positions
+from feature_store.online.item_columns import CountColumns, ItemColumns, Rows, epoch_scores, positions
 from feature_store.online.keys import SLICES, Keys, pop_slice
 from feature_store.redis_pipe import RedisPipe
 from feature_store.redis_url import parse
@@ -99,7 +99,7 @@ class RedisOnlineState:
         self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
         self._reloading: set[tuple[Any, ...]] = set()
         self._pool: ThreadPoolExecutor | None = None
-        self._counts: dict[str, dict[str, tuple[float, float, float]]] = {}
+        self._counts: dict[str, CountColumns] = {}  # per segment
         self._columns = ItemColumns(columns_size)
 
     def segment_key(self, segment: str | None) -> str:
@@ -167,7 +167,8 @@ class RedisOnlineState:
             pos = cols[0].stale_positions(cols[1], epochs[0], at - max_age)
             stale = [item_ids[j] for j in pos.tolist()]
         parts = _by_slice(stale)
-        count_parts = _by_slice(self._stale_counts(seg, [*item_ids, *also_counts]))
+        count_cols, count_rows, count_stale = self._counts_of(seg, [*item_ids, *also_counts])
+        count_parts = _by_slice(count_stale)
         packed = b"".join(pipelined.pack_members("ZMSCORE", self.keys.popularity(POP, e, "all", part), ids)
                           for e in epochs for part, ids in parts.items())
         packed += b"".join(pipelined.pack_members("HMGET", self.keys.bandit(seg, part), _count_fields(ids))
@@ -178,8 +179,8 @@ class RedisOnlineState:
         n_replies = n_pop + n_counts + (len(stale) if rows is not None else 0)
         replies = self._trip(packed, n_replies) if n_replies else []
         scores = epoch_scores(stale, epochs, parts, replies[:n_pop])
-        self._store_counts(seg, count_parts, replies[n_pop:n_pop + n_counts])
-        alpha, beta = self._posterior_arrays(seg, item_ids)
+        self._store_counts(count_cols, count_parts, replies[n_pop:n_pop + n_counts])
+        alpha, beta = self._posterior_arrays(count_cols, count_rows[:len(item_ids)])
         feast = rows.decoded(names.ITEM_KEY, stale, replies[n_pop + n_counts:], copy=False) \
             if rows is not None else None
         if cols is not None:
@@ -391,36 +392,37 @@ class RedisOnlineState:
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
         """Counts cached for shared_cache_ttl_s (wall clock: they only grow)."""
         seg = self.segment_key(segment)
-        stale = self._stale_counts(seg, item_ids)
+        cols, rows, stale = self._counts_of(seg, item_ids)
         if stale:
             parts = _by_slice(stale)
             with self.r.pipeline(transaction=False) as p:
                 for part, ids in parts.items():
                     p.hmget(self.keys.bandit(seg, part), _count_fields(ids))
-                self._store_counts(seg, parts, p.execute())
-        return self._posterior_arrays(seg, item_ids)
+                self._store_counts(cols, parts, p.execute())
+        return self._posterior_arrays(cols, rows)
 
-    def _stale_counts(self, seg: str, item_ids: Sequence[str]) -> list[str]:
-        now, ttl = time.monotonic(), self.settings.retrieval.shared_cache_ttl_s
-        cache = self._counts.setdefault(seg, {})
-        return [i for i in dict.fromkeys(item_ids) if i not in cache or now - cache[i][0] >= ttl]
+    def _counts_of(self, seg: str, item_ids: Sequence[str]) -> tuple[CountColumns, Rows, list[str]]:
+        """The segment's count columns (new ones when full), the rows of ``item_ids`` and the distinct
+        ids among them read longer than shared_cache_ttl_s ago (or never), in first-seen order."""
+        cols = self._counts.get(seg)
+        rows = cols.locate(item_ids) if cols is not None else None
+        while cols is None or rows is None:
+            cols = self._counts[seg] = CountColumns(self._columns.capacity)
+            rows = cols.locate(item_ids)
+        pos = cols.stale_positions(rows, time.monotonic() - self.settings.retrieval.shared_cache_ttl_s)
+        return cols, rows, [item_ids[j] for j in pos.tolist()]
 
-    def _store_counts(self, seg: str, parts: dict[int, list[str]], replies: Sequence[Any]) -> None:
-        now, cache = time.monotonic(), self._counts.setdefault(seg, {})
+    def _store_counts(self, cols: CountColumns, parts: dict[int, list[str]], replies: Sequence[Any]) -> None:
+        now = time.monotonic()
         for ids, raw in zip(parts.values(), replies, strict=True):
-            vals = [float(v) if v is not None else 0.0 for v in raw]
-            for j, iid in enumerate(ids):
-                cache[iid] = (now, vals[2 * j], vals[2 * j + 1])
+            rows = cols.locate(ids)  # (every one located by _counts_of: no new row)
+            if rows is not None:
+                counts = np.array([0.0 if v is None else float(v) for v in raw], np.float64)
+                cols.store(rows, counts.reshape(-1, 2), now)
 
-    def _posterior_arrays(self, seg: str, item_ids: Sequence[str]) -> tuple[F32, F32]:
-        cache = self._counts.setdefault(seg, {})
-        # (time, impressions, clicks) rows -> their counts: one C-level lookup per item (float64 rows
-        # cast to float32 round as the floats themselves would)
-        rows = np.array(list(map(cache.__getitem__, item_ids)), np.float64).reshape(-1, 3)
-        if len(cache) > self._cache_size:
-            cache.clear()
+    def _posterior_arrays(self, cols: CountColumns, rows: Rows) -> tuple[F32, F32]:
         b = self.settings.bandit
-        return views.posterior_arrays(rows[:, 1:], b.prior_alpha, b.prior_beta)
+        return views.posterior_arrays(cols.counts[rows], b.prior_alpha, b.prior_beta)
 
 
 def _by_slice(item_ids: Sequence[str]) -> dict[int, list[str]]:

@@ -128,3 +128,35 @@ def test_max_age_zero_reads_every_request(settings: Settings, clock: FakeClock):
     redis_client(settings).hset("stub:item_id:i4", "v", "new")
     got = state.read_items(ITEMS, None, now, rows)
     assert len(trips) == 2 and got[0] == rows.item_features(ITEMS) and got[0][4]["v"] == "new"
+
+
+def test_bandit_counts_are_kept_per_segment_for_the_ttl_then_equal_a_fresh_read(settings: Settings,
+                                                                               clock: FakeClock) -> None:
+    """The per-segment count columns: a count written meanwhile is not seen before
+    ``shared_cache_ttl_s`` (1 s here) has passed, then the posteriors equal a fresh state's, on both
+    read paths (the request's pipelined ``read_items`` and ``posteriors``); another segment's columns
+    are its own."""
+    settings = _with_age(settings, 2.0)
+    now = time.time()
+    seed_state(settings, _catalog(now), [_ev("u0", "i3", now - 60)])
+    trips: list[int] = []
+    state, rows = _state(settings, trips)
+    before = state.read_items(ITEMS, None, now, rows)[2:4]
+    tablet = state.posteriors("tablet", ITEMS)
+    client = redis_client(settings)
+    key = state.keys.bandit("all", redis_state.pop_slice("i3"))
+    client.hincrby(key, "i3:i", 5)
+    client.hincrby(key, "i3:c", 2)
+    clock.t += 0.5
+    for got in (state.read_items(ITEMS, None, now, rows)[2:4], state.posteriors(None, ITEMS)):
+        np.testing.assert_array_equal(got[0], before[0])
+        np.testing.assert_array_equal(got[1], before[1])
+    clock.t += 1.0
+    fresh = RedisOnlineState(redis_client(settings), settings).posteriors(None, ITEMS)
+    after = state.read_items(ITEMS, None, now, rows)[2:4]
+    for got in (after, state.posteriors(None, ITEMS)):
+        np.testing.assert_array_equal(got[0], fresh[0])
+        np.testing.assert_array_equal(got[1], fresh[1])
+    j = ITEMS.index("i3")
+    assert after[0][j] == before[0][j] + 2 and after[1][j] == before[1][j] + 3
+    np.testing.assert_array_equal(state.posteriors("tablet", ITEMS)[0], tablet[0])
