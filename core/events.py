@@ -124,6 +124,24 @@ class FeedItem(BaseModel):
     rules: list[str] = Field(default_factory=list)
     team: str | None = Field(None, description="interleaving: the arm whose ranking placed this item")
 
+    @classmethod
+    def served(cls, item_id: str, rank: int, score: float, source: str, explore: bool, propensity: float,
+               scores: dict[str, float], rules: list[str]) -> FeedItem:
+        """The funnel's item, built from values it typed itself: what ``model_construct`` with these
+        fields gives (equal, the same fields set), without its per-field loop (~3x faster)."""
+        item = _NEW(cls)
+        _SET(item, "__dict__", {"item_id": item_id, "rank": rank, "score": score, "source": source,
+                                "explore": explore, "propensity": propensity, "scores": scores,
+                                "rules": rules, "team": None})
+        _SET(item, "__pydantic_fields_set__", set(_SERVED_FIELDS))
+        _SET(item, "__pydantic_extra__", None)
+        _SET(item, "__pydantic_private__", None)
+        return item
+
+
+_NEW, _SET = object.__new__, object.__setattr__
+_SERVED_FIELDS = ("item_id", "rank", "score", "source", "explore", "propensity", "scores", "rules")
+
 
 class Feed(_Record):
     """A ranked feed for one user. Published keyed by user_id (log-compaction friendly)."""

@@ -256,10 +256,13 @@ class Pipeline:
         size = max(req.n, feed_size)  # re-rank and explore a whole feed, then cut: the head is n-independent
         positions = slot_positions(size, slots, feed_size)
         chosen, rules = self._rerank(cands, total, size, req.now)
-        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions), total)
+        pos_of = dict(zip(ids, range(len(ids)), strict=True))
+        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions), total,
+                                      pos_of)
         picked = {iid for iid, _ in explore}
         exploit = [i for i in chosen if i not in picked][: size - len(explore)]
-        items = self._items(cands, heads, total, exploit, rules, explore, positions, size)[: req.n]
+        ranked = Ranked(cands, heads, total, pos_of, rules)
+        items = _items(ranked, exploit, explore, positions, size)[: req.n]
         req.stages_ms["reranking"] = (time.perf_counter() - t0) * 1e3
         models = req.models
         model_version = models.model_version if models.ranker is not None and not req.degraded else "none"
@@ -281,8 +284,8 @@ class Pipeline:
         out = rerank(c, k, self.settings.rerank, now=now)
         return [cands.item_ids[i] for i in out.order], {cands.item_ids[i]: r for i, r in out.rules.items()}
 
-    def _explore(self, req: _Request, cands: CandidateSet, taken: set[str], slots: int,
-                 total: F32) -> tuple[list[tuple[str, float]], list[dict[str, float]]]:
+    def _explore(self, req: _Request, cands: CandidateSet, taken: set[str], slots: int, total: F32,
+                 pos_of: dict[str, int]) -> tuple[list[tuple[str, float]], list[dict[str, float]]]:
         if slots <= 0:
             return [], []
         pool = _explore_pool(cands, taken, max(self.settings.retrieval.explore, slots))
@@ -292,30 +295,45 @@ class Pipeline:
         b = self.settings.bandit
         alpha, beta = np.asarray(counts[0], np.float64), np.asarray(counts[1], np.float64)
         if b.score_prior > 0 and self.settings.rerank.explore_policy == "thompson":
-            pos_of = {iid: j for j, iid in enumerate(cands.item_ids)}
             scores = np.array([total[pos_of[i]] if i in pos_of else np.nan for i in pool], np.float64)
             alpha, beta = personal_prior(alpha, beta, scores, b.prior_alpha, b.prior_beta, b.score_prior)
         picks, probs = explore_slots(self.settings.rerank.explore_policy, pool, alpha, beta, slots, req.rng)
         return picks, [dict(zip(pool, row.tolist(), strict=True)) for row in probs[: len(picks)]]
 
-    def _items(self, cands: CandidateSet, heads: dict[str, F32], total: F32, chosen: list[str],
-               rules: dict[str, list[str]], explore: list[tuple[str, float]], positions: list[int],
-               n: int) -> list[FeedItem]:
-        pos_of = {iid: j for j, iid in enumerate(cands.item_ids)}
-        slots = dict(zip(positions, explore, strict=False))
-        exploit = iter(chosen)
-        out: list[FeedItem] = []
-        for rank in range(n):
-            pick = slots.get(rank)
-            iid, prop = pick if pick else (next(exploit, None), 1.0)
-            if iid is None:
-                continue
-            j = pos_of.get(iid)  # an explore pick may come from outside the ranked candidates
-            scores = {h: round(float(v[j]), 6) for h, v in heads.items()} if j is not None else {}
-            scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals_of(iid).items()})
-            # model_construct: every field is built right here from typed values (no re-validation)
-            out.append(FeedItem.model_construct(
-                item_id=iid, rank=len(out), score=round(float(total[j]), 6) if j is not None else 0.0,
-                source="explore" if pick else cands.source[iid], explore=pick is not None,
-                propensity=prop, scores=scores, rules=rules.get(iid, [])))
-        return out
+
+@dataclass
+class Ranked:
+    """The ranked candidates a feed's items are described from: heads, combined score, each id's
+    position, the rules each hit."""
+
+    cands: CandidateSet
+    heads: dict[str, F32]
+    total: F32
+    pos_of: dict[str, int]
+    rules: dict[str, list[str]]
+
+
+def _items(ranked: Ranked, chosen: list[str], explore: list[tuple[str, float]], positions: list[int],
+           n: int) -> list[FeedItem]:
+    """The feed's items: the exploit picks in order with the explore picks at ``positions``, each with
+    its head scores and retrieval signals (6 decimals)."""
+    slots = dict(zip(positions, explore, strict=False))
+    exploit = iter(chosen)
+    picks: list[tuple[str, float, bool]] = []
+    for rank in range(n):
+        pick = slots.get(rank)
+        iid, prop = pick if pick else (next(exploit, None), 1.0)
+        if iid is not None:
+            picks.append((iid, prop, pick is not None))
+    rows = [ranked.pos_of.get(iid) for iid, _, _ in picks]  # an explore pick may be from outside
+    known = [j for j in rows if j is not None]
+    heads = {h: dict(zip(known, v[known].tolist(), strict=True)) for h, v in ranked.heads.items()}
+    total = dict(zip(known, ranked.total[known].tolist(), strict=True))
+    cands, out = ranked.cands, list[FeedItem]()
+    for (iid, prop, explored), j in zip(picks, rows, strict=True):
+        scores = {h: round(v[j], 6) for h, v in heads.items()} if j is not None else {}
+        scores.update({f"retrieval_{k}": round(v, 6) for k, v in cands.signals_of(iid).items()})
+        out.append(FeedItem.served(iid, len(out), round(total[j], 6) if j is not None else 0.0,
+                                   "explore" if explored else cands.source[iid], explored, prop, scores,
+                                   ranked.rules.get(iid, [])))
+    return out
