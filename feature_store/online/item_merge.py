@@ -145,3 +145,26 @@ def item_state(item_id: str, fields: dict[str, str] | None) -> tf.ItemState:
     st.last_event_ts = float(fields["l"]) if "l" in fields else 0.0
     st.ts_us = int(fields.get("t", "0"))
     return st
+
+
+_KINDS = {ord("m"): 0, ord("h"): 1}
+
+
+def item_state_flat(item_id: str, flat: list[bytes]) -> tf.ItemState:
+    """:func:`item_state` of an HGETALL reply as it comes (``[field, value, ...]`` bytes), in one
+    pass, without decoding it to a str dict first (same fields, same values)."""
+    st = tf.ItemState(item_id)
+    buckets = (st.minutes, st.hours)
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
+        kind = _KINDS.get(name[0]) if name[2:3] == b":" else None
+        if kind is not None:
+            cell = buckets[kind].setdefault(int(name[3:]), [0, 0])
+            cell[0 if name[1] == 105 else 1] = int(value)  # 105: "i"
+        elif name == b"c":
+            st.created_at = float(value)
+        elif name == b"l":
+            st.last_event_ts = float(value)
+        elif name == b"t":
+            st.ts_us = int(value)
+    return st
+

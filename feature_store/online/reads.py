@@ -83,7 +83,7 @@ class StateReads:
                  if raw.get(self.keys.user_features(u))}
         res = await self.r.execute([self._cmd(self.keys.item_features(i), "HGETALL") for i in item_ids]) \
             if item_ids else []
-        items = {i: item_merge.item_state(i, _hash(h)) for i, h in zip(item_ids, res, strict=True) if h}
+        items = {i: item_merge.item_state_flat(i, h) for i, h in zip(item_ids, res, strict=True) if h}
         return users, items
 
     async def _snapshot(self, req: SnapshotRequest, markers: Sequence[str]) -> tuple[list[Any], Snapshot]:
@@ -164,7 +164,3 @@ def _ungroup(groups: Sequence[Sequence[str]], replies: Sequence[Any]) -> dict[st
         out.update(zip(ks, vals, strict=True))
     return out
 
-
-def _hash(flat: Any) -> dict[str, str]:
-    """HGETALL as returned by hiredis (a flat list) -> str dict."""
-    return {flat[j].decode(): flat[j + 1].decode() for j in range(0, len(flat), 2)}

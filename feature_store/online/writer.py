@@ -34,7 +34,7 @@ from feature_store.online import script
 from feature_store.online.batch import SnapshotRequest, plan_interaction_batch, plan_item_batch, plan_users
 from feature_store.online.effects import EffectParams, Keep
 from feature_store.online.keys import SHARDS, Keys, tag
-from feature_store.online.plan import OWNED, SHARED, Op, Plan, flat_pairs, group_of, grouped
+from feature_store.online.plan import OWNED, SHARED, Op, Plan, flat_pairs, group_of, grouped, ops
 from feature_store.online.reads import TP, StateReads, field_of
 from feature_store.online.resp import Target
 from feature_store.online.script import Conflict
@@ -114,12 +114,12 @@ class OnlineWriter(StateReads):
         out = _classify(events, found)
         keep = self._keep(events, offsets)
         plan = plan_interaction_batch(out.fresh, snap, self.params, self.tparams, self.keys, keep)
-        groups = grouped(plan)
+        groups = self._groups(plan)
         coords = _first_coords(events)
         marks_by_tag: dict[str, list[tuple[str, str]]] = {}
         for ev in out.fresh:  # the markers go with their user's writes, one op per shard
             c = coords[id(ev)]
-            marks_by_tag.setdefault(tag(ev.user_id), []).append(
+            marks_by_tag.setdefault(tag(ev.user_id) if self.r.cluster else "", []).append(
                 (self.keys.dedupe(ev.user_id, ev.event_id), c.marker() if c else "1"))
         for where, marks_ in marks_by_tag.items():
             groups.setdefault((OWNED, where), []).append(("mk", marks_[0][0], (self.ttl, marks_)))
@@ -136,7 +136,7 @@ class OnlineWriter(StateReads):
         """Catalog, vectors, pools and the items' feature states (created_at)."""
         await self._warm(offsets)
         plan = plan_item_batch([it for _, it in items], vectors, self.keys, self._keep(items, offsets))
-        await self._apply(_Batch(grouped(plan), _stats(stats, 0), offsets, marks))
+        await self._apply(_Batch(self._groups(plan), _stats(stats, 0), offsets, marks))
 
     async def apply_users(self, users: Sequence[UserUpsert], offsets: Mapping[TP, int],
                           marks: Mapping[TP, int], stats: StatsDelta) -> None:
@@ -147,7 +147,7 @@ class OnlineWriter(StateReads):
         """Absolute (idempotent) effects, with watermarks and stats."""
         offsets = offsets or {}
         await self._warm(offsets)
-        await self._apply(_Batch(grouped(plan), _stats(stats, 0) if stats else [], offsets, marks or {}))
+        await self._apply(_Batch(self._groups(plan), _stats(stats, 0) if stats else [], offsets, marks or {}))
 
     # ---- guards ------------------------------------------------------------------------------------
     async def _warm(self, offsets: Mapping[TP, int]) -> None:
@@ -183,6 +183,15 @@ class OnlineWriter(StateReads):
         return keep
 
     # ---- apply -------------------------------------------------------------------------------------
+    def _groups(self, plan: Plan) -> dict[tuple[str, str], list[Op]]:
+        """A cluster: the ops by (stage, tag), one script per shard and stage (``_apply``). A single
+        Redis runs the whole batch in one script, atomically, and no op reads a key another writes,
+        so the canonical order (``plan.ops``, the in-process store's) is kept as it is: one group,
+        no key parsed."""
+        if self.r.cluster:
+            return grouped(plan)
+        return {(SHARED, ""): list(ops(plan))}
+
     async def _apply(self, b: _Batch) -> None:
         if not self.r.cluster:
             ops = [op for stage in (SHARED, OWNED) for (s, _), g in b.groups.items() if s == stage
