@@ -257,8 +257,10 @@ class Pipeline:
         positions = slot_positions(size, slots, feed_size)
         chosen, rules = self._rerank(cands, total, size, req.now)
         pos_of = dict(zip(ids, range(len(ids)), strict=True))
-        explore, dist = self._explore(req, cands, set(chosen[: size - len(positions)]), len(positions), total,
-                                      pos_of)
+        # the pool leaves out the exploited items of a feed_size feed, whatever n asks for: a deeper
+        # pool for a larger n would change the picks, and with them the feed's head
+        head = set(chosen[: feed_size - len(positions)])
+        explore, dist = self._explore(req, cands, head, len(positions), total, pos_of)
         picked = {iid for iid, _ in explore}
         exploit = [i for i in chosen if i not in picked][: size - len(explore)]
         ranked = Ranked(cands, heads, total, pos_of, rules)

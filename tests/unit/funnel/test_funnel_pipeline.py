@@ -102,6 +102,18 @@ def test_exploration_slots_sit_where_the_feed_size_puts_them():
         assert [it.item_id for it in items[:6]] == [it.item_id for it in full[:min(n, 6)]]
 
 
+def test_a_longer_feed_starts_with_the_feed_the_api_serves():
+    """n > feed_size (``streamrec eval`` asks for 50) re-ranks a longer list, but its first feed_size
+    items, the exploration picks and their propensities included, are the feed_size feed's."""
+    settings = Settings(publisher={"feed_size": 20}, rerank={"explore_slots": 2})
+    p = Pipeline(settings, _state(settings), clock=lambda: NOW)
+    for user in ("x", "fan"):
+        short, long = p.feed(user, n=20).feed.items, p.feed(user, n=36).feed.items
+        assert [(it.item_id, it.explore, it.propensity) for it in long[:20]] == \
+            [(it.item_id, it.explore, it.propensity) for it in short]
+        assert sum(it.explore for it in long) == 2
+
+
 def test_user_tower_does_not_query_an_index_built_from_another_model():
     from funnel.modelset import ModelSet
     from funnel.retrieval import _tower_matches_index
