@@ -61,12 +61,7 @@ class ItemColumns:
         """Positions (into ``rows``) of the rows to read again, each row once (its first position):
         read before ``fresh_after``, in another epoch than ``epoch``, or never."""
         mask = (self.read_at[rows] < fresh_after) | (self.epoch[rows] != epoch)
-        pos = np.flatnonzero(mask)
-        if len(pos) > 1:
-            _, first = np.unique(rows[pos], return_index=True)
-            if len(first) < len(pos):
-                pos = pos[np.sort(first)]
-        return pos
+        return _first_each(rows, np.flatnonzero(mask))
 
     def store(self, rows: Rows, scores: Sequence[F64], feast: Sequence[Features], epoch: int,
               read_at: float) -> None:
@@ -115,17 +110,21 @@ class CountColumns:
     def stale_positions(self, rows: Rows, fresh_after: float) -> npt.NDArray[np.intp]:
         """Positions (into ``rows``) of the rows read before ``fresh_after`` (or never), each row's
         first position only, in order."""
-        pos = np.flatnonzero(self.read_at[rows] < fresh_after)
-        if len(pos) > 1:
-            _, first = np.unique(rows[pos], return_index=True)
-            if len(first) < len(pos):
-                pos = pos[np.sort(first)]
-        return pos
+        return _first_each(rows, np.flatnonzero(self.read_at[rows] < fresh_after))
 
     def store(self, rows: Rows, counts: F64, read_at: float) -> None:
         """A read's (impressions, clicks) of ``rows`` (distinct); the time last."""
         self.counts[rows] = counts
         self.read_at[rows] = read_at
+
+
+def _first_each(rows: Rows, pos: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """``pos`` (positions into ``rows``, ascending) with each row kept at its first position only."""
+    if len(pos) > 1:
+        _, first = np.unique(rows[pos], return_index=True)
+        if len(first) < len(pos):
+            pos = pos[np.sort(first)]
+    return pos
 
 
 def locate(row_of: dict[str, int], lock: threading.Lock, capacity: int,

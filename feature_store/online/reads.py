@@ -3,6 +3,7 @@ item categories (cached until the catalog version moves) and FEATURES' states fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -123,7 +124,7 @@ class StateReads:
         kept = self._users.get(user_id)
         if kept is not None and raw is not None and kept[0] == raw:
             st = kept[1]
-            return tf.UserState(st.user_id, list(st.history), dict(st.affinity), st.last_event_ts, st.ts_us)
+            return dataclasses.replace(st, history=list(st.history), affinity=dict(st.affinity))
         return tf.loads_user(raw, user_id)
 
     def keep_user_states(self, states: Iterable[tuple[bytes, tf.UserState]]) -> None:
