@@ -57,6 +57,9 @@ class Labels:
         return len(self.organic) + len(self.feeds)
 
 
+NO_LABELS = Labels(np.zeros(0, np.int64), [])
+
+
 def select_labels(log: EventLog, last_n: int, selection: Selection, max_groups: int, seed: int) -> Labels:
     rng = np.random.default_rng(seed)
     organic = _organic(log, last_n, selection, rng)

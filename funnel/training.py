@@ -6,7 +6,10 @@ Given an event log and a catalog (``funnel.log``):
 3. replay the log into the in-process store and, at each label point, compute candidates and the
    funnel's features as a request at that moment would (``funnel.train_ranker``);
 4. fit the multi-task ranker on the groups before a time cut, report holdout NDCG@10 of the ranker and
-   of the heuristic ranking on the groups after it (the promotion gate reads these), then refit on all.
+   of the heuristic ranking on the groups after it (the promotion gate reads these), then refit on all;
+5. refit the item-to-item relations on every positive, the label events included (``refit_neighbours``):
+   the ranker learnt from relations that had not seen its labels, as stacking must, and serving uses
+   relations that know each user's latest transitions, the most telling ones for what comes next.
 
 The processes wire the archive and the artifact store around it (``services.trainer``); ``streamrec
 eval`` wires a dataset (``funnel.evaluation``). The store comes from a factory, so this package needs
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
-from funnel.labels import Labels, Selection, select_labels
+from funnel.labels import NO_LABELS, Labels, Selection, select_labels
 from funnel.log import Catalog, EventLog
 from funnel.modelset import ModelSet, TwoTowerQuery
 from funnel.replay import Store
@@ -56,6 +59,7 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     min_groups: int = 30
     gate: bool = True  # fit once more before the time cut to measure the holdout (promotion gate)
+    refit_neighbours: bool = True  # serve i2i relations refitted on every positive, label events included
     two_tower: TwoTowerOptions = TwoTowerOptions()
     neighbours: NeighbourConfig = NeighbourConfig()
     ranker: RankerTrainConfig = RankerTrainConfig(epochs=30, batch_groups=32, listwise=True)
@@ -157,6 +161,10 @@ def train(log_: EventLog, catalog: Catalog, settings: Settings, cfg: TrainConfig
         return out
     _fit(out, groups, settings, cfg)
     clock.lap("ranker")
+    if cfg.refit_neighbours:
+        out.neighbours = ItemNeighbours.fit(training_sequences(log_, catalog, NO_LABELS), catalog.item_ids,
+                                            cfg.neighbours)
+        clock.lap("i2i_refit")
     out.metrics["phase_seconds"] = clock.seconds
     return out
 

@@ -41,6 +41,7 @@ from feature_store.online.plan import Plan, ops
 
 USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
 ITEM_FIELDS = names.ITEM_REALTIME.fields
+TOP_CACHE = 64  # rows a ZREVRANGE cache keeps at least
 
 
 def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
@@ -48,6 +49,23 @@ def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
     if not zset or k <= 0:
         return []
     return heapq.nlargest(k, zset.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+def bumped_top(top: views.Rows, zset: dict[str, float], bumped: Sequence[str]) -> views.Rows | None:
+    """The ZREVRANGE cache ``top`` after ``ZINCRBY`` of ``bumped`` members (``zset`` already updated);
+    None when it cannot be kept exactly (a cached score went down).
+
+    With every increment non-negative, a member outside the cache that was not bumped still ranks at or
+    below the cache's last row, so the new top-``len(top)`` is the top of the cached and bumped members.
+    A cache shorter than ``TOP_CACHE`` held every member, as do the cached and bumped members now, so it
+    may grow to ``TOP_CACHE``. Without this, a read after every write sorted the whole set again: the
+    popularity slices of a large catalogue, at every replay stop."""
+    rows = dict(top)
+    if any(rows.get(m, -np.inf) > zset[m] for m in bumped):
+        return None
+    rows.update((m, zset[m]) for m in rows)
+    rows.update((m, zset[m]) for m in bumped)
+    return zrevrange(rows, max(len(top), TOP_CACHE))
 
 
 class KeySpace:
@@ -66,7 +84,7 @@ class KeySpace:
     def ztop(self, key: str, k: int) -> views.Rows:
         hit = self._top.get(key)
         if hit is None or (len(hit) < k and len(hit) < len(self.z.get(key, ()))):
-            hit = self._top[key] = zrevrange(self.z.get(key), max(k, 64))
+            hit = self._top[key] = zrevrange(self.z.get(key), max(k, TOP_CACHE))
         return hit[:k]
 
     def apply(self, plan: Plan) -> None:
@@ -74,9 +92,11 @@ class KeySpace:
             self.apply_op(*op)
 
     def apply_op(self, code: str, key: str, arg: Any) -> None:
-        if code in _ZSET_OPS:
-            self._top.pop(key, None)
+        top = self._top.pop(key, None) if code in _ZSET_OPS else None
         getattr(self, f"_{code}")(key, arg)
+        kept = None if top is None else _kept_top(code, top, self.z.get(key, {}), arg)
+        if kept is not None:
+            self._top[key] = kept
 
     def _im(self, key: str, delta: ItemDelta) -> None:
         item_merge.merge(self.h.setdefault(key, {}), delta)
@@ -134,6 +154,15 @@ class KeySpace:
 
 
 _ZSET_OPS = frozenset({"zi", "zc", "za", "zr"})
+
+
+def _kept_top(code: str, top: views.Rows, zset: dict[str, float], arg: Any) -> views.Rows | None:
+    """A key's ZREVRANGE cache after a write to it, where it can be kept exactly (else None)."""
+    if code == "zi":
+        return bumped_top(top, zset, arg[0::2])
+    if code == "zc":  # the cap keeps the set's top ``arg`` rows: the cache's, as far as it goes
+        return top[:arg]
+    return None
 
 
 def _pairs(flat: Sequence[Any]) -> zip[tuple[Any, Any]]:

@@ -38,8 +38,14 @@ def epochs(now: float, half_life_s: float) -> list[int]:
 
 
 def by_score(scores: dict[str, float], k: int) -> Scored:
-    """Score descending, ties by member ascending (two C-level stable sorts, no key lambda)."""
-    return sorted(sorted(scores.items()), key=itemgetter(1), reverse=True)[:k]
+    """Score descending, ties by member ascending (two C-level stable sorts, no key lambda). From a
+    large dict only the rows scoring at least its ``k``-th largest score are sorted (ties kept)."""
+    rows: Any = scores.items()
+    if len(scores) > 4 * k > 0:
+        vals = np.fromiter(scores.values(), np.float64, len(scores))
+        cut = float(np.partition(vals, len(vals) - k)[len(vals) - k])
+        rows = [row for row in rows if row[1] >= cut]
+    return sorted(sorted(rows), key=_SCORE, reverse=True)[:k]
 
 
 def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life_s: float, k: int) -> Scored:

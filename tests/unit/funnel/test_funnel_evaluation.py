@@ -112,3 +112,27 @@ def test_runs_in_processes_give_the_figures_of_runs_in_process():
         assert a.baselines == b.baselines
     names = {"0/leave_one_out", "0/global", "1/leave_one_out", "1/global"}
     assert set(two.document()["run_seconds"]) == names
+
+
+def test_served_relations_know_the_transitions_the_ranker_was_labelled_with():
+    """The ranker learns from relations fitted without its label events (stacking); the relations it
+    serves with are refitted on every positive, so a transition seen only among label events is known."""
+    from funnel.evaluation import catalog
+    from funnel.log import EventLog
+    from funnel.training import train
+
+    data = _walks()
+    end = float(data.timestamps.max())
+    # a user whose three positives (all label points: last_n = 3) are the only i0 -> i15 transition
+    users = [data.user_ids[u] for u in data.users] + ["z"] * 3
+    items = [data.item_ids[i] for i in data.items] + ["i0", "i15", "i8"]
+    ts = np.r_[data.timestamps, end + 60, end + 120, end + 180]
+    log = EventLog.from_ratings(users, items, ts, np.ones(len(ts)), None, prefix="ev")
+    served = {}
+    for refit in (False, True):
+        cfg = replace(TINY, refit_neighbours=refit)
+        trained = train(log, catalog(data, None), SETTINGS, cfg, lambda: MemoryOnline(SETTINGS))
+        assert trained.neighbours is not None and trained.ranker is not None
+        served[refit] = [i for i, _ in trained.neighbours.score("seq", ["i0"], 50)]
+    assert "i15" not in served[False]
+    assert "i15" in served[True]
