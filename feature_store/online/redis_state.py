@@ -2,7 +2,8 @@
 
 Every call is bounded by ``redis.socket_timeout_s``; a failure raises ``StoreUnavailable`` and opens a
 short circuit breaker so the next requests fail fast. Lists that are the same for every user
-(popular, trending, fresh) are cached for ``retrieval.shared_cache_ttl_s`` of the request clock.
+(popular, trending, fresh) are cached for ``retrieval.shared_cache_ttl_s`` of the request clock
+(``shared_lists``: a list's sizes reloaded together, from one read).
 The answers come from ``views`` (shared with the in-process store).
 """
 
@@ -16,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -33,6 +33,7 @@ from feature_store.online import pipelined, views
 from feature_store.online.effects import POP, TREND
 from feature_store.online.item_columns import CountColumns, ItemColumns, Rows, epoch_scores, positions
 from feature_store.online.keys import SLICES, Keys, pop_slice
+from feature_store.online.shared_lists import SharedLists
 from feature_store.redis_pipe import RedisPipe
 from feature_store.redis_url import parse
 
@@ -96,9 +97,7 @@ class RedisOnlineState:
         self._cache_size = cache_size
         self._forgets = 0  # deletions heard (forget_items): a read begun before one is not cached
         self._lock = threading.Lock()
-        self._lists: dict[tuple[Any, ...], tuple[float, Scored]] = {}
-        self._reloading: set[tuple[Any, ...]] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._lists = SharedLists(settings.retrieval.shared_cache_ttl_s)
         self._counts: dict[str, CountColumns] = {}  # per segment
         self._columns = ItemColumns(columns_size)
 
@@ -230,76 +229,41 @@ class RedisOnlineState:
         self._timeouts = 0
         return replies
 
-    def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
-        """Each epoch's top-k of every slice (an item lives in one slice), merged: the segment's own
-        list, else (when it is empty) everyone's, read only then."""
-        if k <= 0:
-            return []
-        seg = self.segment_key(segment)
-        epochs = views.epochs(now, half_life)
+    def _segmented(self, kind: str, half_life: float, segment: str | None, sizes: Sequence[int],
+                   now: float) -> list[Scored]:
+        """Each size's merge of every epoch's top-k of every slice (an item lives in one slice): the
+        segment's own list, else (when it is empty) everyone's, read only then. One read, at the
+        largest size; a smaller size merges the prefixes of its rows (``shared_lists``)."""
+        seg, epochs, most = self.segment_key(segment), views.epochs(now, half_life), max(sizes)
         for s in [seg] if seg == "all" else [seg, "all"]:
             keys = [self.keys.popularity(kind, e, s, part) for e in epochs for part in range(SLICES)]
-            res = iter(self._top_rows(keys, k))
-            rows = [(e, [row for _ in range(SLICES) for row in next(res)]) for e in epochs]
-            top = views.decayed_top(rows, now, half_life, k)
-            if top:
-                return top
-        return []
+            flats = self._top_flats(keys, most) if most > 0 else []
+            if any(flats):
+                by_epoch = [(e, flats[j * SLICES:(j + 1) * SLICES]) for j, e in enumerate(epochs)]
+                return [views.decayed_top_flat([(e, [f[:2 * k] for f in fs]) for e, fs in by_epoch],
+                                               now, half_life, k) if k > 0 else [] for k in sizes]
+        return [[] for _ in sizes]
 
-    def _top_rows(self, keys: Sequence[str], k: int) -> list[views.Rows]:
-        """``ZREVRANGE key 0 k-1 WITHSCORES`` of each key, as rows; on the serving pipe when there is
-        one (hiredis parses the replies in C: these lists are reloaded every second per process)."""
+    def _top_flats(self, keys: Sequence[str], k: int) -> list[list[Any]]:
+        """``ZREVRANGE key 0 k-1 WITHSCORES`` of each key, flat ``[member, score, ...]``; on the
+        serving pipe when there is one (hiredis parses the replies in C)."""
         if self.pipe is None:
             with self.r.pipeline(transaction=False) as p:
                 for key in keys:
                     p.zrevrange(key, 0, k - 1, withscores=True)
-                return [_pairs(rows) for rows in p.execute()]
+                return [list(itertools.chain.from_iterable(rows)) for rows in p.execute()]
         packed = b"".join(pipelined.pack("ZREVRANGE", key, 0, k - 1, "WITHSCORES") for key in keys)
-        replies = self.pipe.execute(packed, len(keys), self.settings.redis.socket_timeout_s)
-        return [pipelined.flat_rows(rows) for rows in replies]
-
-    def _shared(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> Scored:
-        """Lists that are the same for every user, cached for shared_cache_ttl_s of request time.
-        Past half the TTL a hit also starts a reload in the background (one at a time per list), so
-        under steady traffic a request rarely waits for one (they are many large reads)."""
-        hit = self._lists.get(key)
-        age = now - hit[0] if hit is not None else -1.0
-        ttl = self.settings.retrieval.shared_cache_ttl_s
-        if hit is not None and 0.0 <= age < ttl:
-            if age >= ttl / 2 and key not in self._reloading:
-                self._reloading.add(key)
-                self._reloader().submit(self._reload, key, now, load)
-            return hit[1]
-        value = load()
-        self._lists[key] = (now, value)
-        return value
-
-    def _reload(self, key: tuple[Any, ...], now: float, load: Callable[[], Scored]) -> None:
-        try:
-            value = load()
-            current = self._lists.get(key)
-            if current is None or current[0] <= now:
-                self._lists[key] = (now, value)
-        except Exception as exc:  # noqa: BLE001 - the next request past the TTL reads it itself
-            log.warning("background reload of %s failed: %s", key, exc)
-        finally:
-            self._reloading.discard(key)
-
-    def _reloader(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="shared-lists")
-            return self._pool
+        return list(self.pipe.execute(packed, len(keys), self.settings.redis.socket_timeout_s))
 
     @_guard
     def popular(self, segment: str | None, k: int, now: float) -> Scored:
-        return self._shared(("pop", segment, k), now,
-                            lambda: self._segmented(POP, self.pop_hl, segment, k, now))
+        return self._lists.get(("pop", segment), k, now,
+                               lambda sizes: self._segmented(POP, self.pop_hl, segment, sizes, now))
 
     @_guard
     def trending(self, segment: str | None, k: int, now: float) -> Scored:
-        return self._shared(("trend", segment, k), now,
-                            lambda: self._segmented(TREND, self.trend_hl, segment, k, now))
+        return self._lists.get(("trend", segment), k, now,
+                               lambda sizes: self._segmented(TREND, self.trend_hl, segment, sizes, now))
 
     @_guard
     def covisit(self, item_ids: Sequence[str], k: int) -> Scored:
@@ -315,8 +279,8 @@ class RedisOnlineState:
     def fresh(self, k: int) -> Scored:
         if k <= 0:
             return []
-        return self._shared(("fresh", k), time.time(), lambda: _pairs(
-            self.r.zrevrange(self.keys.fresh, 0, k - 1, withscores=True)))
+        return self._lists.get(("fresh",), k, time.time(), lambda sizes: [rows[:size] for rows in [_pairs(
+            self.r.zrevrange(self.keys.fresh, 0, max(sizes) - 1, withscores=True))] for size in sizes])
 
     @_guard
     def items(self, item_ids: Sequence[str]) -> list[ItemInfo | None]:

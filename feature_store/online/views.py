@@ -6,6 +6,7 @@ hash fields) each in their own way, then call these, so both answer every read i
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from operator import itemgetter
@@ -22,6 +23,7 @@ COVISIT_RECENT = 10  # recent history entries whose co-visitation neighbours are
 COVISIT_PER_ITEM = 50
 Rows = list[tuple[str, float]]
 _SCORE = itemgetter(1)
+_chain = itertools.chain.from_iterable
 
 
 def segment_key(segment: str | None, bandit_segment_key: str) -> str:
@@ -62,6 +64,29 @@ def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life
         for member, score in rows:
             acc[member] = get(member, 0.0) + score * w
     return by_score(acc, k)
+
+
+def decayed_top_flat(flats_by_epoch: Sequence[tuple[int, Sequence[Sequence[Any]]]], now: float,
+                     half_life_s: float, k: int) -> Scored:
+    """:func:`decayed_top` of raw replies: each epoch's ``[member, score, member, score, ...]`` lists
+    (one per slice, ``ZREVRANGE ... WITHSCORES`` as hiredis returns it). The same list: members stay
+    bytes until the top k are decoded, the scores are parsed and weighted as one array."""
+    acc: dict[Any, float] = {}
+    for epoch, flats in flats_by_epoch:
+        members = list(_chain(flat[0::2] for flat in flats))
+        if not members:
+            continue
+        scores = np.array(list(_chain(flat[1::2] for flat in flats)), np.float64)
+        weighted = (scores * decay.epoch_weight(epoch, now, half_life_s)).tolist()
+        if not acc:  # as decayed_top: the first non-empty epoch, members unique
+            acc = dict(zip(members, weighted, strict=True))
+            if len(acc) == len(members):
+                continue
+            acc = {}
+        get = acc.get
+        for member, score in zip(members, weighted, strict=True):
+            acc[member] = get(member, 0.0) + score
+    return [(text(member), score) for member, score in by_score(acc, k)]
 
 
 def decayed_scores(scores_by_epoch: Sequence[tuple[int, Sequence[float | None]]], now: float,

@@ -1,0 +1,116 @@
+"""The serving store's shared lists (popular, trending, fresh): views.decayed_top_flat merges raw replies
+exactly as decayed_top merges parsed rows, and SharedLists reloads a list's sizes together from one
+read, in the background past half the TTL, never storing a reload begun before a clear."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from core.online import Scored
+from feature_store.online import pipelined, views
+from feature_store.online.shared_lists import SharedLists
+
+
+def _flats(rng: np.random.Generator, slices: int, k: int, universe: int, dups: bool) -> list[list[bytes]]:
+    """Per slice a ZREVRANGE WITHSCORES reply: members unique to their slice (unless ``dups``), scores
+    descending with ties, as Redis formats doubles."""
+    out = []
+    for s in range(slices):
+        n = int(rng.integers(0, k + 1))
+        ids = rng.integers(0, universe, n) if dups else rng.choice(np.arange(s, universe, slices), min(
+            n, len(range(s, universe, slices))), replace=False)
+        scores = np.sort(np.round(rng.random(len(ids)) * 5, int(rng.integers(0, 3))))[::-1]
+        rows = zip(ids, scores, strict=True)
+        out.append([x for m, v in rows for x in (b"m%05d" % m, repr(float(v)).encode())])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decayed_top_flat_equals_decayed_top_of_parsed_rows(seed: int):
+    rng = np.random.default_rng(seed)
+    now, half_life = 1_700_000_000.0 + seed * 977.0, float(rng.choice([600.0, 3600.0, 86400.0]))
+    epochs = views.epochs(now, half_life)
+    sizes, universes = [0, 5, 64, 300], [40, 4000]
+    by_epoch = [(e, _flats(rng, 16, int(rng.choice(sizes)), int(rng.choice(universes)), seed % 4 == 3))
+                for e in epochs]
+    for k in (1, 7, 128, 1024):
+        rows = [(e, [row for flat in flats for row in pipelined.flat_rows(flat)]) for e, flats in by_epoch]
+        expected = views.decayed_top(rows, now, half_life, k)
+        got = views.decayed_top_flat(by_epoch, now, half_life, k)
+        assert got == expected and all(isinstance(m, str) for m, _ in got)
+
+
+def test_decayed_top_flat_takes_str_members_and_float_scores():
+    flats = [(10, [["b", 2.0, "a", 2.0]]), (9, [["a", 1.0, "c", 0.5]])]
+    rows = [(e, list(zip(f[0][0::2], f[0][1::2], strict=True))) for e, f in flats]
+    assert views.decayed_top_flat(flats, 36_000.0, 3600.0, 3) == views.decayed_top(rows, 36_000.0, 3600.0, 3)
+
+
+class _Reads:
+    """A list whose every read is counted; size k gets the top-k of the current version's rows."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.version = 0
+        self.started, self.gate = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def load(self, sizes: Sequence[int]) -> list[Scored]:
+        version = self.version  # what Redis held when the read began
+        self.started.set()
+        self.gate.wait(5)
+        self.calls.append(list(sizes))
+        rows = [(f"v{version}-{j}", float(100 - j)) for j in range(100)]
+        return [rows[:k] for k in sizes]
+
+
+def _settle(lists: SharedLists, group: tuple[str, ...]) -> None:
+    deadline = time.monotonic() + 5
+    while group in lists._reloading and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_a_lists_sizes_are_reloaded_together_from_one_read():
+    lists, reads, group = SharedLists(ttl_s=1.0), _Reads(), ("pop", None)
+    for k in (8, 32, 16):
+        assert lists.get(group, k, 100.0, reads.load)[-1][0] == f"v0-{k - 1}"
+    assert reads.calls == [[8], [32], [16]]  # each size's first read is its own, synchronous
+    assert lists.get(group, 8, 100.4, reads.load)[0][0] == "v0-0"  # within half the TTL: no read
+    reads.version = 1
+    assert lists.get(group, 8, 100.6, reads.load)[0][0] == "v0-0"  # past half: the cached list...
+    _settle(lists, group)
+    assert reads.calls[-1] == [8, 16, 32]  # ...and one background read at every size
+    for k in (8, 16, 32):  # each size as its own read at that time would give
+        assert lists.get(group, k, 100.7, reads.load) == [(f"v1-{j}", float(100 - j)) for j in range(k)]
+    assert len(reads.calls) == 4
+    assert lists.get(("pop", "mobile"), 8, 100.7, reads.load)  # another group: its own read
+    assert len(reads.calls) == 5
+
+
+def test_past_the_ttl_a_request_reads_its_size_itself():
+    lists, reads, group = SharedLists(ttl_s=1.0), _Reads(), ("trend", None)
+    lists.get(group, 4, 50.0, reads.load)
+    reads.version = 1
+    assert lists.get(group, 4, 51.5, reads.load)[0][0] == "v1-0" and reads.calls == [[4], [4]]
+    lists.get(group, 4, 49.0, reads.load)  # an earlier request time never reuses a later read
+    assert reads.calls == [[4], [4], [4]]
+
+
+def test_a_reload_begun_before_a_clear_is_not_stored():
+    lists, reads, group = SharedLists(ttl_s=1.0), _Reads(), ("pop", None)
+    lists.get(group, 4, 10.0, reads.load)
+    reads.version = 1
+    reads.started.clear()
+    reads.gate.clear()
+    lists.get(group, 4, 10.6, reads.load)  # starts a background reload (of version 1), held at the gate
+    assert reads.started.wait(5)
+    lists.clear()  # e.g. the eraser removed items from the lists
+    reads.version = 2
+    reads.gate.set()
+    _settle(lists, group)
+    assert lists.get(group, 4, 10.7, reads.load)[0][0] == "v2-0"  # read again, not the held reload's
