@@ -2,8 +2,9 @@
 deadline for starting one; beyond either the request is answered at once, never queued.
 
 :class:`Admission` is plain ASGI in front of FastAPI (so a refusal costs no routing, validation or
-dependency work): a ``GET /v1/feed/...`` that finds ``api.max_in_flight`` requests already admitted
-is shed on arrival. An admitted one records its arrival (``scope["state"]["admitted_at"]``); the
+dependency work): a ``GET /v1/feed/...`` that finds ``api.max_in_flight`` requests already admitted,
+or so many that it would not start within ``api.queue_timeout_ms`` at the recent time per feed, is
+shed on arrival. An admitted one records its arrival (``scope["state"]["admitted_at"]``); the
 handler's worker thread sheds it instead of computing when it starts later than
 ``api.queue_timeout_ms`` after that (:func:`check_start`). A shed request gets, per ``api.overload``,
 a 503 with ``Retry-After`` or a degraded feed (the user's last feed or the popularity snapshot,
@@ -36,20 +37,27 @@ class Overloaded(Exception):
 
 
 class Admission:
-    """Counts feed requests in flight; sheds the ones beyond ``limit`` before the app sees them."""
+    """Counts feed requests in flight; sheds the ones beyond ``limit`` before the app sees them, and
+    (with ``wait_s``) the ones that would wait longer than ``timeout_s`` to start: ``wait_s(n)`` is
+    the expected wait of a request arriving with ``n`` in flight (``FeedService.expected_wait_s``).
+    Such a request would be shed by its feed thread anyway (``check_start``), after routing, its
+    dependencies and a thread hop; refused here it costs a fraction of that and is answered at once."""
 
     def __init__(self, app: ASGIApp, limit: int, shed: Shed,
-                 on_shed: Callable[[str], None] = lambda reason: None) -> None:
+                 on_shed: Callable[[str], None] = lambda reason: None,
+                 wait_s: Callable[[int], float] | None = None, timeout_s: float = float("inf")) -> None:
         self.app, self.limit, self.shed, self.on_shed = app, limit, shed, on_shed
+        self.wait_s, self.timeout_s = wait_s, timeout_s
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(FEED_PREFIX):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
-            self.on_shed("in_flight")
-            await answer(send, *self.shed(scope, "in_flight"))
+        reason = self.refusal()
+        if reason:
+            self.on_shed(reason)
+            await answer(send, *self.shed(scope, reason))
             return
         scope.setdefault("state", {})["admitted_at"] = time.monotonic()
         self.in_flight += 1
@@ -57,6 +65,14 @@ class Admission:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    def refusal(self) -> str:
+        """Why a feed request arriving now is shed ("": it is admitted)."""
+        if self.in_flight >= self.limit:
+            return "in_flight"
+        if self.wait_s is not None and self.wait_s(self.in_flight) > self.timeout_s:
+            return "expected_wait"
+        return ""
 
 
 def check_start(admitted_at: float | None, timeout_s: float) -> None:

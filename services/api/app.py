@@ -64,7 +64,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
                        setting="api.max_body_bytes", on_refuse=lambda r: refused(r).inc())
     shed = ctx.metrics.shed.labels
     app.add_middleware(Admission, limit=settings.api.max_in_flight,  # type: ignore[arg-type]
-                       shed=security.shed, on_shed=lambda r: shed(r).inc())
+                       shed=security.shed, on_shed=lambda r: shed(r).inc(),
+                       wait_s=ctx.feeds.expected_wait_s, timeout_s=ctx.feeds.queue_timeout_s)
     app.add_middleware(OpsPort, ops_port=settings.api.ops_port, ready=security.ready,  # type: ignore[arg-type]
                        registry=security.registry)
     return app

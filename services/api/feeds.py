@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from services.api.deps import ApiContext
 
 STORE_FALLBACK = "fallback:store"  # Feed.trigger of the fallback the pipeline serves on StoreUnavailable
+SERVICE_WEIGHT = 0.05  # of the latest feed in FeedService.service_s (about the last 20 feeds)
 
 
 class FeedService:
@@ -32,7 +33,16 @@ class FeedService:
         self.pool = ThreadPoolExecutor(ctx.settings.api.feed_threads, thread_name_prefix="feed")
         api = ctx.settings.api
         self.queue_timeout_s = api.queue_timeout_ms / 1e3
+        self.threads = api.feed_threads
+        self.service_s = 0.0  # moving mean of a computed feed's wall time (its thread's start to answer)
         self._reject = reject(api.retry_after_s)
+
+    def expected_wait_s(self, in_flight: int) -> float:
+        """How long a feed request arriving with ``in_flight`` admitted would wait for a thread: those
+        beyond the threads are queued ahead of it, each thread frees every ``service_s`` (``admission``
+        sheds it on arrival when this exceeds ``api.queue_timeout_ms``)."""
+        ahead = in_flight - self.threads
+        return (ahead + 0.5) * self.service_s / self.threads if ahead >= 0 else 0.0
 
     def compute(self, user_id: str, n: int, context: dict[str, str], admitted_at: float | None) -> Answer:
         """Runs in a feed thread: (status, headers, body) of the feed. Raises ``Overloaded``."""
@@ -53,7 +63,9 @@ class FeedService:
         rows = "{}/{}".format(*result.feature_rows)
         headers = [(b"server-timing", timing.encode()), (b"x-candidates", str(result.candidates).encode()),
                    (b"x-feature-rows", rows.encode())]
-        return 200, headers, encode(result.feed)
+        body = encode(result.feed)
+        self.service_s += SERVICE_WEIGHT * (time.perf_counter() - t0 - self.service_s)
+        return 200, headers, body
 
     def shed(self, scope: Scope, reason: str) -> Answer:
         """What a shed feed request gets (``api.overload``); never touches a store."""
