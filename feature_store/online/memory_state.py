@@ -51,20 +51,25 @@ def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
     return heapq.nlargest(k, zset.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-def bumped_top(top: views.Rows, zset: dict[str, float], bumped: Sequence[str]) -> views.Rows | None:
-    """The ZREVRANGE cache ``top`` after ``ZINCRBY`` of ``bumped`` members (``zset`` already updated);
-    None when it cannot be kept exactly (a cached score went down).
+def refreshed_top(top: views.Rows, zset: dict[str, float], pending: set[str]) -> views.Rows | None:
+    """The ZREVRANGE cache ``top`` brought up to date after ``ZINCRBY``/``ZADD`` of the ``pending``
+    members and caps (``zset`` as it is now), or None when it cannot be kept exactly (a cached score
+    went down).
 
-    With every increment non-negative, a member outside the cache that was not bumped still ranks at or
-    below the cache's last row, so the new top-``len(top)`` is the top of the cached and bumped members.
-    A cache shorter than ``TOP_CACHE`` held every member, as do the cached and bumped members now, so it
-    may grow to ``TOP_CACHE``. Without this, a read after every write sorted the whole set again: the
-    popularity slices of a large catalogue, at every replay stop."""
-    rows = dict(top)
-    if any(rows.get(m, -np.inf) > zset[m] for m in bumped):
-        return None
-    rows.update((m, zset[m]) for m in rows)
-    rows.update((m, zset[m]) for m in bumped)
+    While no cached score falls, a member neither cached nor bumped still ranks at or below the cache's
+    last row, so the new top-``len(top)`` is the top of the cached and bumped members still in the set;
+    a cache shorter than ``TOP_CACHE`` held every member, as these do now, so it may grow to
+    ``TOP_CACHE``. Without this, a read after writes sorted the whole set again: the popularity slices of
+    a large catalogue and the fresh list, at every replay stop. The writes only collect the members (one
+    sort per read)."""
+    rows: dict[str, float] = {}
+    for m, old in top:
+        new = zset.get(m)
+        if new is not None:
+            if new < old:
+                return None
+            rows[m] = new
+    rows.update((m, zset[m]) for m in pending if m in zset)
     return zrevrange(rows, max(len(top), TOP_CACHE))
 
 
@@ -80,11 +85,16 @@ class KeySpace:
         self.s: dict[str, set[str]] = {}
         self.v: dict[str, str | bytes] = {}
         self._top: dict[str, views.Rows] = {}
+        self._pending: dict[str, set[str]] = {}  # per cached key: members bumped since (a cap: none)
 
     def ztop(self, key: str, k: int) -> views.Rows:
         hit = self._top.get(key)
+        pending = self._pending.pop(key, None)
+        if hit is not None and pending is not None:
+            hit = refreshed_top(hit, self.z.get(key, {}), pending)
         if hit is None or (len(hit) < k and len(hit) < len(self.z.get(key, ()))):
-            hit = self._top[key] = zrevrange(self.z.get(key), max(k, TOP_CACHE))
+            hit = zrevrange(self.z.get(key), max(k, TOP_CACHE))
+        self._top[key] = hit
         return hit[:k]
 
     def apply(self, plan: Plan) -> None:
@@ -92,11 +102,13 @@ class KeySpace:
             self.apply_op(*op)
 
     def apply_op(self, code: str, key: str, arg: Any) -> None:
-        top = self._top.pop(key, None) if code in _ZSET_OPS else None
+        if code in _ZSET_OPS and key in self._top:
+            if code in _KEPT_TOP:  # brought up to date at the next read (refreshed_top)
+                self._pending.setdefault(key, set()).update(_members(code, arg))
+            else:
+                del self._top[key]
+                self._pending.pop(key, None)
         getattr(self, f"_{code}")(key, arg)
-        kept = None if top is None else _kept_top(code, top, self.z.get(key, {}), arg)
-        if kept is not None:
-            self._top[key] = kept
 
     def _im(self, key: str, delta: ItemDelta) -> None:
         item_merge.merge(self.h.setdefault(key, {}), delta)
@@ -156,13 +168,12 @@ class KeySpace:
 _ZSET_OPS = frozenset({"zi", "zc", "za", "zr"})
 
 
-def _kept_top(code: str, top: views.Rows, zset: dict[str, float], arg: Any) -> views.Rows | None:
-    """A key's ZREVRANGE cache after a write to it, where it can be kept exactly (else None)."""
-    if code == "zi":
-        return bumped_top(top, zset, arg[0::2])
-    if code == "zc":  # the cap keeps the set's top ``arg`` rows: the cache's, as far as it goes
-        return top[:arg]
-    return None
+_KEPT_TOP = frozenset({"zi", "za", "zc"})  # writes after which a ZREVRANGE cache can be refreshed
+
+
+def _members(code: str, arg: Any) -> Sequence[str]:
+    """The members a kept write sets: ``zi`` [member, inc, ...], ``za`` [score, member, ...], ``zc`` none."""
+    return arg[0::2] if code == "zi" else arg[1::2] if code == "za" else ()
 
 
 def _pairs(flat: Sequence[Any]) -> zip[tuple[Any, Any]]:

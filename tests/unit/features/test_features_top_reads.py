@@ -1,4 +1,4 @@
-"""Top-k reads of the online state: the in-process ZREVRANGE cache, kept across ZINCRBY writes and caps,
+"""Top-k reads of the online state: the in-process ZREVRANGE cache, kept across writes (ZINCRBY, ZADD, caps),
 reads as a fresh sort would; views.by_score orders as two full sorts."""
 
 from __future__ import annotations
@@ -20,22 +20,34 @@ def test_cached_top_after_increments_equals_a_fresh_sort(members: int, negative:
         for m, inc in zip(bumped, incs, strict=True):
             flat += [f"m{m:03d}", str(inc)]
         kv.apply_op("zi", "pop", flat)
-        if step % 50 == 49:  # the covisit sets' cap
+        if step % 50 == 49:  # the covisit sets' cap, read before and after
+            kv.ztop("pop", 100)
             kv.apply_op("zc", "pop", int(rng.choice([20, 70, 300])))
+        if step % 7 == 3:  # ZADD (the fresh list) and, rarely, ZREM
+            m = f"m{int(rng.integers(members)):03d}"
+            kv.apply_op("za", "pop", [str(float(rng.integers(-2 if negative else 0, 12))), m])
+        if step % 61 == 60:
+            kv.apply_op("zr", "pop", [f"m{int(rng.integers(members)):03d}" for _ in range(3)])
         k = int(rng.choice([1, 10, 64, 100]))
         assert kv.ztop("pop", k) == zrevrange(kv.z["pop"], k), step
 
 
-def test_the_cache_is_kept_not_rebuilt_while_scores_only_grow() -> None:
+def test_the_cache_is_refreshed_not_rebuilt_while_scores_only_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import feature_store.online.memory_state as ms
+
     kv = KeySpace()
     kv.apply_op("zi", "pop", [x for m in range(500) for x in (f"m{m}", str(m % 7))])
     first = kv.ztop("pop", 10)
+    sorted_sizes: list[int] = []
+    real = ms.zrevrange
+    monkeypatch.setattr(ms, "zrevrange", lambda zs, k: sorted_sizes.append(len(zs or ())) or real(zs, k))
     kv.apply_op("zi", "pop", ["m3", "100"])
-    assert kv._top["pop"][0] == ("m3", 103.0)  # updated in place of a dropped cache
-    assert kv.ztop("pop", 10)[1:] == first[:9]
-    kv.apply_op("zi", "pop", ["m3", "-50"])  # a cached score went down: the cache is dropped
-    assert "pop" not in kv._top
-    assert kv.ztop("pop", 10) == zrevrange(kv.z["pop"], 10)
+    kv.apply_op("zi", "pop", ["m404", "0.5"])  # stays below the cache: not in the top
+    assert kv.ztop("pop", 10) == [("m3", 103.0), *first[:9]]
+    assert sorted_sizes == [64 + 2]  # the cached rows and the two bumped members, not the 500
+    kv.apply_op("zi", "pop", ["m3", "-50"])  # a cached score went down: sorted again from the set
+    assert kv.ztop("pop", 10) == real(kv.z["pop"], 10)
+    assert sorted_sizes[-1] == 500
 
 
 @pytest.mark.parametrize("n,k,ties", [(4096, 128, False), (4096, 128, True), (600, 1, True), (300, 64, False),
