@@ -7,8 +7,7 @@ rows, feed triggers) then runs while the next batches are applied; a batch's off
 once it and every batch before it are done. Nothing is ever acknowledged early: a crash replays from
 the last commit and the watermarks in Redis make the replay a no-op. A batch is prepared (decoded,
 validated, its topic-id lookup started) as soon as it is fetched, while the topic's previous batch is
-still being applied; it is applied after that one, together with every batch of the topic that queued
-up meanwhile (:mod:`streams.lanes`).
+still being applied; it is applied after that one.
 
 (A faust agent costs ~110 us of Python per event before any work, measured on a do-nothing agent,
 more than the whole budget at 10,000 events/s; a batch fetch costs ~1.5 us per record.)
