@@ -11,9 +11,10 @@ the guard. Redis runs a script atomically, so:
   shard, in three steps: the shared writes (popularity, co-visitation, bandit tables, item states),
   then the users' own writes with their dedupe markers, then the watermarks and stats. Each shard
   keeps, per stage and partition, the offset its writes are applied up to (``aw``, compare-and-set
-  like the watermarks). A batch that crashed half-way is replayed: its events' dedupe markers hold
-  their own coordinates when their user's writes were applied (not fresh, not duplicates), and the
-  shared writes of the other events skip the shards that already have them (``effects.Keep``).
+  like the watermarks, only ever moved forward). A batch that crashed half-way is replayed: its
+  events' dedupe markers hold their own coordinates when their user's writes were applied (not
+  fresh, not duplicates), and the shared writes of the other events skip the shards that already
+  have them (``effects.Keep``).
 
 Planning reads the snapshot in one pipelined round trip. Users' states are owned by the partition
 that carries them; item states are merged in place (``item_merge``), so no lock is needed across
@@ -204,7 +205,7 @@ class OnlineWriter(StateReads):
             calls = []
             for (s, where), ops in b.groups.items():
                 if s == stage:
-                    guards = [(f"{stage}:{field_of(tp)}", self._aw.get((stage, where, tp), -1), off)
+                    guards = [(f"{stage}:{field_of(tp)}", *self._advance(stage, where, tp, off))
                               for tp, off in b.offsets.items()]
                     calls.append((self.keys.applied(where), guards, ops))
             await self._run(calls)
@@ -213,11 +214,20 @@ class OnlineWriter(StateReads):
         guards = [(field_of(tp), b.marks.get(tp, -1), off) for tp, off in b.offsets.items()]
         await self._run([(self.keys.watermarks, guards, control)])
 
+    def _advance(self, stage: str, where: str, tp: TP, off: int) -> tuple[int, int]:
+        """A shard's applied offset of ``tp``: the value it must hold, the value it moves to. It only
+        grows: a shard may be ahead of this batch for ``tp`` (a crashed attempt applied more of ``tp``
+        there, and ``keep`` left those writes out), and it is in this batch because of another
+        partition's writes; moved back, the next batch would apply that crashed attempt's writes on
+        the shard again."""
+        old = self._aw.get((stage, where, tp), -1)
+        return old, max(old, off)
+
     def _moved(self, stage: str, b: _Batch) -> None:
         for (s, where) in b.groups:
             if s == stage:
                 for tp, off in b.offsets.items():
-                    self._aw[(stage, where, tp)] = off
+                    self._aw[(stage, where, tp)] = max(self._aw.get((stage, where, tp), -1), off)
 
     async def _run(self, calls: Sequence[script.Call]) -> None:
         try:
