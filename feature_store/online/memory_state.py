@@ -37,6 +37,7 @@ from feature_store.online.effects import POP, TREND, decode_history
 from feature_store.online.effects import UserState as EffectUserState
 from feature_store.online.item_merge import ItemDelta
 from feature_store.online.keys import SLICES, Keys, pop_slice
+from feature_store.online.merged_top import MergedTop
 from feature_store.online.plan import Plan, ops
 
 USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
@@ -51,32 +52,54 @@ def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
     return heapq.nlargest(k, zset.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-def refreshed_top(top: views.Rows, zset: dict[str, float], pending: set[str]) -> views.Rows | None:
-    """The ZREVRANGE cache ``top`` brought up to date after ``ZINCRBY``/``ZADD`` of the ``pending``
-    members and caps (``zset`` as it is now), or None when it cannot be kept exactly (a cached score
-    went down).
+def refreshed_top(top: views.Rows, zset: dict[str, float], pending: dict[str, float | None]
+                  ) -> views.Rows | None:
+    """The ZREVRANGE cache ``top`` brought up to date in place after ``ZINCRBY``/``ZADD`` of the
+    ``pending`` members (each with its score when the cache was last read, None if it had none) and
+    caps that removed no cached member (``zset`` as it is now); or None when it cannot be kept exactly
+    (a pending member's score went down, or a cap removed it).
 
     While no cached score falls, a member neither cached nor bumped still ranks at or below the cache's
     last row, so the new top-``len(top)`` is the top of the cached and bumped members still in the set;
     a cache shorter than ``TOP_CACHE`` held every member, as these do now, so it may grow to
-    ``TOP_CACHE``. Without this, a read after writes sorted the whole set again: the popularity slices of
-    a large catalogue and the fresh list, at every replay stop. The writes only collect the members (one
-    sort per read)."""
-    rows: dict[str, float] = {}
-    for m, old in top:
+    ``TOP_CACHE``. Each bumped member moves by two binary searches, so a read after a few writes costs
+    a few list moves, not a sort of the cache (the popularity slices of a large catalogue, the fresh
+    list and the co-visitation rows, at every replay stop)."""
+    limit = max(len(top), TOP_CACHE)
+    for m, old in pending.items():
         new = zset.get(m)
-        if new is not None:
-            if new < old:
+        if old is not None:
+            if new is None or new < old:
                 return None
-            rows[m] = new
-    rows.update((m, zset[m]) for m in pending if m in zset)
-    return zrevrange(rows, max(len(top), TOP_CACHE))
+            i = _position(top, old, m)
+            if i < len(top) and top[i][0] == m:
+                del top[i]
+        if new is not None:
+            top.insert(_position(top, new, m), (m, new))
+    del top[limit:]
+    return top
+
+
+def _position(rows: views.Rows, score: float, member: str) -> int:
+    """Index of the first row of ``rows`` (ZREVRANGE order: (score, member) descending) that ranks at
+    or below ``(score, member)``."""
+    key = (score, member)
+    lo, hi = 0, len(rows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        m, s = rows[mid]
+        if (s, m) > key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class KeySpace:
     """Redis' data types as dicts, with the worker's plans applied as its Lua script applies them
-    (the same op list, :func:`plan.ops`). ``ztop`` answers ZREVRANGE from a cache that a write to the
-    key invalidates."""
+    (the same op list, :func:`plan.ops`). ``ztop`` answers ZREVRANGE from a cache that the writes to
+    the key since keep up to date (:func:`refreshed_top`); ``gen`` counts the writes to each sorted set,
+    so a reader can tell that a set has not changed since it last read it."""
 
     def __init__(self) -> None:
         self.z: dict[str, dict[str, float]] = {}
@@ -84,8 +107,9 @@ class KeySpace:
         self.l: dict[str, list[str]] = {}
         self.s: dict[str, set[str]] = {}
         self.v: dict[str, str | bytes] = {}
+        self.gen: dict[str, int] = {}  # per sorted set: writes so far
         self._top: dict[str, views.Rows] = {}
-        self._pending: dict[str, set[str]] = {}  # per cached key: members bumped since (a cap: none)
+        self._pending: dict[str, dict[str, float | None]] = {}  # per cached key: bumped -> score then
 
     def ztop(self, key: str, k: int) -> views.Rows:
         hit = self._top.get(key)
@@ -102,13 +126,33 @@ class KeySpace:
             self.apply_op(*op)
 
     def apply_op(self, code: str, key: str, arg: Any) -> None:
-        if code in _ZSET_OPS and key in self._top:
-            if code in _KEPT_TOP:  # brought up to date at the next read (refreshed_top)
-                self._pending.setdefault(key, set()).update(_members(code, arg))
-            else:
-                del self._top[key]
-                self._pending.pop(key, None)
+        if code in _ZSET_OPS:
+            self.gen[key] = self.gen.get(key, 0) + 1
+            if key in self._top:
+                self._note(code, key, arg)
         getattr(self, f"_{code}")(key, arg)
+        if code == "zc" and key in self._top:
+            zs = self.z.get(key, {})
+            if any(m not in zs for m, _ in self._top[key]):  # the cap removed a cached member
+                self._drop_top(key)
+
+    def _drop_top(self, key: str) -> None:
+        del self._top[key]
+        self._pending.pop(key, None)
+
+    def _note(self, code: str, key: str, arg: Any) -> None:
+        """Before a ZINCRBY or ZADD to a cached sorted set: each member's score as cached, for
+        :func:`refreshed_top` at the next read (a ZREM drops the cache; a cap, :meth:`apply_op`)."""
+        if code == "zr":
+            self._drop_top(key)
+            return
+        if code == "zc":
+            return
+        pending = self._pending.setdefault(key, {})
+        zs = self.z.get(key, {})
+        for m in _members(code, arg):
+            if m not in pending:
+                pending[m] = zs.get(m)
 
     def _im(self, key: str, delta: ItemDelta) -> None:
         item_merge.merge(self.h.setdefault(key, {}), delta)
@@ -168,12 +212,9 @@ class KeySpace:
 _ZSET_OPS = frozenset({"zi", "zc", "za", "zr"})
 
 
-_KEPT_TOP = frozenset({"zi", "za", "zc"})  # writes after which a ZREVRANGE cache can be refreshed
-
-
 def _members(code: str, arg: Any) -> Sequence[str]:
-    """The members a kept write sets: ``zi`` [member, inc, ...], ``za`` [score, member, ...], ``zc`` none."""
-    return arg[0::2] if code == "zi" else arg[1::2] if code == "za" else ()
+    """The members a write sets: ``zi`` [member, inc, ...], ``za`` [score, member, ...]."""
+    return arg[0::2] if code == "zi" else arg[1::2]
 
 
 def _pairs(flat: Sequence[Any]) -> zip[tuple[Any, Any]]:
@@ -201,6 +242,7 @@ class MemoryOnline:
         self.dedupe: set[str] = set()
         self._infos: dict[str, ItemInfo | None] = {}
         self._rows: dict[str, tuple[str | bytes, dict[str, Any]]] = {}
+        self._merged = MergedTop(SLICES)
 
     # ---- writes --------------------------------------------------------------------------------
     def apply_interactions(self, events: Sequence[Interaction]) -> int:
@@ -258,14 +300,16 @@ class MemoryOnline:
                                 dict(self.kv.h.get(self.keys.user(user_id), {})), k)
 
     def _segmented(self, kind: str, half_life: float, segment: str | None, k: int, now: float) -> Scored:
+        """``views.decayed_top`` of each slice's top ``k`` (as the Redis side reads them), kept merged
+        across reads (``merged_top``)."""
         if k <= 0:
             return []
         seg = self.segment_key(segment)
         for s in [seg] if seg == "all" else [seg, "all"]:
-            rows = [(e, [row for part in range(SLICES)
-                         for row in self.kv.ztop(self.keys.popularity(kind, e, s, part), k)])
+            keys = [(e, [self.keys.popularity(kind, e, s, part) for part in range(SLICES)])
                     for e in views.epochs(now, half_life)]
-            top = views.decayed_top(rows, now, half_life, k)
+            top = self._merged.top(f"{kind}:{s}", keys, self.kv.gen, lambda key: self.kv.ztop(key, k),
+                                   now, half_life, k)
             if top:
                 return top
         return []

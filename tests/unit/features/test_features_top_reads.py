@@ -32,6 +32,28 @@ def test_cached_top_after_increments_equals_a_fresh_sort(members: int, negative:
         assert kv.ztop("pop", k) == zrevrange(kv.z["pop"], k), step
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_cached_top_under_frequent_caps_and_removals_equals_a_fresh_sort(seed: int) -> None:
+    """Small sets capped often (members removed, then bumped back in), ZADD/ZREM between reads."""
+    rng = np.random.default_rng(seed)
+    members, kv = int(rng.choice([5, 50, 70, 200])), KeySpace()
+    for step in range(300):
+        flat: list[str] = []
+        for m in rng.integers(0, members, size=int(rng.integers(1, 8))):
+            flat += [f"m{m:03d}", str(float(rng.integers(-1 if seed % 3 == 0 else 0, 4)))]
+        kv.apply_op("zi", "pop", flat)
+        r = rng.random()
+        if r < 0.1:
+            kv.apply_op("zc", "pop", int(rng.integers(3, 120)))
+        elif r < 0.2:
+            kv.apply_op("za", "pop", [str(float(rng.integers(0, 12))), f"m{int(rng.integers(members)):03d}"])
+        elif r < 0.23:
+            kv.apply_op("zr", "pop", [f"m{int(rng.integers(members)):03d}"])
+        if rng.random() < 0.5:
+            k = int(rng.choice([1, 3, 10, 64, 65, 100]))
+            assert kv.ztop("pop", k) == zrevrange(kv.z["pop"], k), step
+
+
 def test_the_cache_is_refreshed_not_rebuilt_while_scores_only_grow(monkeypatch: pytest.MonkeyPatch) -> None:
     import feature_store.online.memory_state as ms
 
@@ -43,11 +65,25 @@ def test_the_cache_is_refreshed_not_rebuilt_while_scores_only_grow(monkeypatch: 
     monkeypatch.setattr(ms, "zrevrange", lambda zs, k: sorted_sizes.append(len(zs or ())) or real(zs, k))
     kv.apply_op("zi", "pop", ["m3", "100"])
     kv.apply_op("zi", "pop", ["m404", "0.5"])  # stays below the cache: not in the top
-    assert kv.ztop("pop", 10) == [("m3", 103.0), *first[:9]]
-    assert sorted_sizes == [64 + 2]  # the cached rows and the two bumped members, not the 500
+    kv.apply_op("zi", "pop", [first[4][0], "0.25"])  # a cached member moves up within the cache
+    bumped = (first[4][0], first[4][1] + 0.25)
+    assert kv.ztop("pop", 10) == [("m3", 103.0), *sorted([*first[:4], bumped, *first[5:9]],
+                                                         key=lambda r: (r[1], r[0]), reverse=True)]
+    assert sorted_sizes == []  # moved in the cached list: nothing sorted
     kv.apply_op("zi", "pop", ["m3", "-50"])  # a cached score went down: sorted again from the set
     assert kv.ztop("pop", 10) == real(kv.z["pop"], 10)
     assert sorted_sizes[-1] == 500
+
+
+def test_a_cap_that_removes_cached_members_leaves_the_set_in_the_cache() -> None:
+    """A small set read whole, then capped below its size: the cache is what is left, in order."""
+    kv = KeySpace()
+    kv.apply_op("zi", "s", [x for m in range(40) for x in (f"m{m:02d}", str(m % 9))])
+    assert len(kv.ztop("s", 64)) == 40
+    kv.apply_op("zi", "s", ["m00", "30", "new", "1"])
+    kv.apply_op("zc", "s", 12)
+    assert kv.ztop("s", 64) == zrevrange(kv.z["s"], 64)
+    assert len(kv.ztop("s", 64)) == 12
 
 
 @pytest.mark.parametrize("n,k,ties", [(4096, 128, False), (4096, 128, True), (600, 1, True), (300, 64, False),
