@@ -55,14 +55,7 @@ def decayed_top(rows_by_epoch: Sequence[tuple[int, Rows]], now: float, half_life
     acc: dict[str, float] = {}
     for epoch, rows in rows_by_epoch:
         w = decay.epoch_weight(epoch, now, half_life_s)
-        if not acc:  # the first non-empty epoch: 0.0 + score * w is score * w (members unique)
-            acc = {member: score * w for member, score in rows}
-            if len(acc) == len(rows):
-                continue
-            acc = {}
-        get = acc.get
-        for member, score in rows:
-            acc[member] = get(member, 0.0) + score * w
+        acc = _add_epoch(acc, [member for member, _ in rows], [score * w for _, score in rows])
     return by_score(acc, k)
 
 
@@ -74,19 +67,23 @@ def decayed_top_flat(flats_by_epoch: Sequence[tuple[int, Sequence[Sequence[Any]]
     acc: dict[Any, float] = {}
     for epoch, flats in flats_by_epoch:
         members = list(_chain(flat[0::2] for flat in flats))
-        if not members:
-            continue
-        scores = np.array(list(_chain(flat[1::2] for flat in flats)), np.float64)
-        weighted = (scores * decay.epoch_weight(epoch, now, half_life_s)).tolist()
-        if not acc:  # as decayed_top: the first non-empty epoch, members unique
-            acc = dict(zip(members, weighted, strict=True))
-            if len(acc) == len(members):
-                continue
-            acc = {}
-        get = acc.get
-        for member, score in zip(members, weighted, strict=True):
-            acc[member] = get(member, 0.0) + score
+        if members:
+            scores = np.array(list(_chain(flat[1::2] for flat in flats)), np.float64)
+            acc = _add_epoch(acc, members, (scores * decay.epoch_weight(epoch, now, half_life_s)).tolist())
     return [(text(member), score) for member, score in by_score(acc, k)]
+
+
+def _add_epoch(acc: dict[Any, float], members: Sequence[Any], weighted: Sequence[float]) -> dict[Any, float]:
+    """``acc`` plus one epoch's weighted scores. The first non-empty epoch becomes the dict as it is
+    (``0.0 + score * w`` is ``score * w``) when its members are unique, as a slice set's are."""
+    if not acc:
+        first = dict(zip(members, weighted, strict=True))
+        if len(first) == len(members):
+            return first
+    get = acc.get
+    for member, score in zip(members, weighted, strict=True):
+        acc[member] = get(member, 0.0) + score
+    return acc
 
 
 def decayed_scores(scores_by_epoch: Sequence[tuple[int, Sequence[float | None]]], now: float,
