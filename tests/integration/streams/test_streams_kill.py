@@ -23,6 +23,7 @@ from streams_harness import (
     interactions,
     items,
     producer,
+    ready,
     reference_state,
     start_worker,
     stats,
@@ -54,9 +55,9 @@ def kill_settings(request: pytest.FixtureRequest, stream_settings: Settings) -> 
     return _on(request, stream_settings)
 
 
-def _worker(s: Settings, name: str) -> ChildProcess:
-    return start_worker(s.model_copy(update={"worker": s.worker.model_copy(
-        update={"metrics_port": free_port()})}), name)
+def _worker(s: Settings, name: str) -> tuple[ChildProcess, Settings]:
+    own = s.model_copy(update={"worker": s.worker.model_copy(update={"metrics_port": free_port()})})
+    return start_worker(own, name), own
 
 
 def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_settings: Settings) -> None:
@@ -71,7 +72,7 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
     for it in catalog:
         prod.send(topics.items, key=it.item_id.encode(), value=encode(it))
     prod.flush()
-    steady, victim = _worker(s, "steady"), _worker(s, "victim-0")
+    (steady, _), (victim, victim_s) = _worker(s, "steady"), _worker(s, "victim-0")
     wait_for(lambda: stats(s).get("items:processed", 0) == len(catalog), 60, "catalog", victim)
 
     size = len(stream) // CHUNKS + 1
@@ -89,8 +90,10 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
             victim.proc.wait(5)
             kills += 1
             time.sleep(s.worker.session_timeout_s)  # the steady worker takes every partition over
-            victim = _worker(s, f"victim-{kills}")
+            victim, victim_s = _worker(s, f"victim-{kills}")
     wait_for(lambda: stats(s).get("interactions:processed", 0) >= len(stream), 180, "catch-up", steady)
+    # the last victim has joined (a SIGTERM while it still imports kills it: -15, nothing to drain)
+    wait_for(lambda: ready(victim_s), 60, "the last victim joined", victim)
     assert victim.stop() == 0
     assert steady.stop() == 0
 
