@@ -7,7 +7,8 @@ rows, feed triggers) then runs while the next batches are applied; a batch's off
 once it and every batch before it are done. Nothing is ever acknowledged early: a crash replays from
 the last commit and the watermarks in Redis make the replay a no-op. A batch is prepared (decoded,
 validated, its topic-id lookup started) as soon as it is fetched, while the topic's previous batch is
-still being applied; it is applied after that one.
+still being applied; it is applied after that one, together with every batch of the topic that queued
+up meanwhile (:mod:`streams.lanes`).
 
 (A faust agent costs ~110 us of Python per event before any work, measured on a do-nothing agent,
 more than the whole budget at 10,000 events/s; a batch fetch costs ~1.5 us per record.)
@@ -44,17 +45,23 @@ from feature_store.online.resp import Target, command
 from streams.decode import RawRecord
 from streams.incarnation import CHECK_INTERVAL_S, IncarnationGuard
 from streams.kafka_errors import describe, is_retryable
+from streams.lanes import Lane
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor, Prepared
 
 log = logging.getLogger(__name__)
 EXIT_UNAPPLIED = 70
-# Applied batches whose follow-up (archive, Feast rows, triggers) is still running. The follow-ups
-# wait on coalesced writes (the archive's every 0.5 s), so the bound is in records, not batches: a
-# bound of 4 batches held the loop to 4 fetches per archive interval (about one per 100 ms) and
-# left events queued in the fetch buffer for hundreds of ms at any rate.
-MAX_IN_FLIGHT_RECORDS = 4  # times worker.batch_size
-MAX_IN_FLIGHT_BATCHES = 64
+# Records fetched and not yet applied, times worker.batch_size: the fetch waits beyond it. The lane
+# of a topic applies what waits as one batch (streams.lanes), so this bounds the queueing delay to
+# about one large apply. (A bound on all in-flight records, 4 x batch_size, held the loop to its
+# follow-ups, which wait on coalesced writes: the archive's every 0.5 s.)
+MAX_WAITING_RECORDS = 4
+# Applied batches whose follow-up (archive, Feast rows, triggers) is still running: memory bounds.
+MAX_IN_FLIGHT_RECORDS = 16  # times worker.batch_size
+MAX_IN_FLIGHT_BATCHES = 256
+# The batches of a topic waiting behind its current apply are applied as one, up to this many
+# records (times worker.batch_size): see streams.lanes.
+MAX_APPLY_RECORDS = 4
 
 
 @dataclass
@@ -135,7 +142,7 @@ class ConsumerLoop:
         self.consumer = consumer(settings, Rebalance(self))
         self._committed_at = 0.0
         self._done: dict[TopicPartition, int] = {}
-        self._applied: dict[str, asyncio.Future[None]] = {}  # per topic: its last batch is applied
+        self.lanes: dict[str, Lane] = {}  # per topic: its batches, applied in order (coalesced)
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -152,7 +159,7 @@ class ConsumerLoop:
             await self.consumer.stop()
 
     async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Queue each topic's records behind that topic's previous batch (applies stay in order per
+        """Queue each topic's records behind that topic's previous batches (applies stay in order per
         topic, while a slow item batch, waiting on its content vectors, does not hold up the
         interactions); the batch is done when every part is applied and followed up."""
         by_base: dict[str, list[RawRecord]] = {}
@@ -160,29 +167,27 @@ class ConsumerLoop:
         for tp, msgs in batch.items():
             by_base.setdefault(self.base[tp.topic], []).extend(_raw(m) for m in msgs)
             offsets[tp] = msgs[-1].offset
-        parts = []
-        for base, records in by_base.items():
-            applied = asyncio.get_running_loop().create_future()
-            parts.append(self._part(self._applied.get(base), applied, base, records))
-            self._applied[base] = applied
+        # prepared (decoded, validated, topic-id lookup started) and queued now, in fetch order
+        parts = [_part(self._lane(base).submit(records, self._prepare(base, records)))
+                 for base, records in by_base.items()]
         work = Work(offsets, asyncio.ensure_future(asyncio.gather(*parts)), sum(map(len, batch.values())))
         self.state.in_flight.append(work)
         self._update_lag(offsets)
         while self._over_bound():
             head = self.state.in_flight[0].task
             assert head is not None
-            await asyncio.wait([head])
+            await asyncio.wait([head, *(lane.progress() for lane in self.lanes.values() if lane.waiting)],
+                               return_when=asyncio.FIRST_COMPLETED)
             self._collect()
 
-    async def _part(self, before: asyncio.Future[None] | None, applied: asyncio.Future[None], base: str,
-                    records: list[RawRecord]) -> None:
-        try:
-            prepared = self._prepare(base, records)  # while the topic's previous batch is applied
-            if before is not None:
-                await asyncio.wait([before])
-            follow_up = await self._apply(base, records, prepared)
-        finally:
-            applied.set_result(None)
+    def _lane(self, base: str) -> Lane:
+        if base not in self.lanes:
+            size = MAX_APPLY_RECORDS * self.settings.worker.batch_size
+            self.lanes[base] = Lane(lambda records, prep: self._apply(base, records, prep), self._follow,
+                                    size)
+        return self.lanes[base]
+
+    async def _follow(self, follow_up: Callable[[], Awaitable[None]]) -> None:
         await _retrying(self.state.metrics, "follow_up", follow_up)
 
     def _prepare(self, base: str, records: list[RawRecord]) -> Prepared | None:
@@ -204,9 +209,12 @@ class ConsumerLoop:
         return self.state.processor
 
     def _over_bound(self) -> bool:
-        q = self.state.in_flight
-        limit = MAX_IN_FLIGHT_RECORDS * self.settings.worker.batch_size
-        return len(q) > 1 and (len(q) > MAX_IN_FLIGHT_BATCHES or sum(w.records for w in q) > limit)
+        q, size = self.state.in_flight, self.settings.worker.batch_size
+        if len(q) <= 1:
+            return False
+        waiting = sum(lane.waiting for lane in self.lanes.values())
+        return (waiting > MAX_WAITING_RECORDS * size or len(q) > MAX_IN_FLIGHT_BATCHES
+                or sum(w.records for w in q) > MAX_IN_FLIGHT_RECORDS * size)
 
     def _collect(self) -> None:
         """Move finished batches (in order) to the offsets to commit; exit if one failed for good."""
@@ -265,6 +273,11 @@ async def _retrying(metrics: WorkerMetrics, what: str, step: Callable[[], Awaita
             log.warning("store/broker unavailable (%s); retrying %s in %.1fs", describe(exc), what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def _part(applied: asyncio.Future[asyncio.Future[None]]) -> None:
+    """A batch's part of one topic: applied (maybe with the batches queued beside it), followed up."""
+    await (await applied)
 
 
 def _raw(m: Any) -> RawRecord:

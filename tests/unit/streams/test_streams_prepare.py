@@ -82,6 +82,8 @@ def test_next_batch_is_prepared_while_the_previous_applies_and_applied_after_it(
         loop = ConsumerLoop(settings, state, Guard())  # type: ignore[arg-type]
         loop._update_lag = lambda offsets: None  # type: ignore[method-assign]  # (not assigned)
         await loop._handle(msgs(0, 3))
+        for _ in range(5):
+            await asyncio.sleep(0)
         await loop._handle(msgs(3, 3))
         for _ in range(5):
             await asyncio.sleep(0)
@@ -91,6 +93,55 @@ def test_next_batch_is_prepared_while_the_previous_applies_and_applied_after_it(
         await loop.drain()
         assert log.steps[3:] == [("applied", 0), ("apply", 3), ("applied", 3)]
         assert loop._done == {TopicPartition(TOPIC, 0): 5}
+        await loop.consumer.stop()
+
+    asyncio.run(run())
+
+
+class SlowFollowUps(FakeProcessor):
+    """Applies return when ``applying`` is set; follow-ups (the archive's, say) wait for ``following``."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(log)
+        self.applying, self.following = asyncio.Event(), asyncio.Event()
+        self.applies: list[list[int]] = []
+
+    async def process(self, base: str, records: Sequence[RawRecord],
+                      prepared: Prepared | None = None) -> Callable[[], Awaitable[None]]:
+        self.applies.append([r.offset for r in records])
+        await self.applying.wait()
+        return self.following.wait  # type: ignore[return-value]
+
+
+def test_the_fetch_waits_on_unapplied_records_not_on_follow_ups(tmp_path: Path) -> None:
+    """batch_size 2: at most 8 records fetched and not applied; 32 applied but not followed up."""
+    settings = load_settings(data_dir=str(tmp_path), kafka={"bootstrap_servers": "127.0.0.1:9",
+                                                            "topic_prefix": "p-"}, worker={"batch_size": 2})
+
+    async def run() -> None:
+        proc = SlowFollowUps(Log())
+        loop = ConsumerLoop(settings, WorkerState(None, WorkerMetrics(), proc),  # type: ignore[arg-type]
+                            Guard())  # type: ignore[arg-type]
+        loop._update_lag = lambda offsets: None  # type: ignore[method-assign]
+        proc.applying.set()
+        for k in range(10):  # 20 records applied, none followed up: the fetch goes on
+            await asyncio.wait_for(loop._handle(msgs(2 * k, 2)), 1.0)
+            await asyncio.sleep(0)
+        assert sum(w.records for w in loop.state.in_flight) == 20
+        proc.applying.clear()
+        await asyncio.sleep(0)
+        for k in range(10, 14):  # the apply of 20-21 is held; 28 records: 8 fetched and waiting
+            await asyncio.wait_for(loop._handle(msgs(2 * k, 2)), 1.0)
+        blocked = asyncio.ensure_future(loop._handle(msgs(28, 2)))  # 10 waiting: over the bound
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        proc.applying.set()
+        await asyncio.wait_for(blocked, 1.0)  # the held apply returned, then the rest as one
+        assert proc.applies[-2:] == [[20, 21], [22, 23, 24, 25, 26, 27, 28, 29]]
+        assert loop._done == {}  # nothing followed up, nothing to commit
+        proc.following.set()
+        await loop.drain()
+        assert loop._done == {TopicPartition(TOPIC, 0): 29}
         await loop.consumer.stop()
 
     asyncio.run(run())
