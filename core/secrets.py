@@ -156,3 +156,18 @@ def kafka_options(k: KafkaSettings, aio: bool = False) -> dict[str, Any]:
     opts.update({key: str(v) for key, v in files.items() if v is not None})
     opts["ssl_check_hostname"] = k.ssl_check_hostname
     return opts
+
+
+def librdkafka_options(k: KafkaSettings) -> dict[str, Any]:
+    """The same security options under librdkafka's names (confluent-kafka's config keys)."""
+    opts: dict[str, Any] = {"security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        opts.update({"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username,
+                     "sasl.password": k.sasl_password.get_secret_value() if k.sasl_password else None})
+    if "SSL" not in k.security_protocol:
+        return {key: v for key, v in opts.items() if v is not None}
+    files = {"ssl.ca.location": k.ssl_cafile, "ssl.certificate.location": k.ssl_certfile,
+             "ssl.key.location": k.ssl_keyfile}
+    opts.update({key: str(v) for key, v in files.items() if v is not None})
+    opts["ssl.endpoint.identification.algorithm"] = "https" if k.ssl_check_hostname else "none"
+    return {key: v for key, v in opts.items() if v is not None}

@@ -22,7 +22,7 @@ from services.api.tenants import BuildPipeline
 from services.console.router import router as console_router
 from services.metadata.access_store import AccessStore
 from services.pipeline.threads import serving_process
-from services.publisher.kafka_io import ImpressionLog, LazyProducer
+from services.publisher.kafka_io import CProducer, ImpressionLog, LazyProducer
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None,
@@ -38,8 +38,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
         pipeline, close = build_pipeline(settings)
         closers.append(close)
     producer = LazyProducer(settings, "api")
-    ctx = ApiContext(settings, pipeline, producer,
-                     ImpressionLog(producer, Topics(settings.kafka.topic_prefix), "api"))
+    sink = CProducer(settings, "api-impressions")  # impressions: librdkafka, not the shared kafka-python one
+    impressions = ImpressionLog(sink, Topics(settings.kafka.topic_prefix), "api")
+    ctx = ApiContext(settings, pipeline, producer, impressions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -77,7 +77,8 @@ class TenantContexts:
     def _make(self, tenant: str) -> tuple[ApiContext, Callable[[], None]]:
         settings = scoped(self.settings, tenant)
         pipeline, close = self.build(settings)
-        impressions = ImpressionLog(self.producer, Topics(settings.kafka.topic_prefix), f"api-{tenant}")
+        topics = Topics(settings.kafka.topic_prefix)  # one C producer per process, the default tenant's
+        impressions = ImpressionLog(self.default.impressions.sink, topics, f"api-{tenant}")
         log.info("tenant %s opened", tenant)
         return ApiContext(settings, pipeline, self.producer, impressions), close
 

@@ -21,7 +21,7 @@ from funnel.pipeline import Pipeline
 from services.artifacts.loader import register_loader_metrics
 from services.pipeline.forgotten import register_forget_metrics
 from services.publisher.debounce import Debouncer, Pending, TokenBucket
-from services.publisher.kafka_io import ImpressionLog, LazyProducer, kafka_security
+from services.publisher.kafka_io import CProducer, ImpressionLog, LazyProducer, RecordSink, kafka_security
 from services.publisher.recent import RecentFeeds
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,12 @@ class PublisherMetrics:
 
 class Publisher:
     def __init__(self, settings: Settings, pipeline: Pipeline, producer: LazyProducer,
-                 models_changed: threading.Event | None = None) -> None:
+                 models_changed: threading.Event | None = None,
+                 impressions: RecordSink | None = None) -> None:
         self.settings, self.pipeline, self.producer = settings, pipeline, producer
         self.topics = Topics(settings.kafka.topic_prefix)
-        self.impressions = ImpressionLog(producer, self.topics, "publisher")
+        sink = impressions or CProducer(settings, "publisher-impressions")
+        self.impressions = ImpressionLog(sink, self.topics, "publisher")
         self.debouncer = Debouncer(settings.publisher.debounce_ms / 1000.0)
         self.metrics = PublisherMetrics()
         self.active: OrderedDict[str, float] = OrderedDict()
@@ -204,5 +206,6 @@ class Publisher:
             log.warning("could not publish %s at shutdown: %s", p.user_id, exc)
 
     def close(self) -> None:
+        self.impressions.close(self.settings.kafka.connect_timeout_s)  # queued and held impressions out
         if self.consumer is not None:
             self.consumer.close(autocommit=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.secrets import kafka_options, redacted
+from core.secrets import kafka_options, librdkafka_options, redacted
 from core.settings import ConfigError, Settings, load_settings
 from core.tenancy import scoped
 from core.topics import Topics
@@ -49,6 +49,10 @@ def test_kafka_sasl_ssl_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert opts == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
                     "sasl_plain_username": "app", "sasl_plain_password": "kafka-secret",
                     "ssl_cafile": str(ca), "ssl_check_hostname": False}
+    assert librdkafka_options(s.kafka) == {  # the impressions' librdkafka producer takes the same
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "app",
+        "sasl.password": "kafka-secret", "ssl.ca.location": str(ca),
+        "ssl.endpoint.identification.algorithm": "none"}
     with pytest.raises(ValueError, match="sasl_mechanism"):
         Settings(kafka={"security_protocol": "SASL_PLAINTEXT"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from serving_events import click, memory_state
 
 from core.errors import StoreUnavailable
@@ -46,6 +48,13 @@ class _FakeProducer:
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         self.sent.append((topic, key))
 
+    def produce(self, topic: str, key: bytes, value: bytes, on_failed: Callable[[str], None]) -> bool:
+        self.sent.append((topic, key))  # the impressions' sink (CProducer's interface)
+        return True
+
+    def flush(self, timeout_s: float) -> int:
+        return 0
+
 
 class DownState(MemoryOnline):
     """The in-process store with its user reads failing like a dead Redis until ``down`` is cleared."""
@@ -64,7 +73,7 @@ def test_publisher_never_publishes_a_degraded_feed_and_retries():
     lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
     lazy._producer = fake  # type: ignore[assignment]
-    pub = Publisher(settings, Pipeline(settings, state), lazy)
+    pub = Publisher(settings, Pipeline(settings, state), lazy, impressions=fake)
     pub.debouncer.add("u1", 1.0, now=0.0)
     pub.publish_due(now=0.0)
     assert fake.sent == [] and len(pub.debouncer) == 1  # queued again, with backoff
@@ -91,7 +100,8 @@ def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
     lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
     lazy._producer = fake  # type: ignore[assignment]
-    pub = Publisher(settings, Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")])), lazy)
+    pipeline = Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")]))
+    pub = Publisher(settings, pipeline, lazy, impressions=fake)
     for i in range(5000):
         pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
     pub.publish_due(now=0.0)
@@ -108,7 +118,8 @@ def test_refreshes_are_held_to_their_rate_and_events_are_not():
     lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
     lazy._producer = fake  # type: ignore[assignment]
-    pub = Publisher(settings, Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")])), lazy)
+    pipeline = Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")]))
+    pub = Publisher(settings, pipeline, lazy, impressions=fake)
     for i in range(200):
         pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
     for i in range(30):
