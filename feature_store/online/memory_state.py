@@ -241,7 +241,7 @@ class MemoryOnline:
         self.kv = KeySpace()
         self.dedupe: set[str] = set()
         self._infos: dict[str, ItemInfo | None] = {}
-        self._rows: dict[str, tuple[str | bytes, dict[str, Any]]] = {}
+        self._rows: dict[str, tuple[dict[str, str] | None, str, dict[str, Any]]] = {}
         self._merged = MergedTop(SLICES)
 
     # ---- writes --------------------------------------------------------------------------------
@@ -370,18 +370,22 @@ class MemoryOnline:
 
     def item_features(self, item_ids: Sequence[str]) -> list[Features]:
         """Projected once per stored state (a merge replaces the ``t`` field, the row timestamp,
-        whenever it changes the state; the row is a pure function of the state)."""
+        whenever it changes the state; the row is a pure function of the state). The state's hash is
+        kept with the row: writes merge into the same dict (no op replaces or deletes a hash), so its
+        key need not be built again."""
         out = []
+        rows = self._rows
         for iid in item_ids:
-            fields = self.kv.h.get(self.keys.item_features(iid))
+            hit = rows.get(iid)
+            fields = hit[0] if hit is not None and hit[0] is not None else \
+                self.kv.h.get(self.keys.item_features(iid))
             version = fields.get("t", "") if fields else ""
-            hit = self._rows.get(iid)
-            if hit is None or hit[0] != version:
+            if hit is None or hit[1] != version:
                 row: dict[str, Any] = {names.ITEM_KEY: iid, **dict.fromkeys(ITEM_FIELDS)}
                 if fields:
                     row.update(_fields(tf.project_item_realtime(item_merge.item_state(iid, fields))))
-                hit = self._rows[iid] = (version, row)
-            out.append(dict(hit[1]))
+                hit = rows[iid] = (fields, version, row)
+            out.append(dict(hit[2]))
         return out
 
 
