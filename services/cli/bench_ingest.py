@@ -285,15 +285,13 @@ def _producer(s: Settings) -> KafkaProducer:
 
 
 class PacedProducer:
-    """The latency phase's producer: librdkafka (confluent-kafka, the dev extra) spends ~2.5 us of CPU
-    per record where kafka-python spends ~90, which on 2 cores was CPU taken from the worker under
-    test (a real producer runs elsewhere)."""
+    """The latency phase's producer: librdkafka (confluent-kafka, as for the API's impressions) spends
+    ~2.5 us of CPU per record where kafka-python spends ~90, which on 2 cores was CPU taken from the
+    worker under test (a real producer runs elsewhere)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        try:
-            from confluent_kafka import Producer
-        except ImportError as exc:  # pragma: no cover - the dev extra has it
-            raise RuntimeError("bench ingest needs confluent-kafka (pip install 'streamrec[dev]')") from exc
+        from confluent_kafka import Producer  # a runtime dependency (impressions); imported when a bench runs
+
         self.topic = topic
         self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
                             "log_level": 3})
