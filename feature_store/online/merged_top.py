@@ -64,7 +64,7 @@ class EpochRows:
                 continue
             rows = read(key)
             ids = members.ids(list(map(_MEMBER, rows)))
-            self._fit(len(members.names))
+            self.fit(len(members.names))
             old = self.rows[part]
             self.present[old] = False
             self.score[old] = 0.0
@@ -72,7 +72,8 @@ class EpochRows:
             self.score[ids] = np.fromiter(map(_SCORE, rows), np.float64, len(rows))
             self.rows[part], self.gens[part] = ids, g
 
-    def _fit(self, n: int) -> None:
+    def fit(self, n: int) -> None:
+        """Arrays over at least ``n`` ids (new ids: absent, score 0)."""
         if n > self.score.size:
             grow = max(n, 2 * self.score.size)
             self.score = np.concatenate([self.score, np.zeros(grow - self.score.size)])
@@ -91,16 +92,17 @@ class MergedTop:
             read: Callable[[str], views.Rows], now: float, half_life_s: float, k: int) -> Scored:
         """``slice_keys``: per epoch (newest first), the keys of its slices; ``name`` tells the slice
         sets apart (kind and segment)."""
-        n = len(self.members.names)
-        acc, present = np.zeros(0), np.zeros(0, np.bool_)
+        synced = []
         for epoch, keys in slice_keys:
             rows = self._epoch(name, epoch, k)
             rows.sync(keys, gen, read, self.members)
-            n = len(self.members.names)
-            w = decay.epoch_weight(epoch, now, half_life_s)
-            weighted = rows.score[:n] * w
-            acc = weighted if acc.size == 0 else _plus(acc, weighted)
-            present = rows.present[:n] if present.size == 0 else _or(present, rows.present[:n])
+            synced.append((epoch, rows))
+        n = len(self.members.names)
+        acc, present = np.zeros(n), np.zeros(n, np.bool_)
+        for epoch, rows in synced:  # 0.0 + score * w is score * w: the sums of views.decayed_top
+            rows.fit(n)
+            acc = acc + rows.score[:n] * decay.epoch_weight(epoch, now, half_life_s)
+            present |= rows.present[:n]
         return self._ranked(acc, present, k)
 
     def _epoch(self, name: str, epoch: int, k: int) -> EpochRows:
@@ -126,19 +128,3 @@ class MergedTop:
         names = self.members.names
         return views.by_score(dict(zip([names[i] for i in idx.tolist()], vals.tolist(), strict=True)), k)
 
-
-def _plus(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``a + b`` over the longer length (the shorter padded with zeros: ids it has not seen)."""
-    if a.size < b.size:
-        a, b = b, a
-    out = a.copy()
-    out[:b.size] += b
-    return out
-
-
-def _or(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    if a.size < b.size:
-        a, b = b, a
-    out = a.copy()
-    out[:b.size] |= b
-    return out
