@@ -158,16 +158,16 @@ def kafka_options(k: KafkaSettings, aio: bool = False) -> dict[str, Any]:
     return opts
 
 
+_LIBRDKAFKA_NAMES = {"security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanism",
+                     "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+                     "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+                     "ssl_keyfile": "ssl.key.location"}
+
+
 def librdkafka_options(k: KafkaSettings) -> dict[str, Any]:
-    """The same security options under librdkafka's names (confluent-kafka's config keys)."""
-    opts: dict[str, Any] = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        opts.update({"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username,
-                     "sasl.password": k.sasl_password.get_secret_value() if k.sasl_password else None})
-    if "SSL" not in k.security_protocol:
-        return {key: v for key, v in opts.items() if v is not None}
-    files = {"ssl.ca.location": k.ssl_cafile, "ssl.certificate.location": k.ssl_certfile,
-             "ssl.key.location": k.ssl_keyfile}
-    opts.update({key: str(v) for key, v in files.items() if v is not None})
-    opts["ssl.endpoint.identification.algorithm"] = "https" if k.ssl_check_hostname else "none"
-    return {key: v for key, v in opts.items() if v is not None}
+    """:func:`kafka_options` under librdkafka's names (confluent-kafka's config keys), unset ones left out."""
+    opts = kafka_options(k)
+    out = {_LIBRDKAFKA_NAMES[key]: v for key, v in opts.items() if key in _LIBRDKAFKA_NAMES and v is not None}
+    if "ssl_check_hostname" in opts:
+        out["ssl.endpoint.identification.algorithm"] = "https" if opts["ssl_check_hostname"] else "none"
+    return out

@@ -227,7 +227,7 @@ class OnlineWriter(StateReads):
         for (s, where) in b.groups:
             if s == stage:
                 for tp, off in b.offsets.items():
-                    self._aw[(stage, where, tp)] = max(self._aw.get((stage, where, tp), -1), off)
+                    self._aw[(stage, where, tp)] = self._advance(stage, where, tp, off)[1]
 
     async def _run(self, calls: Sequence[script.Call]) -> None:
         try:
