@@ -50,6 +50,9 @@ Vectors = Callable[[Sequence[ItemUpsert]], Awaitable[dict[str, bytes]]]
 Fence = Callable[[float], Awaitable[Mapping[str, str]]]  # monotonic time -> topic ids checked since
 # users (with the states the batch computed, or None) and items: sinks.FeatureRows
 FeaturePush = Callable[[Mapping[str, Any], Sequence[str]], Awaitable[None]]
+# users (the state bytes the batch wrote, or None), items, triggers (user -> newest event time):
+# rows then triggers, done in another process (streams.handoff)
+Handoff = Callable[[Mapping[str, bytes | None], Sequence[str], Mapping[str, float]], Awaitable[None]]
 
 
 @dataclass
@@ -83,6 +86,7 @@ class BatchProcessor:
         self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
         self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
         self.fence: Fence | None = None  # topic ids of the input topics (app sets it)
+        self.handoff: Handoff | None = None  # rows and triggers, instead of push and send (worker sets it)
 
     def prepare(self, base: str, records: Sequence[RawRecord]) -> Prepared:
         """The work that does not read the state earlier batches write (see the module docstring)."""
@@ -170,6 +174,10 @@ class BatchProcessor:
     async def _rows_then_triggers(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
         clock = _PhaseClock(self.metrics, base)
         events = [ev for _, ev in parsed.new] + [ev for _, ev in parsed.replayed]
+        if self.handoff is not None:
+            await self._hand_off(base, events, applied)
+            clock.lap("features")
+            return
         await self._push_features(base, events, applied)
         clock.lap("features")
         if base == INTERACTIONS:
@@ -229,11 +237,19 @@ class BatchProcessor:
         items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
         await self.push(users, items)
 
+    async def _hand_off(self, base: str, events: Sequence[Any], applied: Applied | None) -> None:
+        """What ``_push_features`` and ``_trigger`` send, as plain data, to ``handoff``."""
+        assert self.handoff is not None
+        if base == USERS or not events:
+            return
+        known = applied.user_bytes if applied is not None else {}
+        users = {e.user_id: known.get(e.user_id) for e in events if isinstance(e, Interaction)}
+        items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
+        triggers = _latest(events) if base == INTERACTIONS else {}
+        await self.handoff(users, items, triggers)
+
     async def _trigger(self, events: Sequence[Interaction | UserUpsert]) -> None:
-        latest: dict[str, float] = {}
-        for ev in events:
-            if isinstance(ev, Interaction):
-                latest[ev.user_id] = max(latest.get(ev.user_id, 0.0), ev.timestamp)
+        latest = _latest(events)
         topic = self.topics.feed_triggers
         futs = [await self.send(topic, u.encode(), encode(FeedTrigger(user_id=u, event_ts=ts)))
                 for u, ts in latest.items()]
@@ -252,6 +268,15 @@ class BatchProcessor:
         for rec in records[::LATENCY_SAMPLE]:  # a uniform sample: the same distribution, 1/4 the cost
             if rec.timestamp:
                 hist.observe(max(0.0, now - rec.timestamp))
+
+
+def _latest(events: Sequence[Any]) -> dict[str, float]:
+    """The feed triggers of a batch: per user, the newest interaction time."""
+    latest: dict[str, float] = {}
+    for ev in events:
+        if isinstance(ev, Interaction):
+            latest[ev.user_id] = max(latest.get(ev.user_id, 0.0), ev.timestamp)
+    return latest
 
 
 def _checked(base: str, raw: bytes | None, now: float, skew: Skew) -> Any:

@@ -36,10 +36,11 @@ from feature_store.transforms import TransformParams
 from iokit import free_port, retry
 from streams.app import ConsumerLoop, WorkerState, kafka_python_options, producer, timer, web_app
 from streams.decode import Skew
+from streams.handoff import Handoff
 from streams.incarnation import IncarnationGuard, KafkaTopicIds
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
-from streams.sinks import ArchiveSink, FeatureRows, ItemVectors, feast_rows
+from streams.sinks import ArchiveSink, ItemVectors
 
 log = logging.getLogger("streams.worker")
 
@@ -119,7 +120,7 @@ class Parts:
     producer: AIOKafkaProducer
     vectors: ItemVectors
     archive: ArchiveSink
-    rows: FeatureRows | None
+    handoff: Handoff
     guard: IncarnationGuard
     tasks: list[asyncio.Future[Any]] = field(default_factory=list)
 
@@ -127,8 +128,7 @@ class Parts:
         for task in self.tasks:
             task.cancel()
         self.vectors.close()
-        if self.rows is not None:
-            await self.rows.close()
+        await self.handoff.close()
         await self.archive.close()
         await self.producer.stop()
         await runner.cleanup()
@@ -150,12 +150,14 @@ async def build(settings: Settings) -> Parts:
 
     vectors = ItemVectors(w.content_model)
     warm = asyncio.ensure_future(vectors.start())  # the model loads in its own process meanwhile
-    rows = feast_rows(settings, client, writer.feature_states, state.metrics)
-    parts = Parts(client, state, prod, vectors, ArchiveSink(settings), rows, _guard(settings), [warm])
+    handoff = Handoff(settings)  # Feast rows and feed triggers, in a child process
+    await handoff.start()
+    parts = Parts(client, state, prod, vectors, ArchiveSink(settings), handoff, _guard(settings), [warm])
     state.processor = BatchProcessor(
         Topics(settings.kafka.topic_prefix), writer, send, state.metrics,
-        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive, push=rows)
+        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive)
     state.processor.fence = parts.guard.ids
+    state.processor.handoff = handoff
     return parts
 
 

@@ -79,6 +79,7 @@ class Applied:
     duplicates: int = 0
     categories: dict[str, list[str]] = field(default_factory=dict)
     user_states: dict[str, tf.UserState] = field(default_factory=dict)  # after the batch
+    user_bytes: dict[str, bytes] = field(default_factory=dict)  # the same states, as written
 
 
 @dataclass
@@ -127,8 +128,9 @@ class OnlineWriter(StateReads):
         await self._apply(_Batch(groups, _stats(stats, out.duplicates, len(out.earlier)), offsets, marks))
         out.categories = snap.categories
         out.user_states = {ev.user_id: snap.user_features[ev.user_id] for ev in out.fresh}
-        self.keep_user_states((plan.setex[self.keys.user_features(u)][0], st)  # type: ignore[misc]
-                              for u, st in out.user_states.items())
+        out.user_bytes = {u: plan.setex[self.keys.user_features(u)][0]  # type: ignore[misc]
+                          for u in out.user_states}
+        self.keep_user_states((out.user_bytes[u], st) for u, st in out.user_states.items())
         return out
 
     async def apply_items(self, items: Sequence[tuple[Coord | None, ItemUpsert]],
