@@ -23,6 +23,9 @@ Protocols:
   -> test, another -> validation, every other event -> train. Not temporal: the history of a test
   item includes the user's later events, and its time is only the held-out event's timestamp.
 
+``validation_holdout(split)`` moves any of them one step earlier (validation -> test, the last training
+event -> validation): settings are chosen on it, and the test figures read once.
+
 Loaders: ``load_movielens(dir)`` (u.data + u.item: title = text, genres = categories),
 ``load_csv(path)`` (``user_id,item_id,timestamp[,weight]``, header optional) and
 ``load_items_csv(path)`` (``item_id,title,categories`` with a header, categories ``|``-separated) for
@@ -139,6 +142,26 @@ class Split:
         """All training (user, item) pairs, users grouped, items in time order."""
         users = np.concatenate([np.full(len(s), u) for u, s in enumerate(self.train_seq)])
         return users.astype(np.int64), np.concatenate(self.train_seq).astype(np.int64)
+
+
+def validation_holdout(split: Split) -> Split:
+    """The split one step earlier, for choosing settings without reading the test figures: each
+    user's validation event is held out as the test event (the test events leave the data), and
+    their last training event becomes the validation event. Users without a validation event are
+    not evaluated."""
+    has = (split.valid_item >= 0) & np.array([len(s) > 0 for s in split.train_seq], bool)
+    last = [len(s) - 1 if ok else len(s) for s, ok in zip(split.train_seq, has, strict=True)]
+
+    def _tail(col: list[npt.NDArray[G]], fill: float) -> npt.NDArray[G]:
+        return np.array([c[-1] if ok else fill for c, ok in zip(col, has, strict=True)])
+
+    return Split([s[:k] for s, k in zip(split.train_seq, last, strict=True)],
+                 [t[:k] for t, k in zip(split.train_ts, last, strict=True)],
+                 _tail(split.train_seq, -1).astype(np.int64), np.where(has, split.valid_item, -1),
+                 _tail(split.train_ts, 0.0).astype(np.float64), np.where(has, split.valid_ts, 0.0),
+                 _tail(split.train_weight, 0.0).astype(np.float64), np.where(has, split.valid_weight, 0.0),
+                 [w[:k] for w, k in zip(split.train_weight, last, strict=True)], split.protocol,
+                 split.cut_time)
 
 
 def user_order(log: Interactions) -> list[IntArray]:

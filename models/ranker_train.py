@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from models.determinism import deterministic
 from models.ranker import MultiTaskRanker, RankerConfig
 from models.ranker_serving import featurize
 
@@ -122,20 +123,28 @@ def train_ranker(data: RankingData, cfg: RankerConfig, train_cfg: RankerTrainCon
     hold, fit = order[:n_hold], order[n_hold:]
     task = RankingTask(model, train_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    with deterministic():
+        best_state = _fit(task, opt, t, fit, hold, train_cfg, gen)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+def _fit(task: RankingTask, opt: torch.optim.Optimizer, t: dict[str, Any], fit: torch.Tensor,
+         hold: torch.Tensor, cfg: RankerTrainConfig, gen: torch.Generator) -> dict[str, Any] | None:
+    """The epochs; the state of the epoch with the lowest held-out loss (None without a holdout)."""
     best, best_state, bad = float("inf"), None, 0
-    for epoch in range(train_cfg.epochs):
-        _epoch(task, opt, t, fit[torch.randperm(len(fit), generator=gen)], train_cfg.batch_groups)
-        if not n_hold:
+    for epoch in range(cfg.epochs):
+        _epoch(task, opt, t, fit[torch.randperm(len(fit), generator=gen)], cfg.batch_groups)
+        if not len(hold):
             continue
         held = _held_out_loss(task, t, hold)
         log.debug("ranker epoch %d held-out loss %.4f", epoch, held)
         if held < best:
-            best, bad, best_state = held, 0, {k: v.clone() for k, v in model.state_dict().items()}
-        elif (bad := bad + 1) >= train_cfg.patience:
+            best, bad, best_state = held, 0, {k: v.clone() for k, v in task.model.state_dict().items()}
+        elif (bad := bad + 1) >= cfg.patience:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval()
+    return best_state
 
 
 def _tensors(data: RankingData, cfg: RankerConfig) -> dict[str, Any]:

@@ -12,7 +12,8 @@ Entry point::
 ``train_seq[u]`` is user u's training items in time order as 0-based codes; ``content`` is
 ``[n_items, content_dim]`` (or None). ``validate`` (optional) is called every ``eval_every`` epochs
 with the model and returns a score to maximise; the best state is kept (early stopping).
-Training is seeded: same data + config -> same weights.
+Training is seeded: same data + config -> same weights (torch's deterministic kernels:
+``models.determinism``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from models.determinism import deterministic
 from models.two_tower import TwoTowerConfig, TwoTowerModel
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,8 @@ def train_two_tower(train_seq: Sequence[IntArray], n_items: int, content: npt.ND
     task = RetrievalTask(model, freq.float() + 1.0, cfg)
     inputs, targets = make_windows(train_seq, model_cfg.max_len)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    _fit(model, task, opt, inputs, targets, cfg, gen, validate)
+    with deterministic():
+        _fit(model, task, opt, inputs, targets, cfg, gen, validate)
     model.eval()
     return model
 

@@ -16,7 +16,9 @@ is scored as it is configured to serve. The JSON:
 - ``ablations.<source>``: each candidate source alone, the ranker without re-ranking, the heuristic;
 - ``seconds_per_seed``: the wall seconds of all runs (both splits) over the number of seeds; with
   ``--jobs 2`` (the default on a multi-core host) two runs go at once, each in its own process;
-  ``run_seconds``: each run's own wall seconds; ``training``: the job's figures.
+  ``run_seconds``: each run's own wall seconds; ``training``: the job's figures;
+- ``holdout``: ``test``, or ``validation`` (``--holdout validation``: every split one step earlier,
+  ``models.data.validation_holdout``; settings are chosen on it, the test figures are read once).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class DataFormat(StrEnum):
     csv = "csv"
 
 
+class Holdout(StrEnum):
+    test = "test"
+    validation = "validation"
+
+
 class SplitName(StrEnum):
     leave_one_out = "leave_one_out"
     random = "random"
@@ -59,6 +66,9 @@ def eval_command(
     seed: int = typer.Option(0, help="first seed; every random choice is seeded"),
     seeds: int = typer.Option(1, min=1, help="run this many seeds (seed, seed+1, ...): mean and SE"),
     global_split: bool = typer.Option(True, help="also run the strict global time split"),
+    holdout: Holdout = typer.Option(Holdout.test, "--holdout",
+                                    help="test | validation: score the validation events instead, one "
+                                    "step earlier (for choosing settings without reading the test figures)"),
     json_out: Path = typer.Option(Path("eval.json"), "--json", help="where to write the results"),
     config: Path | None = typer.Option(None, "--config", "-c", help="settings TOML"),
     threads: int = typer.Option(0, min=0, help="torch threads (0 = torch default)"),
@@ -77,7 +87,7 @@ def eval_command(
     settings = load_settings(config)
     started = time.monotonic()
     result = run(settings, data, format, items, split, list(range(seed, seed + seeds)), global_split,
-                 jobs)
+                 jobs, holdout)
     result["total_seconds"] = time.monotonic() - started
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2, sort_keys=True))
@@ -85,10 +95,12 @@ def eval_command(
 
 
 def run(settings: Any, data: Path, fmt: DataFormat, items: Path | None, split: SplitName,
-        seeds: list[int], with_global: bool, jobs: int = 1) -> dict[str, Any]:
+        seeds: list[int], with_global: bool, jobs: int = 1,
+        holdout: Holdout = Holdout.test) -> dict[str, Any]:
     from feature_store.online.memory_state import MemoryOnline
     from funnel.eval_runs import Seeds, content_vectors, load_data, make_split
     from funnel.training import TrainConfig
+    from models.data import Split, validation_holdout
 
     dataset = load_data(data, fmt.value, items)
     content = content_vectors(dataset, settings.worker.content_model)
@@ -100,11 +112,15 @@ def run(settings: Any, data: Path, fmt: DataFormat, items: Path | None, split: S
     cfg = replace(cfg, two_tower=replace(cfg.two_tower, max_seconds=EVAL_FIT_SECONDS))
     store: Callable[[], MemoryOnline] = partial(MemoryOnline, settings)  # picklable: runs go to processes
     runs = Seeds(dataset, content, settings, cfg, store)
+
+    def held(s: Split) -> Split:
+        return validation_holdout(s) if holdout is Holdout.validation else s
+
     for s in seeds:
-        strict = make_split(dataset, "global", s) if with_global else None
-        runs.add(s, make_split(dataset, split.value, s), strict)
+        strict = held(make_split(dataset, "global", s)) if with_global else None
+        runs.add(s, held(make_split(dataset, split.value, s)), strict)
     runs.run(jobs or auto_jobs(len(dataset)))
-    return {**runs.document(), "split": split.value, "dataset": str(data),
+    return {**runs.document(), "split": split.value, "holdout": holdout.value, "dataset": str(data),
             "protocol": _protocol(dataset, split.value)}
 
 

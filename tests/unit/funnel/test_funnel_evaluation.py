@@ -136,3 +136,14 @@ def test_served_relations_know_the_transitions_the_ranker_was_labelled_with():
         served[refit] = [i for i, _ in trained.neighbours.score("seq", ["i0"], 50)]
     assert "i15" not in served[False]
     assert "i15" in served[True]
+
+
+def test_cli_scores_the_validation_holdout(tmp_path: Path, monkeypatch):
+    from services.cli.evaluate import DataFormat, Holdout, SplitName, run
+
+    data = _walks(n_users=20)
+    monkeypatch.setattr("funnel.eval_runs.load_data", lambda *a: data)
+    doc = run(SETTINGS, tmp_path, DataFormat.csv, None, SplitName.leave_one_out, [0], False, 1,
+              Holdout.validation)
+    assert doc["holdout"] == "validation" and doc["users"] == 20
+    assert 0.0 <= doc["metrics"]["ndcg@10"] <= 1.0

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.data import Interactions, global_time_split, leave_one_out, random_split
+from models.data import Interactions, global_time_split, leave_one_out, random_split, validation_holdout
 
 
 def _log(seed: int = 0, n: int = 3000) -> Interactions:
@@ -93,3 +93,22 @@ def test_leave_one_out_history_appends_validation():
 def test_global_split_rejects_a_bad_quantile():
     with pytest.raises(ValueError, match="quantile"):
         global_time_split(_log(), 1.0)
+
+
+@pytest.mark.parametrize("make", [leave_one_out, global_time_split, lambda log: random_split(log, 3)])
+def test_validation_holdout_is_the_split_one_step_earlier(make):
+    log = _log(4)
+    split = make(log)
+    val = validation_holdout(split)
+    assert val.protocol == split.protocol
+    users = val.eval_users()
+    assert len(users) and set(users.tolist()) <= set(np.flatnonzero(split.valid_item >= 0).tolist())
+    for u in range(log.n_users):
+        if val.test_item[u] < 0:
+            continue
+        # the validation event is held out; the history is the old training events, test never seen
+        assert (val.test_item[u], val.test_ts[u]) == (split.valid_item[u], split.valid_ts[u])
+        items, ts, _ = val.history(u)
+        np.testing.assert_array_equal(np.sort(items), np.sort(split.train_seq[u]))
+        assert val.valid_item[u] == split.train_seq[u][-1] and len(val.train_seq[u]) == len(items) - 1
+    assert [len(s) for s in val.fit_sequences()] == [len(s) for s in split.train_seq]
