@@ -76,6 +76,9 @@ class KafkaSettings(_Section):
     ssl_check_hostname: bool = True
     connect_timeout_s: float = Field(10.0, gt=0)
     connect_retries: int = Field(5, ge=0)
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, description="a produced record not acknowledged within this fails: an impression is "
+        "dropped (counted), a feed computed and published again, an ingest request answered 503")
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:

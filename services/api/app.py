@@ -22,7 +22,7 @@ from services.api.tenants import BuildPipeline
 from services.console.router import router as console_router
 from services.metadata.access_store import AccessStore
 from services.pipeline.threads import serving_process
-from services.publisher.kafka_io import CProducer, ImpressionLog, LazyProducer
+from services.publisher.kafka_io import CProducer, ImpressionLog
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None,
@@ -37,9 +37,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
 
         pipeline, close = build_pipeline(settings)
         closers.append(close)
-    producer = LazyProducer(settings, "api")
-    sink = CProducer(settings, "api-impressions")  # impressions: librdkafka, not the shared kafka-python one
-    impressions = ImpressionLog(sink, Topics(settings.kafka.topic_prefix), "api")
+    producer = CProducer(settings, "api")  # the process's one producer: ingest writes and impressions
+    impressions = ImpressionLog(producer, Topics(settings.kafka.topic_prefix), "api")
     ctx = ApiContext(settings, pipeline, producer, impressions)
 
     @asynccontextmanager
@@ -50,7 +49,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
         security.close()
         ctx.feeds.close()
         ctx.impressions.close()
-        producer.close()
+        producer.close(settings.kafka.connect_timeout_s)
         for close in closers:
             close()
 

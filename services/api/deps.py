@@ -13,7 +13,7 @@ from core.topics import Topics
 from funnel.pipeline import Pipeline
 from services.api.feeds import FeedService
 from services.api.metrics import ApiMetrics
-from services.publisher.kafka_io import ImpressionLog, LazyProducer
+from services.publisher.kafka_io import CProducer, ImpressionLog
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ApiContext:
 
     settings: Settings
     pipeline: Pipeline
-    producer: LazyProducer
+    producer: CProducer
     impressions: ImpressionLog
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     feeds: FeedService = field(init=False)

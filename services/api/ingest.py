@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from fastapi import HTTPException
-from kafka.errors import KafkaError
 
 from core.events import MAX_EVENT_BYTES, EventError, Interaction, ItemUpsert, UserUpsert, check_times, encode
 from services.api.deps import ApiContext
+from services.publisher.kafka_io import NotDelivered
 
 Record = Interaction | ItemUpsert | UserUpsert
 
@@ -41,13 +41,7 @@ def checked(batch: Sequence[Record], ctx: ApiContext, rejected: Callable[[], Non
 def send(ctx: ApiContext, topic: str, keys: Sequence[str], payloads: Sequence[bytes]) -> None:
     """Produce every payload to ``topic`` keyed by its key and wait for the broker; 503 when Kafka is
     not connected yet or refuses (nothing is acknowledged to the client then: it retries)."""
-    producer = ctx.producer.get()
-    if producer is None:
-        raise HTTPException(503, "kafka producer not connected yet; retry")
     try:
-        futures = [producer.send(topic, key=key.encode(), value=payload)
-                   for key, payload in zip(keys, payloads, strict=True)]
-        for fut in futures:
-            fut.get(timeout=ctx.settings.api.request_timeout_s)
-    except KafkaError as exc:
+        ctx.producer.send(topic, [key.encode() for key in keys], payloads, ctx.settings.api.request_timeout_s)
+    except NotDelivered as exc:
         raise HTTPException(503, f"kafka did not accept the records ({exc}); retry") from None

@@ -17,7 +17,7 @@ from services.api.deps import ApiContext
 from services.api.ratelimit import RateLimiter
 from services.api.tenants import BuildPipeline, TenantContexts, TenantMetrics, real_pipeline
 from services.metadata.access_store import AccessStore
-from services.publisher.kafka_io import LazyProducer
+from services.publisher.kafka_io import CProducer
 
 log = logging.getLogger(__name__)
 # A 422 names the field (FastAPI's list), or the refused record and why (services.api.ingest), or the limit
@@ -39,7 +39,7 @@ ERRORS = {
 class Security:
     """The app's authenticator, limiter, tenants and metrics (kept on ``app.state``)."""
 
-    def __init__(self, app: FastAPI, settings: Settings, ctx: ApiContext, producer: LazyProducer,
+    def __init__(self, app: FastAPI, settings: Settings, ctx: ApiContext, producer: CProducer,
                  build: BuildPipeline | None = None, store: AccessStore | None = None) -> None:
         self.settings, self.default = settings, ctx
         self.auth = Authenticator(settings, store)
@@ -79,7 +79,7 @@ class Security:
         ctx = self.default
         checks: dict[str, Any] = {
             "store": ctx.pipeline.ready(),
-            "kafka": ctx.producer.get() is not None or not self.settings.kafka.bootstrap_servers}
+            "kafka": ctx.producer.ready() or not self.settings.kafka.bootstrap_servers}
         if self.auth.required:
             try:
                 self.auth.store.ping()

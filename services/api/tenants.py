@@ -24,7 +24,7 @@ from core.tenancy import DEFAULT, scoped
 from core.topics import Topics
 from funnel.pipeline import Pipeline
 from services.api.deps import ApiContext
-from services.publisher.kafka_io import ImpressionLog, LazyProducer
+from services.publisher.kafka_io import CProducer, ImpressionLog
 
 log = logging.getLogger(__name__)
 BuildPipeline = Callable[[Settings], tuple[Pipeline, Callable[[], None]]]
@@ -40,7 +40,7 @@ def real_pipeline(settings: Settings) -> tuple[Pipeline, Callable[[], None]]:
 class TenantContexts:
     """The open tenants' contexts (LRU, bounded); the default tenant's is never closed."""
 
-    def __init__(self, settings: Settings, default: ApiContext, producer: LazyProducer,
+    def __init__(self, settings: Settings, default: ApiContext, producer: CProducer,
                  build: BuildPipeline = real_pipeline) -> None:
         self.settings, self.default, self.producer, self.build = settings, default, producer, build
         self.max_open = settings.tenancy.max_open
@@ -78,7 +78,7 @@ class TenantContexts:
         settings = scoped(self.settings, tenant)
         pipeline, close = self.build(settings)
         topics = Topics(settings.kafka.topic_prefix)  # one C producer per process, the default tenant's
-        impressions = ImpressionLog(self.default.impressions.sink, topics, f"api-{tenant}")
+        impressions = ImpressionLog(self.producer, topics, f"api-{tenant}")
         log.info("tenant %s opened", tenant)
         return ApiContext(settings, pipeline, self.producer, impressions), close
 

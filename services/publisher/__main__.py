@@ -20,7 +20,7 @@ from iokit import retry
 from services.health import HealthServer
 from services.pipeline.build import build_pipeline
 from services.pipeline.threads import serving_process
-from services.publisher.kafka_io import LazyProducer
+from services.publisher.kafka_io import CProducer
 from services.publisher.service import Publisher
 
 log = logging.getLogger("services.publisher")
@@ -35,7 +35,7 @@ def main() -> int:
     serving_process()
     models_changed = threading.Event()
     pipeline, close_pipeline = build_pipeline(settings, on_swap=models_changed.set)
-    producer = LazyProducer(settings, "publisher")
+    producer = CProducer(settings, "publisher")  # feeds and impressions
     publisher = Publisher(settings, pipeline, producer, models_changed)
     health = HealthServer(settings.publisher.host, settings.publisher.metrics_port, publisher.ready,
                           publisher.metrics.registry, setting="publisher.metrics_port")
@@ -53,7 +53,7 @@ def main() -> int:
         publisher.run()
     finally:
         publisher.close()
-        producer.close()
+        producer.close(settings.kafka.connect_timeout_s)
         close_pipeline()
         health.close()
     return 0

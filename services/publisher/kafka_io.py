@@ -1,9 +1,10 @@
-"""The Kafka edge shared by the feed API and the publisher: producer, feed sink, impression log.
+"""The Kafka edge shared by the feed API and the publisher: one librdkafka producer per process (feeds,
+impressions, the API's ingest writes) and the impression log.
 
-Impressions (one per served feed, the API's and the publisher's most frequent record) go out through
-librdkafka (confluent-kafka): ``produce`` only queues the record in C, and librdkafka's own threads
-batch and deliver it without holding the GIL. kafka-python's sender thread, polling, batching and
-encoding in Python beside the feed threads, was ~6 % of the live API's busy thread samples."""
+Every record goes out through librdkafka (confluent-kafka): ``produce`` only queues it in C, and
+librdkafka's own threads batch and deliver it without holding the GIL; a poller thread serves the
+delivery reports. kafka-python's sender thread, polling, batching and encoding in Python beside the
+feed threads, was ~6 % of the live API's busy thread samples (impressions, b979cb5)."""
 
 from __future__ import annotations
 
@@ -11,114 +12,144 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, Producer
-from kafka import KafkaProducer
 
-from core.errors import StartupError
 from core.events import Feed, encode
 from core.secrets import kafka_options, librdkafka_options
 from core.settings import Settings
 from core.topics import Topics
-from iokit import retry
 from services.pipeline.impressions import impression_of
 
 log = logging.getLogger(__name__)
-MAX_BLOCK_MS = 200  # send() waits at most this long for topic metadata: a request is never held up longer
+POLL_S = 0.1  # the poller's wait for delivery reports (it wakes at once when one arrives)
+OnFailed = Callable[[str], None]
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
-    """kafka-python's SASL/SSL options (core.secrets.kafka_options)."""
+    """kafka-python's SASL/SSL options (core.secrets.kafka_options), for the consumers."""
     return kafka_options(settings.kafka)
 
 
-def make_producer(settings: Settings, client_suffix: str) -> KafkaProducer:
-    """A kafka-python producer with bounded blocking (never hangs a request for long)."""
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-{client_suffix}",
-        acks=1, linger_ms=5, max_block_ms=MAX_BLOCK_MS,
-        request_timeout_ms=int(settings.kafka.connect_timeout_s * 1000), **kafka_security(settings))
-
-
-class LazyProducer:
-    """Connects in the background; ``get`` returns None until connected (callers degrade, not block)."""
-
-    def __init__(self, settings: Settings, client_suffix: str) -> None:
-        self._settings, self._suffix = settings, client_suffix
-        self._producer: KafkaProducer | None = None
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._settings.kafka.bootstrap_servers and self._thread is None:
-            self._thread = threading.Thread(target=self._connect, name="kafka-connect", daemon=True)
-            self._thread.start()
-
-    def _connect(self) -> None:
-        try:
-            self._producer = retry("kafka producer", lambda: make_producer(self._settings, self._suffix),
-                                   self._settings.kafka.connect_retries + 1)
-        except StartupError as exc:
-            log.error("%s; events/impressions cannot be written", exc)
-
-    def get(self) -> KafkaProducer | None:
-        return self._producer
-
-    def wait(self, timeout_s: float) -> KafkaProducer | None:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        return self._producer
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(timeout_s)
-            producer.close(timeout_s)
+class NotDelivered(Exception):
+    """Records the broker did not acknowledge in time (or refused); the reason is the message."""
 
 
 class RecordSink(Protocol):
-    """Where the impression log's records go: ``produce`` queues one (False: refused now, e.g. not
-    configured or its buffer full); ``on_failed`` is called if it is later not delivered."""
+    """Where records go: ``produce`` queues one (False: refused now, e.g. not configured or its
+    buffer full; ``value`` None: a tombstone); ``on_failed`` is called if it is later not delivered."""
 
-    def produce(self, topic: str, key: bytes, value: bytes, on_failed: Callable[[str], None]) -> bool: ...
+    def produce(self, topic: str, key: bytes, value: bytes | None, on_failed: OnFailed) -> bool: ...
 
     def flush(self, timeout_s: float) -> int: ...
 
 
+class _Batch:
+    """Delivery reports of a batch sent with :meth:`CProducer.send`: done when every record reported."""
+
+    def __init__(self, n: int) -> None:
+        self.left, self.error = n, ""
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if n == 0:
+            self.done.set()
+
+    def report(self, err: Any, _msg: Any) -> None:
+        with self._lock:
+            if err is not None and not self.error:
+                self.error = str(err)
+            self.left -= 1
+            if self.left <= 0:
+                self.done.set()
+
+
 class CProducer:
-    """A librdkafka producer (acks=1, 5 ms linger, the settings' security options); none without
-    ``kafka.bootstrap_servers`` (every record refused). It connects in its own threads: ``produce``
-    never waits for the broker; records it cannot deliver within ``message.timeout.ms`` fail."""
+    """The process's librdkafka producer (acks=1, 5 ms linger, the settings' security options); none
+    without ``kafka.bootstrap_servers`` (every record refused, never ready). ``start`` runs its poller
+    thread: it fetches the cluster's metadata once (``ready`` from then on), then serves delivery
+    reports. ``produce`` never waits for the broker; records it cannot deliver within
+    ``kafka.delivery_timeout_s`` fail (their ``on_failed`` is called)."""
 
     def __init__(self, settings: Settings, client_suffix: str) -> None:
         k = settings.kafka
-        self._producer = Producer({
+        self._timeout_s = k.connect_timeout_s
+        self._client: Any = Producer({
             "bootstrap.servers": k.bootstrap_servers, "client.id": f"{k.client_id}-{client_suffix}",
             "acks": 1, "linger.ms": 5, "request.timeout.ms": int(k.connect_timeout_s * 1000),
+            "message.timeout.ms": int(k.delivery_timeout_s * 1000),
             "log_level": 3, **librdkafka_options(k)}) if k.bootstrap_servers else None
+        self._connected, self._stop = threading.Event(), threading.Event()
+        self._poller: threading.Thread | None = None
 
-    def produce(self, topic: str, key: bytes, value: bytes, on_failed: Callable[[str], None]) -> bool:
-        if self._producer is None:
+    def start(self) -> None:
+        if self._client is not None and self._poller is None:
+            self._poller = threading.Thread(target=self._run, name="kafka-poll", daemon=True)
+            self._poller.start()
+
+    def _run(self) -> None:
+        while not self._connected.is_set() and not self._stop.is_set():
+            try:
+                self._client.list_topics(timeout=self._timeout_s)
+                self._connected.set()
+            except KafkaException as exc:
+                log.warning("kafka not reachable yet (%s); retrying", exc)
+                self._stop.wait(1.0)
+        while not self._stop.is_set():
+            self._client.poll(POLL_S)
+
+    def ready(self) -> bool:
+        """The cluster answered once (records produced before are queued, not lost)."""
+        return self._connected.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def produce(self, topic: str, key: bytes, value: bytes | None, on_failed: OnFailed) -> bool:
+        if self._client is None:
             return False
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
                 on_failed(str(err))
 
+        return self._queue(topic, key, value, delivered)
+
+    def _queue(self, topic: str, key: bytes, value: bytes | None, report: Callable[[Any, Any], None]) -> bool:
         try:
-            self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+            self._client.produce(topic, key=key, value=value, on_delivery=report)
         except (BufferError, KafkaException) as exc:
             log.warning("record to %s refused by the producer: %s", topic, exc)
             return False
-        self._producer.poll(0)  # serve the delivery reports of earlier records
         return True
+
+    def send(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes], timeout_s: float) -> None:
+        """Produce every record and wait until the broker acknowledged them all; else
+        :class:`NotDelivered` (not connected yet, refused, a failed delivery, or no answer in time)."""
+        if not self.ready():
+            raise NotDelivered("kafka producer not connected yet")
+        batch = _Batch(len(keys))
+        for key, value in zip(keys, values, strict=True):
+            if not self._queue(topic, key, value, batch.report):
+                raise NotDelivered("the producer's queue is full")
+        if not batch.done.wait(timeout_s):
+            raise NotDelivered(f"no acknowledgement within {timeout_s:g} s")
+        if batch.error:
+            raise NotDelivered(batch.error)
 
     def flush(self, timeout_s: float) -> int:
         """Deliver what is queued (bounded); the records still undelivered."""
-        return self._producer.flush(timeout_s) if self._producer is not None else 0
+        return int(self._client.flush(timeout_s)) if self._client is not None else 0
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the poller, then deliver what is queued (bounded wait)."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout_s)
+        left = self.flush(timeout_s)
+        if left:
+            log.warning("%d record(s) still undelivered at shutdown", left)
 
 
 class ImpressionLog:
@@ -133,10 +164,6 @@ class ImpressionLog:
         self._queue: queue.Queue[tuple[Feed, float | None] | None] = queue.Queue(capacity)
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
         self._thread.start()
-
-    @property
-    def sink(self) -> RecordSink:
-        return self._sink
 
     def log(self, feed: Feed, latency_ms: float | None = None) -> None:
         try:

@@ -1,7 +1,7 @@
 """The feed publisher: feed-triggers in, debounced per user, feeds (keyed by user_id) out.
 
 Also republishes feeds of recently active users on a schedule and when a new model or index is
-promoted. Offsets are committed only up to the oldest trigger not yet published.
+promoted. Offsets are committed only up to the oldest trigger whose feed is not yet delivered.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Protocol
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -21,7 +23,7 @@ from funnel.pipeline import Pipeline
 from services.artifacts.loader import register_loader_metrics
 from services.pipeline.forgotten import register_forget_metrics
 from services.publisher.debounce import Debouncer, Pending, TokenBucket
-from services.publisher.kafka_io import CProducer, ImpressionLog, LazyProducer, RecordSink, kafka_security
+from services.publisher.kafka_io import ImpressionLog, RecordSink, kafka_security
 from services.publisher.recent import RecentFeeds
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ COMMIT_EVERY_S = 1.0
 RETRY_DELAY_S = 1.0
 PUBLISH_SLICE_S = 0.05
 PUBLISH_BATCH = 4
+Offsets = dict[tuple[str, int], int]  # a trigger's (topic, partition) -> offset
 
 
 class PublisherMetrics:
@@ -38,6 +41,9 @@ class PublisherMetrics:
                                  registry=self.registry)
         self.triggers = Counter("streamrec_publisher_triggers", "Triggers consumed", ["outcome"],
                                 registry=self.registry)
+        self.undelivered = Counter("streamrec_publisher_feeds_undelivered",
+                                   "Feeds (and tombstones) the broker did not acknowledge: a feed is "
+                                   "computed and sent again", ["kind"], registry=self.registry)
         self.latency = Histogram("streamrec_publisher_event_to_feed_seconds", "Event to feed published",
                                  buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
                                  registry=self.registry)
@@ -45,14 +51,29 @@ class PublisherMetrics:
         register_forget_metrics(self.registry)
 
 
+class FeedProducer(RecordSink, Protocol):
+    """The publisher's one producer (feeds and impressions): a :class:`CProducer`."""
+
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A published feed the broker did not acknowledge: its trigger, to be queued again."""
+
+    user_id: str
+    reason: str
+    event_ts: float | None
+    offsets: Offsets
+
+
 class Publisher:
-    def __init__(self, settings: Settings, pipeline: Pipeline, producer: LazyProducer,
-                 models_changed: threading.Event | None = None,
-                 impressions: RecordSink | None = None) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, producer: FeedProducer,
+                 models_changed: threading.Event | None = None) -> None:
         self.settings, self.pipeline, self.producer = settings, pipeline, producer
         self.topics = Topics(settings.kafka.topic_prefix)
-        sink = impressions or CProducer(settings, "publisher-impressions")
-        self.impressions = ImpressionLog(sink, self.topics, "publisher")
+        self.impressions = ImpressionLog(producer, self.topics, "publisher")
+        self.undelivered: deque[Undelivered] = deque()  # appended by the producer's poller thread
         self.debouncer = Debouncer(settings.publisher.debounce_ms / 1000.0)
         self.metrics = PublisherMetrics()
         self.active: OrderedDict[str, float] = OrderedDict()
@@ -74,7 +95,7 @@ class Publisher:
             **kafka_security(self.settings))
 
     def ready(self) -> bool:
-        return self.consumer is not None and self.producer.get() is not None and self.pipeline.ready()
+        return self.consumer is not None and self.producer.ready() and self.pipeline.ready()
 
     def run(self) -> None:
         """Loop until ``stop_event``; then publish what is due, commit and return."""
@@ -84,6 +105,7 @@ class Publisher:
 
     def step(self) -> None:
         assert self.consumer is not None
+        self.requeue_undelivered()
         self.correct_recent()
         wait = self.debouncer.next_due_in(time.time())
         timeout_ms = int(min(wait if wait is not None else 0.2, 0.2) * 1000)
@@ -123,19 +145,24 @@ class Publisher:
                     for q in batch[batch.index(p):]:
                         self.debouncer.defer(q, now + self.refresh_bucket.wait_s())
                     return
-                if not self.publish_user(p.user_id, p.reason, p.first_event_ts):
+                if not self.publish_user(p.user_id, p.reason, p.first_event_ts, p.offsets):
                     self.debouncer.retry(p, now, RETRY_DELAY_S * min(2 ** p.attempts, 30))
 
-    def publish_user(self, user_id: str, reason: str, event_ts: float | None = None) -> bool:
-        """Computes and publishes one feed. False when it could only be a degraded feed (retry later)."""
-        producer = self.producer.get()
-        if producer is None:
+    def publish_user(self, user_id: str, reason: str, event_ts: float | None = None,
+                     offsets: Offsets | None = None) -> bool:
+        """Computes and publishes one feed. False when it could only be a degraded feed, or the
+        producer is not connected or refuses it (retry later). A feed whose delivery fails later is
+        queued again with its trigger's ``offsets`` (:meth:`requeue_undelivered`)."""
+        if not self.producer.ready():
             return False
         result = self.pipeline.feed(user_id, self.settings.publisher.feed_size, trigger=reason,
                                     trigger_event_ts=event_ts)
         if result.feed.degraded:
             return False
-        producer.send(self.topics.feeds, key=user_id.encode(), value=encode(result.feed))
+        again = Undelivered(user_id, reason, event_ts, dict(offsets or {}))
+        if not self.producer.produce(self.topics.feeds, user_id.encode(), encode(result.feed),
+                                     lambda why: self._not_delivered(again, why)):
+            return False
         self.recent.sent(result.feed)
         self.impressions.log(result.feed, sum(result.stages_ms.values()))
         self.metrics.published.labels(reason).inc()
@@ -143,18 +170,38 @@ class Publisher:
             self.metrics.latency.observe(max(time.time() - event_ts, 0.0))
         return True
 
+    def _not_delivered(self, feed: Undelivered, reason: str) -> None:
+        """On the producer's poller thread (or a flush): count it, hand it to the publish loop."""
+        self.metrics.undelivered.labels("feed").inc()
+        self.undelivered.append(feed)
+        log.warning("feed for %s not delivered (%s); it is published again", feed.user_id, reason)
+
+    def requeue_undelivered(self) -> int:
+        """The feeds whose delivery failed, due again with their triggers' offsets (so no commit
+        passes them). Returns how many."""
+        n, now = len(self.undelivered), time.time()
+        for _ in range(n):
+            f = self.undelivered.popleft()
+            self.debouncer.add(f.user_id, f.event_ts, now, reason=f.reason)
+            for tp, offset in f.offsets.items():
+                self.debouncer.add(f.user_id, f.event_ts, now, tp, offset, f.reason)
+        return n
+
     def correct_recent(self) -> int:
         """After a deletion was heard of: supersede the feeds sent lately that hold a deleted item (a
         tombstone for a deleted user), after them on the same producer. Returns how many."""
         fixes = self.recent.corrections()
-        producer = self.producer.get()
-        if not fixes or producer is None:
+        if not fixes or not self.producer.ready():
             return 0
         for user_id, feed in fixes:
             value = None if feed is None else encode(feed)
-            producer.send(self.topics.feeds, key=user_id.encode(), value=value)
+            self.producer.produce(self.topics.feeds, user_id.encode(), value, self._tombstone_failed)
         log.info("superseded %d recently published feed(s) after a deletion", len(fixes))
         return len(fixes)
+
+    def _tombstone_failed(self, reason: str) -> None:
+        self.metrics.undelivered.labels("correction").inc()
+        log.warning("a superseding feed was not delivered: %s", reason)
 
     def republish_active(self, reason: str) -> int:
         """Queues every user active within ``publisher.active_user_window_s`` (schedule, new model)."""
@@ -179,9 +226,9 @@ class Publisher:
         if self.consumer is None or (not force and time.monotonic() - self._last_commit < COMMIT_EVERY_S):
             return
         self._last_commit = time.monotonic()
-        producer = self.producer.get()
-        if producer is not None:
-            producer.flush(self.settings.kafka.connect_timeout_s)
+        if self.producer.flush(self.settings.kafka.connect_timeout_s):
+            return  # feeds still in flight: no commit may pass their triggers yet
+        self.requeue_undelivered()
         pending = self.debouncer.min_offsets()
         offsets = {}
         for tp in self.consumer.assignment():
@@ -201,7 +248,7 @@ class Publisher:
 
     def _publish_final(self, p: Pending) -> None:
         try:
-            self.publish_user(p.user_id, p.reason, p.first_event_ts)
+            self.publish_user(p.user_id, p.reason, p.first_event_ts, p.offsets)
         except Exception as exc:  # noqa: BLE001 - shutting down; replayed on restart
             log.warning("could not publish %s at shutdown: %s", p.user_id, exc)
 

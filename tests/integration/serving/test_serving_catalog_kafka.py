@@ -38,7 +38,7 @@ def test_items_and_users_are_written_keyed_by_id(settings: Settings):
     app = create_app(settings, Pipeline(settings, MemoryOnline(settings)))
     now = time.time()
     with TestClient(app) as client:
-        assert app.state.ctx.producer.wait(30) is not None
+        assert app.state.ctx.producer.wait(30)
         assert client.put("/v1/items/i1", json={"title": "One", "created_at": now - 10}).status_code == 202
         batch = [{"item_id": f"b{k}", "categories": ["c"], "created_at": now} for k in range(3)]
         assert client.put("/v1/items", json=batch).json() == {"accepted": 3}

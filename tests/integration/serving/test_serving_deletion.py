@@ -129,7 +129,7 @@ def test_a_deleted_user_and_item_leave_every_store(settings: Settings, database:
     _seed_other_stores(settings)
     pipeline, close = build_pipeline(settings, hot_swap=False)
     with TestClient(create_app(settings, pipeline, close)) as api:
-        assert api.app.state.ctx.producer.wait(20) is not None  # type: ignore[attr-defined]
+        assert api.app.state.ctx.producer.wait(20)  # type: ignore[attr-defined]
         before = [it["item_id"] for it in api.get("/v1/feed/u2", params={"n": 5}).json()["items"]]
         assert before[0] == GONE, before
         assert api.get("/v1/users/u1/export").json()["online"]  # u1 has state to forget

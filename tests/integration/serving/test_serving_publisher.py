@@ -1,4 +1,5 @@
-"""Publisher with real Kafka + Redis: trigger in -> feed out on the feeds topic, same as the API's."""
+"""Publisher with real Kafka + Redis: trigger in -> feed out on the feeds topic, same as the API's; its
+feeds go through librdkafka: delivered to Tansu, or counted and queued again when the broker refuses."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from iokit import free_port, spawn
 from services.api.app import create_app
 from services.pipeline.build import build_pipeline
 from services.pipeline.impressions import decode_impression
+from services.publisher.kafka_io import CProducer
+from services.publisher.service import Publisher
+from tests.conftest import wait_until
 
 
 def _create_topics(settings: Settings) -> Topics:
@@ -87,7 +91,7 @@ def test_trigger_to_feed_topic(settings: Settings):
         pipeline, close = build_pipeline(settings, hot_swap=False)
         app = create_app(settings, pipeline, on_close=close)
         with TestClient(app) as client:
-            assert app.state.ctx.producer.wait(20) is not None
+            assert app.state.ctx.producer.wait(20)
             api = client.get("/v1/feed/u1", params={"n": settings.publisher.feed_size}).json()
         assert [it["item_id"] for it in api["items"]] == ids  # same state -> same feed
         imps = [decode_impression(raw) for raw in _consume(settings, topics.impressions, 2)]
@@ -95,6 +99,36 @@ def test_trigger_to_feed_topic(settings: Settings):
         pub = next(i for i in imps if i.origin == "publisher")
         assert pub.feed_id == feed.feed_id and pub.items == ids
         assert pub.propensities == [it.propensity for it in feed.items]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert 'streamrec_publisher_feeds_undelivered_total{kind="feed"}' not in resp.read().decode()
         assert child.stop() == 0  # SIGTERM -> graceful exit 0
     finally:
         child.stop()
+
+
+def test_feeds_reach_tansu_and_an_undelivered_one_is_counted_and_queued_again(settings: Settings):
+    topics = _create_topics(settings)
+    items, events = small_world()
+    seed_state(settings, items, events)
+    pipeline, close = build_pipeline(settings, hot_swap=False)
+    producer = CProducer(settings, "test")
+    producer.start()
+    kafka = settings.kafka.model_copy(update={"topic_prefix": "bad name!"})  # topics the broker refuses
+    bad = settings.model_copy(update={"kafka": kafka})
+    refused, good = Publisher(bad, pipeline, producer), Publisher(settings, pipeline, producer)
+    try:
+        assert producer.wait(20)
+        assert refused.publish_user("u1", "interaction", time.time(), {("t", 0): 7})
+        wait_until(lambda: len(refused.undelivered) == 1, "the broker's refusal")
+        assert refused.metrics.undelivered.labels("feed")._value.get() == 1
+        assert refused.requeue_undelivered() == 1 and refused.debouncer.min_offsets() == {("t", 0): 7}
+        for user in ("u1", "u2"):
+            assert good.publish_user(user, "interaction", time.time())
+        assert producer.flush(10) == 0 and not good.undelivered
+        feeds = [decode_feed(raw) for raw in _consume(settings, topics.feeds, 2)]
+        assert sorted(f.user_id for f in feeds) == ["u1", "u2"] and not any(f.degraded for f in feeds)
+    finally:
+        refused.close()
+        good.close()
+        producer.close()
+        close()

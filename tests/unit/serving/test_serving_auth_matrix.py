@@ -27,6 +27,7 @@ from funnel.pipeline import Pipeline
 from services.api.app import create_app
 from services.api.security import route_scopes
 from services.metadata.access_store import AccessStore
+from services.publisher.kafka_io import CProducer
 
 CATS = {i: [f"cat{j % 2}"] for j, i in enumerate("abcde")}
 NOW = time.time()
@@ -64,24 +65,30 @@ WRONG = {"feed:read": "events:write", "events:write": "feed:read", "catalog:writ
 
 
 @dataclass
-class _Future:
-    def get(self, timeout: float | None = None) -> None:
-        return None
-
-
-@dataclass
 class RecordingProducer:
+    """A stand-in for confluent-kafka's Producer: records each record and reports it delivered."""
+
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
-    def send(self, topic: str, key: bytes, value: bytes) -> _Future:
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Callable[[Any, Any], None]) -> None:
         self.sent.append((topic, key, value))
-        return _Future()
+        on_delivery(None, None)
 
-    def flush(self, timeout: float | None = None) -> None:
-        return None
+    def list_topics(self, timeout: float | None = None) -> dict[str, Any]:
+        return {}
 
-    def close(self, timeout: float | None = None) -> None:
-        return None
+    def poll(self, timeout: float = 0.0) -> int:
+        time.sleep(timeout)
+        return 0
+
+    def flush(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def connect(producer: CProducer, client: RecordingProducer) -> None:
+    """``producer`` (the app's) sends through ``client``, connected."""
+    producer._client = client
+    producer._connected.set()
 
 
 @dataclass
@@ -107,13 +114,20 @@ def make_api(tmp_path: Path, **auth: Any) -> Api:
     default = Pipeline(settings, memory_state(settings, CATS, [click("u1", "a"), click("u2", "b")]))
     app = create_app(settings, default, tenant_pipelines=other_pipeline, access=store)
     producer = RecordingProducer()
-    app.state.ctx.producer._producer = producer  # every tenant's context shares the app's producer
+    connect(app.state.ctx.producer, producer)  # every tenant's context shares the app's producer
     return Api(TestClient(app), app, keys, store, producer)
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Api:
     return make_api(tmp_path)
+
+
+def _settled(api: Api) -> int:
+    """The records sent once every open tenant's impression log handed its queue to the producer."""
+    for _, ctx in api.app.state.tenants.opened():
+        ctx.impressions.flush()
+    return len(api.producer.sent)
 
 
 def _call(api: Api, case: Case, key: str | None) -> Any:
@@ -143,15 +157,16 @@ def test_route_x_credential(api: Api, case: Case):
     assert wrong.status_code == 403, wrong.text
     assert f"lacks scope '{case.scope}'" in wrong.json()["detail"]
 
-    before = len(api.producer.sent)
+    before = _settled(api)
     right = _call(api, case, api.keys[case.scope])
     assert right.status_code == case.ok, right.text
-    assert all(not t.startswith("other.") for t, _, _ in api.producer.sent[before:])
+    assert all(not t.startswith("other.") for t, _, _ in api.producer.sent[before:_settled(api)])
 
     before = len(api.producer.sent)
     other = _call(api, case, api.keys[f"other:{case.scope}"])
     assert other.status_code == case.ok, other.text
-    assert all(t.startswith("other.") for t, _, _ in api.producer.sent[before:])  # its own topics only
+    sent = api.producer.sent[before:_settled(api)]
+    assert all(t.startswith("other.") for t, _, _ in sent)  # its own topics only (impressions too)
     if case.ok == 202:
         assert len(api.producer.sent) > before
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from serving_events import click, memory_state
@@ -9,10 +10,10 @@ from serving_events import click, memory_state
 from core.errors import StoreUnavailable
 from core.online import UserState
 from core.settings import Settings
+from core.topics import Topics
 from feature_store.online.memory_state import MemoryOnline
 from funnel.pipeline import Pipeline
 from services.publisher.debounce import Debouncer
-from services.publisher.kafka_io import LazyProducer
 from services.publisher.service import Publisher
 
 
@@ -42,18 +43,25 @@ def test_schedule_refresh_carries_no_event_time_until_an_event_joins():
 
 
 class _FakeProducer:
-    def __init__(self) -> None:
+    """CProducer's interface: records (topic, key); ``fail`` topics' records fail at the next flush."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
         self.sent: list[tuple[str, bytes]] = []
+        self.fail, self._failing = fail, []
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes | None, on_failed: Callable[[str], None]) -> bool:
         self.sent.append((topic, key))
-
-    def produce(self, topic: str, key: bytes, value: bytes, on_failed: Callable[[str], None]) -> bool:
-        self.sent.append((topic, key))  # the impressions' sink (CProducer's interface)
+        if topic in self.fail:
+            self._failing.append(on_failed)
         return True
 
     def flush(self, timeout_s: float) -> int:
+        while self._failing:
+            self._failing.pop()("Local: Message timed out")
         return 0
+
+    def ready(self) -> bool:
+        return True
 
 
 class DownState(MemoryOnline):
@@ -70,10 +78,8 @@ class DownState(MemoryOnline):
 def test_publisher_never_publishes_a_degraded_feed_and_retries():
     settings = Settings(publisher={"debounce_ms": 0})
     state = memory_state(settings, {"a": []}, [click("x", "a")], state=DownState(settings))
-    lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
-    lazy._producer = fake  # type: ignore[assignment]
-    pub = Publisher(settings, Pipeline(settings, state), lazy, impressions=fake)
+    pub = Publisher(settings, Pipeline(settings, state), fake)
     pub.debouncer.add("u1", 1.0, now=0.0)
     pub.publish_due(now=0.0)
     assert fake.sent == [] and len(pub.debouncer) == 1  # queued again, with backoff
@@ -97,11 +103,9 @@ def test_users_who_just_acted_go_before_a_bulk_refresh():
 
 def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
     settings = Settings(publisher={"debounce_ms": 0})
-    lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
-    lazy._producer = fake  # type: ignore[assignment]
     pipeline = Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")]))
-    pub = Publisher(settings, pipeline, lazy, impressions=fake)
+    pub = Publisher(settings, pipeline, fake)
     for i in range(5000):
         pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
     pub.publish_due(now=0.0)
@@ -115,11 +119,9 @@ def test_publisher_works_off_a_refresh_in_slices_and_serves_new_events_first():
 
 def test_refreshes_are_held_to_their_rate_and_events_are_not():
     settings = Settings(publisher={"debounce_ms": 0, "refresh_per_s": 20.0})
-    lazy = LazyProducer(settings, "test")
     fake = _FakeProducer()
-    lazy._producer = fake  # type: ignore[assignment]
     pipeline = Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")]))
-    pub = Publisher(settings, pipeline, lazy, impressions=fake)
+    pub = Publisher(settings, pipeline, fake)
     for i in range(200):
         pub.debouncer.add(f"r{i}", None, now=0.0, reason="model")
     for i in range(30):
@@ -130,3 +132,20 @@ def test_refreshes_are_held_to_their_rate_and_events_are_not():
     assert sum(u.startswith("e") for u in users) == 30  # every event-triggered feed, at once
     assert 0 < sum(u.startswith("r") for u in users) <= 21  # one second's worth of refreshes (+1 refill)
     assert len(pub.debouncer) == 200 - sum(u.startswith("r") for u in users)
+
+
+def test_an_undelivered_feed_is_counted_and_published_again_before_its_trigger_is_committed():
+    settings = Settings(publisher={"debounce_ms": 0})
+    pipeline = Pipeline(settings, memory_state(settings, {"a": []}, [click("x", "a")]))
+    fake = _FakeProducer(fail=(Topics("").feeds,))
+    pub = Publisher(settings, pipeline, fake)
+    pub.debouncer.add("u1", 1.0, now=0.0, tp=("triggers", 0), offset=41)
+    pub.publish_due(now=0.0)
+    assert pub.debouncer.min_offsets() == {}  # taken: nothing pending holds offset 41 back now
+    fake.flush(1.0)  # the broker's answer: not delivered
+    assert pub.metrics.undelivered.labels("feed")._value.get() == 1
+    assert pub.requeue_undelivered() == 1
+    assert pub.debouncer.min_offsets() == {("triggers", 0): 41}  # a commit stays below the trigger
+    fake.fail = ()
+    pub.publish_due(now=time.time() + 1.0)
+    assert [k for t, k in fake.sent if t == pub.topics.feeds] == [b"u1", b"u1"] and len(pub.debouncer) == 0

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
 from serving_events import click, memory_state
-from test_serving_auth_matrix import RecordingProducer
+from test_serving_auth_matrix import RecordingProducer, connect
 
 from core.settings import Settings
 from funnel.pipeline import Pipeline
@@ -28,7 +28,7 @@ _STATE = memory_state(_SETTINGS, {i: [f"c{j % 3}"] for j, i in enumerate("abcdef
                       [click("u1", "a"), click("u2", "b"), click("u2", "c")])
 APP = create_app(_SETTINGS, Pipeline(_SETTINGS, _STATE), access=_STORE)
 _KAFKA = RecordingProducer()  # stays connected through every lifespan schemathesis runs the app with
-APP.state.ctx.producer.get = lambda: _KAFKA
+connect(APP.state.ctx.producer, _KAFKA)
 APP.state.ctx.producer.close = lambda timeout_s=0.0: None
 APP.state.ctx.feeds.close = lambda: None  # the feed threads stay up through every lifespan too (one per call)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP).include(path_regex="^/v1/")
