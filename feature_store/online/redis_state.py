@@ -233,15 +233,15 @@ class RedisOnlineState:
                    now: float) -> list[Scored]:
         """Each size's merge of every epoch's top-k of every slice (an item lives in one slice): the
         segment's own list, else (when it is empty) everyone's, read only then. One read, at the
-        largest size; a smaller size merges the prefixes of its rows (``shared_lists``)."""
+        largest size; a smaller size merges the prefixes of its rows (``shared_lists``), every size
+        from one pass over the rows (``views.decayed_tops_flat``)."""
         seg, epochs, most = self.segment_key(segment), views.epochs(now, half_life), max(sizes)
         for s in [seg] if seg == "all" else [seg, "all"]:
             keys = [self.keys.popularity(kind, e, s, part) for e in epochs for part in range(SLICES)]
             flats = self._top_flats(keys, most) if most > 0 else []
             if any(flats):
                 by_epoch = [(e, flats[j * SLICES:(j + 1) * SLICES]) for j, e in enumerate(epochs)]
-                return [views.decayed_top_flat([(e, [f[:2 * k] for f in fs]) for e, fs in by_epoch],
-                                               now, half_life, k) if k > 0 else [] for k in sizes]
+                return views.decayed_tops_flat(by_epoch, now, half_life, sizes)
         return [[] for _ in sizes]
 
     def _top_flats(self, keys: Sequence[str], k: int) -> list[list[Any]]:

@@ -73,6 +73,44 @@ def decayed_top_flat(flats_by_epoch: Sequence[tuple[int, Sequence[Sequence[Any]]
     return [(text(member), score) for member, score in by_score(acc, k)]
 
 
+def decayed_tops_flat(flats_by_epoch: Sequence[tuple[int, Sequence[Sequence[Any]]]], now: float,
+                      half_life_s: float, sizes: Sequence[int]) -> list[Scored]:
+    """:func:`decayed_top_flat` of each size ``k`` in ``sizes`` over each slice's first ``k`` rows, from
+    one pass over the rows: the members are numbered once and each size's sums are one weighted
+    ``bincount`` of the rows ranked below ``k`` in their slice, added in the same order (the same
+    floats). Only the rows at or above a size's ``k``-th largest sum reach Python, to be sorted."""
+    members: list[Any] = []
+    ranks: list[npt.NDArray[Any]] = []
+    weighted: list[npt.NDArray[Any]] = []
+    for epoch, flats in flats_by_epoch:
+        w = decay.epoch_weight(epoch, now, half_life_s)
+        for flat in flats:
+            members.extend(flat[0::2])
+            ranks.append(np.arange(len(flat) // 2))
+            weighted.append(np.array(flat[1::2], np.float64) * w)
+    if not members:
+        return [[] for _ in sizes]
+    uniq = list(dict.fromkeys(members))
+    number = dict(zip(uniq, range(len(uniq)), strict=True))
+    ids = np.fromiter(map(number.__getitem__, members), np.intp, len(members))
+    rank, score = np.concatenate(ranks), np.concatenate(weighted)
+    return [_top_of_prefix(uniq, ids[rank < k], score[rank < k], k) if k > 0 else [] for k in sizes]
+
+
+def _top_of_prefix(uniq: list[Any], ids: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
+                   k: int) -> Scored:
+    """:func:`by_score` of the sums of ``score`` per member id (then decoded), sorting only the rows
+    scoring at least the ``k``-th largest sum."""
+    sums = np.bincount(ids, weights=score, minlength=len(uniq))
+    present = np.flatnonzero(np.bincount(ids, minlength=len(uniq)))
+    vals = sums[present]
+    if len(present) > k:
+        cut = np.partition(vals, len(vals) - k)[len(vals) - k]
+        present, vals = present[vals >= cut], vals[vals >= cut]
+    rows = list(zip(map(uniq.__getitem__, present.tolist()), vals.tolist(), strict=True))
+    return [(text(member), value) for member, value in sorted(sorted(rows), key=_SCORE, reverse=True)[:k]]
+
+
 def _add_epoch(acc: dict[Any, float], members: Sequence[Any], weighted: Sequence[float]) -> dict[Any, float]:
     """``acc`` plus one epoch's weighted scores. The first non-empty epoch becomes the dict as it is
     (``0.0 + score * w`` is ``score * w``) when its members are unique, as a slice set's are."""

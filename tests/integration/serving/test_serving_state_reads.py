@@ -98,7 +98,7 @@ def test_shared_lists_are_cached_for_a_ttl_of_request_time(settings: Settings):
 
 
 def test_a_lists_sizes_reloaded_from_one_read_equal_their_own_reads(settings: Settings):
-    """Past half the TTL a list's sizes are reloaded together (one read at the largest size, each
+    """Past 3/4 of the TTL a list's sizes are reloaded together (one read at the largest size, each
     smaller one merged from its rows' prefixes): each equals a fresh store's read of that size."""
     now = time.time()
     seed_state(settings, _catalog(now), _by_device(now))
@@ -109,15 +109,15 @@ def test_a_lists_sizes_reloaded_from_one_read_equal_their_own_reads(settings: Se
         state.trending(None, k, now)
     late = [_ev(f"late{k}", i, now, device="phone") for k in range(9) for i in ("i7", "i9")]
     seed_state(settings, [], late)
-    state.popular("phone", 2, now + 0.6 * ttl)  # starts the group's reload
-    state.trending(None, 2, now + 0.6 * ttl)
+    state.popular("phone", 2, now + 0.8 * ttl)  # starts the group's reload
+    state.trending(None, 2, now + 0.8 * ttl)
     deadline = time.monotonic() + 10
     while state._lists._reloading and time.monotonic() < deadline:
         time.sleep(0.01)
     fresh = RedisOnlineState(redis_client(settings), settings)
     for k in sizes:
-        assert state.popular("phone", k, now + 0.7 * ttl) == fresh.popular("phone", k, now + 0.6 * ttl)
-        assert state.trending(None, k, now + 0.7 * ttl) == fresh.trending(None, k, now + 0.6 * ttl)
+        assert state.popular("phone", k, now + 0.9 * ttl) == fresh.popular("phone", k, now + 0.8 * ttl)
+        assert state.trending(None, k, now + 0.9 * ttl) == fresh.trending(None, k, now + 0.8 * ttl)
     assert [i for i, _ in fresh.popular("phone", 2, now)] == ["i7", "i9"]  # the reload saw the new clicks
 
 

@@ -1,6 +1,7 @@
 """The serving store's shared lists (popular, trending, fresh): views.decayed_top_flat merges raw replies
 exactly as decayed_top merges parsed rows, and SharedLists reloads a list's sizes together from one
-read, in the background past half the TTL, never storing a reload begun before a clear."""
+read, in the background past 3/4 of the TTL, never storing a reload begun before a clear;
+views.decayed_tops_flat gives every size's decayed_top_flat of its prefixes from one pass."""
 
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def test_decayed_top_flat_equals_decayed_top_of_parsed_rows(seed: int):
         assert got == expected and all(isinstance(m, str) for m, _ in got)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_every_sizes_merge_from_one_pass_equals_its_own_merge_of_the_prefixes(seed: int):
+    rng = np.random.default_rng(100 + seed)
+    now, half_life = 1_700_000_000.0 + seed * 977.0, float(rng.choice([600.0, 3600.0, 86400.0]))
+    by_epoch = [(e, _flats(rng, 16, int(rng.choice([0, 5, 64, 300])), int(rng.choice([40, 4000])),
+                           seed % 4 == 3)) for e in views.epochs(now, half_life)]
+    sizes = [0, 1, 4, 7, 128, 256, 1024]
+    def own(k: int) -> Scored:
+        return views.decayed_top_flat([(e, [f[:2 * k] for f in fs]) for e, fs in by_epoch], now, half_life, k)
+
+    expected = [own(k) if k > 0 else [] for k in sizes]
+    assert views.decayed_tops_flat(by_epoch, now, half_life, sizes) == expected
+    assert views.decayed_tops_flat([(e, [[] for _ in fs]) for e, fs in by_epoch], now, half_life, sizes) == [
+        [] for _ in sizes]
+
+
 def test_decayed_top_flat_takes_str_members_and_float_scores():
     flats = [(10, [["b", 2.0, "a", 2.0]]), (9, [["a", 1.0, "c", 0.5]])]
     rows = [(e, list(zip(f[0][0::2], f[0][1::2], strict=True))) for e, f in flats]
@@ -80,15 +97,15 @@ def test_a_lists_sizes_are_reloaded_together_from_one_read():
     for k in (8, 32, 16):
         assert lists.get(group, k, 100.0, reads.load)[-1][0] == f"v0-{k - 1}"
     assert reads.calls == [[8], [32], [16]]  # each size's first read is its own, synchronous
-    assert lists.get(group, 8, 100.4, reads.load)[0][0] == "v0-0"  # within half the TTL: no read
+    assert lists.get(group, 8, 100.7, reads.load)[0][0] == "v0-0"  # within 3/4 of the TTL: no read
     reads.version = 1
-    assert lists.get(group, 8, 100.6, reads.load)[0][0] == "v0-0"  # past half: the cached list...
+    assert lists.get(group, 8, 100.8, reads.load)[0][0] == "v0-0"  # past 3/4: the cached list...
     _settle(lists, group)
     assert reads.calls[-1] == [8, 16, 32]  # ...and one background read at every size
     for k in (8, 16, 32):  # each size as its own read at that time would give
-        assert lists.get(group, k, 100.7, reads.load) == [(f"v1-{j}", float(100 - j)) for j in range(k)]
+        assert lists.get(group, k, 100.9, reads.load) == [(f"v1-{j}", float(100 - j)) for j in range(k)]
     assert len(reads.calls) == 4
-    assert lists.get(("pop", "mobile"), 8, 100.7, reads.load)  # another group: its own read
+    assert lists.get(("pop", "mobile"), 8, 100.9, reads.load)  # another group: its own read
     assert len(reads.calls) == 5
 
 
@@ -107,10 +124,10 @@ def test_a_reload_begun_before_a_clear_is_not_stored():
     reads.version = 1
     reads.started.clear()
     reads.gate.clear()
-    lists.get(group, 4, 10.6, reads.load)  # starts a background reload (of version 1), held at the gate
+    lists.get(group, 4, 10.8, reads.load)  # starts a background reload (of version 1), held at the gate
     assert reads.started.wait(5)
     lists.clear()  # e.g. the eraser removed items from the lists
     reads.version = 2
     reads.gate.set()
     _settle(lists, group)
-    assert lists.get(group, 4, 10.7, reads.load)[0][0] == "v2-0"  # read again, not the held reload's
+    assert lists.get(group, 4, 10.9, reads.load)[0][0] == "v2-0"  # read again, not the held reload's
