@@ -182,6 +182,10 @@ class ApiSettings(_Section):
         16, ge=1, le=10_000, description="feed requests admitted per process; beyond it: shed at once")
     queue_timeout_ms: float = Field(
         40.0, gt=0, le=10_000, description="an admitted feed request not started within this is shed")
+    max_loop_lag_ms: float = Field(
+        25.0, ge=0, le=10_000, description="while the event loop runs more than this behind its 10 ms "
+        "ticker (feed threads holding the GIL) and a feed is in flight, feed requests are shed on arrival "
+        "(0 = off)")
     overload: Literal["reject", "degraded"] = Field(
         "reject", description="a shed feed request gets: reject = 503 with Retry-After, degraded = the "
         "user's last feed or the popularity snapshot, marked degraded (200)")

@@ -88,6 +88,7 @@ def settings(tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_prefix:
         redis={"url": redis_url, "key_prefix": f"sr:{topic_prefix}"},
         feast={"project": topic_prefix.rstrip("-").replace("-", "_")},
         # admission's 40 ms start deadline is a serving-tail setting: on a busy test machine a
-        # lone request can wait that long for a core. Tests of shedding set their own limits.
-        api={"queue_timeout_ms": 10_000.0},
+        # lone request can wait that long for a core, and its event loop lag behind (max_loop_lag_ms).
+        # Tests of shedding set their own limits.
+        api={"queue_timeout_ms": 10_000.0, "max_loop_lag_ms": 0.0},
     )

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from core.settings import Settings, load_settings
 from core.topics import Topics
 from funnel.pipeline import Pipeline
-from services.api.admission import Admission
+from services.api.admission import Admission, LoopLag
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
 from services.api.ops import OpsPort
@@ -40,12 +40,15 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     producer = CProducer(settings, "api")  # the process's one producer: ingest writes and impressions
     impressions = ImpressionLog(producer, Topics(settings.kafka.topic_prefix), "api")
     ctx = ApiContext(settings, pipeline, producer, impressions)
+    lag = LoopLag()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer.start()
         await asyncio.to_thread(security.warm)
+        lag.start()
         yield
+        lag.stop()
         security.close()
         ctx.feeds.close()
         ctx.impressions.close()
@@ -65,7 +68,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     shed = ctx.metrics.shed.labels
     app.add_middleware(Admission, limit=settings.api.max_in_flight,  # type: ignore[arg-type]
                        shed=security.shed, on_shed=lambda r: shed(r).inc(),
-                       wait_s=ctx.feeds.expected_wait_s, timeout_s=ctx.feeds.queue_timeout_s)
+                       wait_s=ctx.feeds.expected_wait_s, timeout_s=ctx.feeds.queue_timeout_s,
+                       behind_s=lag.behind_s if settings.api.max_loop_lag_ms else None,
+                       max_behind_s=settings.api.max_loop_lag_ms / 1e3)
     app.add_middleware(OpsPort, ops_port=settings.api.ops_port, ready=security.ready,  # type: ignore[arg-type]
                        registry=security.registry)
     return app

@@ -26,7 +26,8 @@ class ApiMetrics:
                                "Requests refused: body_too_large (413), batch_too_long, invalid (422)",
                                ["reason"], registry=self.registry)
         self.shed = Counter("streamrec_api_feeds_shed",
-                            "Feed requests shed under overload: in_flight (on arrival), queue_timeout",
+                            "Feed requests shed under overload: in_flight, loop_lag, expected_wait (on "
+                            "arrival), queue_timeout",
                             ["reason"], registry=self.registry)
         self.store_unavailable = Counter("streamrec_api_store_unavailable",
                                          "Requests answered degraded because a store was unreachable",

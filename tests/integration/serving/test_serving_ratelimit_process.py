@@ -44,7 +44,8 @@ def two_apis(settings: Settings) -> Iterator[list[str]]:
                    "STREAMREC_DATA_DIR": str(settings.data_dir), "STREAMREC_API__PORT": str(port),
                    "STREAMREC_API__OPS_PORT": str(ops_port), "STREAMREC_AUTH__ENABLED": "true",
                    "STREAMREC_AUTH__RATE_LIMITS": json.dumps(limits), "PYTHONPATH": os.getcwd(),
-                   "STREAMREC_API__QUEUE_TIMEOUT_MS": "10000"}  # shedding is not this test's subject
+                   "STREAMREC_API__QUEUE_TIMEOUT_MS": "10000",  # shedding is not this test's subject
+                   "STREAMREC_API__MAX_LOOP_LAG_MS": "0"}
             children.append(spawn(name, [sys.executable, "-m", "services.api"], settings.data_dir / "logs",
                                   env))
             urls.append(f"http://127.0.0.1:{port}")

@@ -37,7 +37,8 @@ def api_process(settings: Settings) -> Iterator[str]:
     env = {"STREAMREC_REDIS__URL": settings.redis.url or "", "STREAMREC_REDIS__KEY_PREFIX":
            settings.redis.key_prefix, "STREAMREC_DATA_DIR": str(settings.data_dir),
            "STREAMREC_API__PORT": str(port), "STREAMREC_API__MAX_IN_FLIGHT": "10000",
-           "STREAMREC_API__QUEUE_TIMEOUT_MS": "10000", "STREAMREC_ARTIFACTS__POLL_INTERVAL_S": "0.2",
+           "STREAMREC_API__QUEUE_TIMEOUT_MS": "10000", "STREAMREC_API__MAX_LOOP_LAG_MS": "0",
+           "STREAMREC_ARTIFACTS__POLL_INTERVAL_S": "0.2",
            "PYTHONPATH": os.getcwd()}
     if "ops_port" in ApiSettings.model_fields:
         env["STREAMREC_API__OPS_PORT"] = str(free_port())
