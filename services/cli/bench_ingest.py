@@ -290,11 +290,13 @@ class PacedProducer:
     worker under test (a real producer runs elsewhere)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Producer  # a runtime dependency (impressions); imported when a bench runs
+        from confluent_kafka import Producer  # a runtime dependency; imported when a bench runs
+
+        from services.publisher.kafka_io import SAME_PARTITIONS
 
         self.topic = topic
         self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
-                            "log_level": 3})
+                            "log_level": 3, **SAME_PARTITIONS})
         self._n = 0
 
     def send(self, key: bytes, value: bytes) -> None:

@@ -65,6 +65,12 @@ class _Batch:
                 self.done.set()
 
 
+# A keyed record lands where Kafka's Java client and kafka-python put it (murmur2 of the key), not
+# where librdkafka's default (CRC32) would: a user's feeds on the partition the client reads
+# (``streamrec.client.FeedConsumer``), a user's events on one partition whoever produced them.
+SAME_PARTITIONS = {"partitioner": "murmur2_random"}
+
+
 class CProducer:
     """The process's librdkafka producer (acks=1, 5 ms linger, the settings' security options); none
     without ``kafka.bootstrap_servers`` (every record refused, never ready). ``start`` runs its poller
@@ -78,7 +84,7 @@ class CProducer:
         self._client: Any = Producer({
             "bootstrap.servers": k.bootstrap_servers, "client.id": f"{k.client_id}-{client_suffix}",
             "acks": 1, "linger.ms": 5, "request.timeout.ms": int(k.connect_timeout_s * 1000),
-            "message.timeout.ms": int(k.delivery_timeout_s * 1000),
+            "message.timeout.ms": int(k.delivery_timeout_s * 1000), **SAME_PARTITIONS,
             "log_level": 3, **librdkafka_options(k)}) if k.bootstrap_servers else None
         self._connected, self._stop = threading.Event(), threading.Event()
         self._poller: threading.Thread | None = None

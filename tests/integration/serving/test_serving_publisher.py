@@ -11,6 +11,7 @@ import urllib.request
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.partitioner.default import murmur2
 from serving_helpers import seed_state, small_world
 
 from core.events import FeedTrigger, decode_feed, encode
@@ -132,3 +133,30 @@ def test_feeds_reach_tansu_and_an_undelivered_one_is_counted_and_queued_again(se
         good.close()
         producer.close()
         close()
+
+
+def test_keyed_records_land_on_the_partition_kafka_clients_compute(settings: Settings):
+    """librdkafka's default partitioner (CRC32) would put a user's feeds where the client does not read
+    them and split a user's events across partitions: the producer must hash keys as Kafka's Java
+    client and kafka-python do (murmur2)."""
+    topic = f"{settings.kafka.topic_prefix}keyed"
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
+    producer = CProducer(settings, "test")
+    producer.start()
+    keys = [f"user-{n}".encode() for n in range(40)]
+    try:
+        assert producer.wait(20)
+        producer.send(topic, keys, keys, timeout_s=20)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    landed: dict[bytes, int] = {}
+    deadline = time.monotonic() + 20
+    while len(landed) < len(keys) and time.monotonic() < deadline:
+        landed.update({rec.key: rec.partition for rec in consumer})
+    consumer.close()
+    expected = {k: (murmur2(k) & 0x7FFFFFFF) % 4 for k in keys}
+    assert landed == expected and len(set(expected.values())) == 4
