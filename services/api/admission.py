@@ -93,10 +93,11 @@ class LoopLag:
     """How far behind the event loop runs: a ticker on the loop, due every ``period_s``, records how
     late each tick ran. ``behind_s`` is the larger of the last tick's lateness and how overdue the
     next tick is (a loop stalled right now reads as behind before its ticker gets to run). 0 until
-    :meth:`start`."""
+    :meth:`start`. ``on_tick`` gets each tick's lateness (the API's loop-lag histogram)."""
 
-    def __init__(self, period_s: float = TICK_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self.period_s, self.clock = period_s, clock
+    def __init__(self, period_s: float = TICK_S, clock: Callable[[], float] = time.monotonic,
+                 on_tick: Callable[[float], None] = lambda late_s: None) -> None:
+        self.period_s, self.clock, self.on_tick = period_s, clock, on_tick
         self.late_s, self.due = 0.0, float("inf")
         self._task: asyncio.Task[None] | None = None
 
@@ -108,6 +109,7 @@ class LoopLag:
         now = self.clock()
         self.late_s = max(0.0, now - self.due)
         self.due = now + self.period_s
+        self.on_tick(self.late_s)
         return self.period_s
 
     async def run(self) -> None:

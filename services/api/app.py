@@ -40,7 +40,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     producer = CProducer(settings, "api")  # the process's one producer: ingest writes and impressions
     impressions = ImpressionLog(producer, Topics(settings.kafka.topic_prefix), "api")
     ctx = ApiContext(settings, pipeline, producer, impressions)
-    lag = LoopLag()
+    lag = LoopLag(on_tick=ctx.metrics.loop_lag.observe)
+    ctx.metrics.loop_behind.set_function(lag.behind_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

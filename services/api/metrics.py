@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.artifacts.loader import register_loader_metrics
 from services.pipeline.forgotten import register_forget_metrics
@@ -32,5 +32,11 @@ class ApiMetrics:
         self.store_unavailable = Counter("streamrec_api_store_unavailable",
                                          "Requests answered degraded because a store was unreachable",
                                          ["endpoint"], registry=self.registry)
+        self.loop_lag = Histogram("streamrec_api_loop_lag_seconds",
+                                  "How late each 10 ms tick of the event loop ran (admission's LoopLag)",
+                                  buckets=_BUCKETS, registry=self.registry)
+        self.loop_behind = Gauge("streamrec_api_loop_behind_seconds",
+                                 "How far behind the event loop runs now (LoopLag.behind_s)",
+                                 registry=self.registry)
         register_loader_metrics(self.registry)
         register_forget_metrics(self.registry)

@@ -118,3 +118,32 @@ def test_a_zero_bound_turns_it_off():
 def test_a_negative_bound_is_refused_at_start_up():
     with pytest.raises(ValidationError, match="max_loop_lag_ms"):
         Settings(api={"max_loop_lag_ms": -1.0})
+
+
+def test_each_tick_reports_its_lateness():
+    clock, seen = _Clock(), []
+    lag = LoopLag(period_s=0.01, clock=clock, on_tick=seen.append)
+    lag.due = clock.now + 0.01
+    clock.now += 0.03
+    lag.tick()  # 20 ms late
+    clock.now += 0.01
+    lag.tick()  # on time
+    assert seen == [pytest.approx(0.02), 0.0]
+
+
+def test_the_api_exports_its_loop_lag():
+    settings = Settings(api={"max_loop_lag_ms": 25.0})
+    state = memory_state(settings, {i: ["c"] for i in "abc"}, [click("u1", "a")])
+    app = create_app(settings, Pipeline(settings, state))
+    lag = getattr(_gate_of(app).behind_s, "__self__", None)
+    assert isinstance(lag, LoopLag)
+    with TestClient(app) as client:
+        assert client.get("/v1/feed/u1").status_code == 200
+        text = client.get("http://testserver:8081/metrics").text
+    assert "# TYPE streamrec_api_loop_behind_seconds gauge" in text
+    count = "streamrec_api_loop_lag_seconds_count"
+    ticks = next(line for line in text.splitlines() if line.startswith(count))
+    assert float(ticks.rsplit(" ", 1)[1]) >= 1  # the ticker ran while the app served
+    lag.late_s = 0.5  # stopped: nothing ticks now; the gauge reads the lag when scraped
+    registry = app.state.ctx.metrics.registry
+    assert registry.get_sample_value("streamrec_api_loop_behind_seconds") == pytest.approx(0.5)
