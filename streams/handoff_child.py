@@ -17,7 +17,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -32,37 +33,50 @@ from streams.app import producer
 from streams.handoff import frame, read_frame
 from streams.kafka_errors import describe, is_retryable
 from streams.metrics import WorkerMetrics
+from streams.processor import Send
 from streams.sinks import FeatureRows, feast_rows
 
 log = logging.getLogger("streams.handoff_child")
+Frame = tuple[int, dict[str, bytes | None], list[str], dict[str, float]]
 
 
 class Child:
-    """Serves the worker's frames; ``rows`` is None when ``worker.feature_push`` is off."""
+    """Rows then triggers of one batch (``rows`` is None when ``worker.feature_push`` is off); the
+    worker's handoff in this process (``run``) and, in process, the processor's in tests."""
 
-    def __init__(self, settings: Settings, rows: FeatureRows | None, prod: AIOKafkaProducer,
-                 out: asyncio.StreamWriter) -> None:
-        self.rows, self.prod, self.out = rows, prod, out
-        self.topic = Topics(settings.kafka.topic_prefix).feed_triggers
+    def __init__(self, topic: str, rows: FeatureRows | None, send: Send) -> None:
+        self.topic, self.rows, self.send = topic, rows, send
 
-    async def serve(self, msg: tuple[int, dict[str, bytes | None], list[str], dict[str, float]]) -> None:
-        seq, users, items, triggers = msg
-        error: tuple[bool, str] | None = None
-        try:
-            if self.rows is not None and (users or items):
-                await self.rows(_states(users), items)
-            await self._trigger(triggers)
-        except Exception as exc:  # noqa: BLE001 - reported to the worker, which retries or exits
-            log.warning("rows/triggers of batch %d failed: %s", seq, describe(exc))
-            error = (is_retryable(exc), describe(exc))
-        self.out.write(frame((seq, error)))
+    async def __call__(self, users: Mapping[str, bytes | None], items: Sequence[str],
+                       triggers: Mapping[str, float]) -> None:
+        if self.rows is not None and (users or items):
+            await self.rows(_states(users), items)
+        await send_triggers(self.send, self.topic, triggers)
 
-    async def _trigger(self, triggers: Mapping[str, float]) -> None:
-        if not triggers:
-            return
-        futs = [await self.prod.send(self.topic, encode(FeedTrigger(user_id=u, event_ts=ts)), key=u.encode())
-                for u, ts in triggers.items()]
-        await asyncio.gather(*futs)
+
+async def serve(child: Child, msg: Frame, out: asyncio.StreamWriter) -> None:
+    """One frame: the batch done, then its answer (``(seq, None)`` or ``(seq, (retryable, text))``)."""
+    seq, users, items, triggers = msg
+    error: tuple[bool, str] | None = None
+    try:
+        await child(users, items, triggers)
+    except Exception as exc:  # noqa: BLE001 - reported to the worker, which retries or exits
+        log.warning("rows/triggers of batch %d failed: %s", seq, describe(exc))
+        error = (is_retryable(exc), describe(exc))
+    out.write(frame((seq, error)))
+
+
+async def send_triggers(send: Send, topic: str, triggers: Mapping[str, float]) -> None:
+    """The batch's feed triggers (per user, the newest event time), each delivered."""
+    futs = [await send(topic, u.encode(), encode(FeedTrigger(user_id=u, event_ts=ts)))
+            for u, ts in triggers.items()]
+    await asyncio.gather(*futs)
+
+
+def _send(prod: AIOKafkaProducer) -> Send:
+    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return await prod.send(topic, value, key=key)
+    return send
 
 
 def _states(users: Mapping[str, bytes | None]) -> dict[str, tf.UserState | None]:
@@ -80,10 +94,11 @@ async def run(inp: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
     rows = feast_rows(settings, client, reads.feature_states, WorkerMetrics())
     prod = producer(settings)
     await prod.start()
-    child, tasks = Child(settings, rows, prod, out), set[asyncio.Task[None]]()
+    topic = Topics(settings.kafka.topic_prefix).feed_triggers
+    child, tasks = Child(topic, rows, _send(prod)), set[asyncio.Task[None]]()
     try:
         while (msg := await read_frame(inp)) is not None:
-            task = asyncio.ensure_future(child.serve(msg))
+            task = asyncio.ensure_future(serve(child, msg, out))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.wait(tasks, timeout=5.0) if tasks else None

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BrokerUnavailable
-from core.events import EventError, FeedTrigger, Interaction, ItemUpsert, UserUpsert, encode
+from core.events import EventError, Interaction, ItemUpsert
 from core.topics import INTERACTIONS, ITEMS, USERS, Topics
 from feature_store.online.writer import TP, Applied, Conflict, Coord, OnlineWriter, StatsDelta
 from iokit.dead_letters import DEFAULT_MAX_REQUEST_BYTES, Outgoing, build
@@ -48,10 +48,8 @@ Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 Archive = Callable[[str, Sequence[tuple[RawRecord, Any]], Mapping[str, list[str]] | None], Awaitable[None]]
 Vectors = Callable[[Sequence[ItemUpsert]], Awaitable[dict[str, bytes]]]
 Fence = Callable[[float], Awaitable[Mapping[str, str]]]  # monotonic time -> topic ids checked since
-# users (with the states the batch computed, or None) and items: sinks.FeatureRows
-FeaturePush = Callable[[Mapping[str, Any], Sequence[str]], Awaitable[None]]
 # users (the state bytes the batch wrote, or None), items, triggers (user -> newest event time):
-# rows then triggers, done in another process (streams.handoff)
+# rows then triggers, done in another process (streams.handoff; in tests handoff_child.Child in process)
 Handoff = Callable[[Mapping[str, bytes | None], Sequence[str], Mapping[str, float]], Awaitable[None]]
 
 
@@ -81,12 +79,12 @@ class BatchProcessor:
 
     def __init__(self, topics: Topics, writer: OnlineWriter, send: Send, metrics: WorkerMetrics,
                  skew: Skew, vectors: Vectors | None = None, archive: Archive | None = None,
-                 push: FeaturePush | None = None, clock: Callable[[], float] = time.time) -> None:
+                 handoff: Handoff | None = None, clock: Callable[[], float] = time.time) -> None:
         self.topics, self.writer, self.send, self.metrics = topics, writer, send, metrics
-        self.skew, self.vectors, self.archive, self.push, self.clock = skew, vectors, archive, push, clock
+        self.skew, self.vectors, self.archive, self.clock = skew, vectors, archive, clock
+        self.handoff = handoff  # Feast rows and feed triggers (None: neither)
         self.dlq_max_bytes = DEFAULT_MAX_REQUEST_BYTES  # the producer's max_request_size (app sets it)
         self.fence: Fence | None = None  # topic ids of the input topics (app sets it)
-        self.handoff: Handoff | None = None  # rows and triggers, instead of push and send (worker sets it)
 
     def prepare(self, base: str, records: Sequence[RawRecord]) -> Prepared:
         """The work that does not read the state earlier batches write (see the module docstring)."""
@@ -172,17 +170,17 @@ class BatchProcessor:
                              self._rows_then_triggers(base, parsed, applied))
 
     async def _rows_then_triggers(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
-        clock = _PhaseClock(self.metrics, base)
+        """Per user the state bytes the plan wrote (None for replayed users: read at write time), the
+        items touched and, of interactions, per user the newest event time, to ``handoff``."""
         events = [ev for _, ev in parsed.new] + [ev for _, ev in parsed.replayed]
-        if self.handoff is not None:
-            await self._hand_off(base, events, applied)
-            clock.lap("features")
+        if self.handoff is None or base == USERS or not events:
             return
-        await self._push_features(base, events, applied)
+        clock = _PhaseClock(self.metrics, base)
+        known = applied.user_bytes if applied is not None else {}
+        users = {e.user_id: known.get(e.user_id) for e in events if isinstance(e, Interaction)}
+        items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
+        await self.handoff(users, items, _latest(events) if base == INTERACTIONS else {})
         clock.lap("features")
-        if base == INTERACTIONS:
-            await self._trigger(events)
-            clock.lap("triggers")
 
     async def _archive(self, base: str, parsed: Parsed, applied: Applied | None) -> None:
         """Fresh records (and those a crashed attempt applied) with the categories planning saw;
@@ -228,32 +226,6 @@ class BatchProcessor:
                   rec.topic, rec.partition, rec.offset, (rec.key or b"")[:64], len(rec.value or b""),
                   d.reason, describe(exc))
         self.metrics.dlq_failed.labels(base, type(root(exc)).__name__).inc()
-
-    async def _push_features(self, base: str, events: Sequence[Any], applied: Applied | None) -> None:
-        if self.push is None or base == USERS or not events:
-            return
-        known = applied.user_states if applied is not None else {}
-        users = {e.user_id: known.get(e.user_id) for e in events if isinstance(e, Interaction)}
-        items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
-        await self.push(users, items)
-
-    async def _hand_off(self, base: str, events: Sequence[Any], applied: Applied | None) -> None:
-        """What ``_push_features`` and ``_trigger`` send, as plain data, to ``handoff``."""
-        assert self.handoff is not None
-        if base == USERS or not events:
-            return
-        known = applied.user_bytes if applied is not None else {}
-        users = {e.user_id: known.get(e.user_id) for e in events if isinstance(e, Interaction)}
-        items = sorted({e.item_id for e in events if isinstance(e, Interaction | ItemUpsert)})
-        triggers = _latest(events) if base == INTERACTIONS else {}
-        await self.handoff(users, items, triggers)
-
-    async def _trigger(self, events: Sequence[Interaction | UserUpsert]) -> None:
-        latest = _latest(events)
-        topic = self.topics.feed_triggers
-        futs = [await self.send(topic, u.encode(), encode(FeedTrigger(user_id=u, event_ts=ts)))
-                for u, ts in latest.items()]
-        await asyncio.gather(*futs)
 
     def _observe(self, base: str, parsed: Parsed, stats: StatsDelta, records: Sequence[RawRecord],
                  started: float) -> None:

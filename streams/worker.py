@@ -155,9 +155,9 @@ async def build(settings: Settings) -> Parts:
     parts = Parts(client, state, prod, vectors, ArchiveSink(settings), handoff, _guard(settings), [warm])
     state.processor = BatchProcessor(
         Topics(settings.kafka.topic_prefix), writer, send, state.metrics,
-        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive)
+        Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive,
+        handoff=handoff)
     state.processor.fence = parts.guard.ids
-    state.processor.handoff = handoff
     return parts
 
 

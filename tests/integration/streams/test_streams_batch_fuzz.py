@@ -27,6 +27,7 @@ from feature_store.online.batch import effect_params
 from feature_store.online.keys import Keys
 from feature_store.online.writer import OnlineWriter, StatsDelta
 from streams.decode import RawRecord, Skew
+from streams.handoff_child import Child
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
 
@@ -71,7 +72,9 @@ async def _run(s: Settings, prefix: str, raws: list[bytes]) -> Dlq:
                 for i in ITEMS]
         await writer.apply_items([(None, it) for it in stub], {}, {}, {}, StatsDelta("items"))
         dlq = Dlq()
-        proc = BatchProcessor(Topics(prefix), writer, dlq, WorkerMetrics(), Skew(3600.0, 86400.0))
+        child = Child(Topics(prefix).feed_triggers, None, dlq)  # the worker's triggers, in process
+        proc = BatchProcessor(Topics(prefix), writer, dlq, WorkerMetrics(), Skew(3600.0, 86400.0),
+                              handoff=child)
         records = [RawRecord(f"{prefix}interactions", 0, k, raw, NOW) for k, raw in enumerate(raws)]
         follow_up = await proc.process("interactions", records)
         await follow_up()

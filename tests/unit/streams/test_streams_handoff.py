@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from core.errors import StoreUnavailable
-from core.events import FeedTrigger, Interaction, InteractionType
+from core.events import FeedTrigger, Interaction, InteractionType, ItemUpsert
 from core.settings import load_settings
 from core.topics import Topics
 from feature_store.online.writer import Applied
 from streams.decode import RawRecord, Skew
 from streams.handoff import FollowUpFailed, Handoff, frame, read_frame
-from streams.handoff_child import Child
+from streams.handoff_child import Child, serve
 from streams.kafka_errors import is_retryable
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor, Parsed
@@ -85,16 +85,20 @@ class Rows:
         await asyncio.sleep(0.01)
         if self.fail is not None:
             raise self.fail
-        self.log.append(f"rows {sorted(users)} {list(items)} {[u for u, s in users.items() if s is None]}")
+        unknown = [u for u, s in users.items() if s is None]
+        decoded = [s.ts_us for s in users.values() if s is not None]
+        self.log.append(f"rows {sorted(users)} {list(items)} {unknown} {decoded}")
 
 
 class Producer:
+    """A ``Send``: logs the trigger, delivered 10 ms later."""
+
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
         trig = FeedTrigger.model_validate_json(value)
-        self.log.append(f"send {topic} {key.decode()} {trig.event_ts}")
+        self.log.append(f"send {topic} {(key or b'').decode()} {trig.event_ts}")
         fut = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(0.01, fut.set_result, None)
         return fut
@@ -113,12 +117,12 @@ def test_the_child_writes_rows_then_triggers_then_answers(fail: Exception | None
     from feature_store.transforms import UserState, encode_user
 
     log: list[str] = []
-    settings = load_settings(kafka={"topic_prefix": "p-"})
-    child = Child(settings, Rows(log, fail), Producer(log), Out(log))  # type: ignore[arg-type]
+    child = Child("p-feed-triggers", Rows(log, fail), Producer(log))
     raw = encode_user(UserState("u1", ts_us=5))
-    asyncio.run(child.serve((7, {"u1": raw, "u2": None}, ["i1"], {"u1": 3.0})))
+    asyncio.run(serve(child, (7, {"u1": raw, "u2": None}, ["i1"], {"u1": 3.0}), Out(log)))  # type: ignore[arg-type]
     if fail is None:
-        assert log == ["rows ['u1', 'u2'] ['i1'] ['u2']", "send p-feed-triggers u1 3.0", "answer (7, None)"]
+        assert log == ["rows ['u1', 'u2'] ['i1'] ['u2'] [5]", "send p-feed-triggers u1 3.0",
+                       "answer (7, None)"]
     else:
         assert log == [f"answer (7, ({isinstance(fail, ConnectionError)}, "
                        f"'{type(fail).__name__}: {fail}'))"]
@@ -129,21 +133,33 @@ def click(user: str, item: str, ts: float) -> Interaction:
                        timestamp=ts)
 
 
-def test_the_processor_hands_off_state_bytes_items_and_triggers() -> None:
-    got: list[Any] = []
+def test_the_processor_hands_off_to_the_child_state_bytes_items_and_triggers() -> None:
+    """The worker's path, with the child's part run in process: rows get the states the plan wrote
+    (decoded; None for a replayed user), the items touched; then one trigger per user, newest time."""
+    from feature_store.transforms import UserState, encode_user
 
-    async def handoff(users: Any, items: Any, triggers: Any) -> None:
-        got.append((dict(users), list(items), dict(triggers)))
-
-    proc = BatchProcessor(Topics("p-"), None, None, WorkerMetrics(), Skew(60, 60))  # type: ignore[arg-type]
-    proc.handoff = handoff
+    log: list[str] = []
+    child = Child("p-feed-triggers", Rows(log), Producer(log))
+    proc = BatchProcessor(Topics("p-"), None, None, WorkerMetrics(), Skew(60, 60),  # type: ignore[arg-type]
+                          handoff=child)
     new = [click("u1", "i2", 10.0), click("u1", "i1", 12.0), click("u2", "i1", 11.0)]
     old = [click("u3", "i3", 9.0)]
     rec = RawRecord("p-interactions", 0, 0, b"")
     parsed = Parsed([(rec, e) for e in new], [(rec, e) for e in old], [], {}, {})
-    applied = Applied(user_bytes={"u1": b"s1", "u2": b"s2"})
+    applied = Applied(user_bytes={"u1": encode_user(UserState("u1", ts_us=12)),
+                                  "u2": encode_user(UserState("u2", ts_us=11))})
     asyncio.run(proc._rows_then_triggers("interactions", parsed, applied))
     asyncio.run(proc._rows_then_triggers("users", parsed, None))
-    assert got == [({"u1": b"s1", "u2": b"s2", "u3": None}, ["i1", "i2", "i3"],
-                    {"u1": 12.0, "u2": 11.0, "u3": 9.0})]
+    assert log == ["rows ['u1', 'u2', 'u3'] ['i1', 'i2', 'i3'] ['u3'] [12, 11]",
+                   "send p-feed-triggers u1 12.0", "send p-feed-triggers u2 11.0",
+                   "send p-feed-triggers u3 9.0"]
 
+
+def test_item_batches_get_rows_and_no_triggers() -> None:
+    log: list[str] = []
+    proc = BatchProcessor(Topics("p-"), None, None, WorkerMetrics(), Skew(60, 60),  # type: ignore[arg-type]
+                          handoff=Child("p-feed-triggers", Rows(log), Producer(log)))
+    item = ItemUpsert(item_id="i9", categories=["c"], created_at=5.0, timestamp=5.0)
+    parsed = Parsed([(RawRecord("p-items", 0, 0, b""), item)], [], [], {}, {})
+    asyncio.run(proc._rows_then_triggers("items", parsed, None))
+    assert log == ["rows [] ['i9'] [] []"]
