@@ -116,15 +116,6 @@ class MergedTop:
         return rows
 
     def _ranked(self, acc: npt.NDArray[np.float64], present: npt.NDArray[np.bool_], k: int) -> Scored:
-        """As :func:`views.by_score` of the present members' sums."""
-        idx = np.flatnonzero(present)
-        if idx.size == 0 or k <= 0:
-            return []
-        vals = acc[idx]
-        if idx.size > k:
-            cut = np.partition(vals, idx.size - k)[idx.size - k]
-            keep = vals >= cut
-            idx, vals = idx[keep], vals[keep]
-        names = self.members.names
-        return views.by_score(dict(zip([names[i] for i in idx.tolist()], vals.tolist(), strict=True)), k)
-
+        """As :func:`views.by_score` of the present members' sums (``views.top_of_sums``, the serving
+        store's merge's last step too)."""
+        return views.top_of_sums(self.members.names, acc, np.flatnonzero(present), k)

@@ -99,16 +99,26 @@ def decayed_tops_flat(flats_by_epoch: Sequence[tuple[int, Sequence[Sequence[Any]
 
 def _top_of_prefix(uniq: list[Any], ids: npt.NDArray[np.intp], score: npt.NDArray[np.float64],
                    k: int) -> Scored:
-    """:func:`by_score` of the sums of ``score`` per member id (then decoded), sorting only the rows
-    scoring at least the ``k``-th largest sum."""
+    """:func:`by_score` of the sums of ``score`` per member id (then decoded)."""
     sums = np.bincount(ids, weights=score, minlength=len(uniq))
     present = np.flatnonzero(np.bincount(ids, minlength=len(uniq)))
+    return [(text(member), value) for member, value in top_of_sums(uniq, sums, present, k)]
+
+
+def top_of_sums(members: Sequence[Any], sums: npt.NDArray[Any], present: npt.NDArray[np.intp],
+                k: int) -> list[tuple[Any, float]]:
+    """:func:`by_score` of ``{members[i]: sums[i] for i in present}``: the dense-array merges' last step
+    (the serving store's ``decayed_tops_flat``, the in-process store's ``merged_top``). Only the members
+    scoring at least the ``k``-th largest sum reach Python, to be sorted."""
+    if present.size == 0 or k <= 0:
+        return []
     vals = sums[present]
-    if len(present) > k:
-        cut = np.partition(vals, len(vals) - k)[len(vals) - k]
-        present, vals = present[vals >= cut], vals[vals >= cut]
-    rows = list(zip(map(uniq.__getitem__, present.tolist()), vals.tolist(), strict=True))
-    return [(text(member), value) for member, value in sorted(sorted(rows), key=_SCORE, reverse=True)[:k]]
+    if present.size > k:
+        cut = np.partition(vals, present.size - k)[present.size - k]
+        keep = vals >= cut
+        present, vals = present[keep], vals[keep]
+    rows = list(zip(map(members.__getitem__, present.tolist()), vals.tolist(), strict=True))
+    return sorted(sorted(rows), key=_SCORE, reverse=True)[:k]
 
 
 def _add_epoch(acc: dict[Any, float], members: Sequence[Any], weighted: Sequence[float]) -> dict[Any, float]:

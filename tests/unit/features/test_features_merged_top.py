@@ -58,3 +58,39 @@ def test_only_the_slices_written_since_are_read_again() -> None:
     top = merged.top("pop", keys, kv.gen, read, 700.0, HALF_LIFE, 10)
     assert reads[SLICES:] == [_key("pop", 7, 2)]
     assert top[0][0] == "m2"
+
+
+def _by_score_of(members: list[str], sums: np.ndarray, present: np.ndarray,
+                 k: int) -> list[tuple[str, float]]:
+    return views.by_score({members[i]: float(sums[i]) for i in present.tolist()}, k)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_top_of_sums_is_by_score_of_the_present_members(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.choice([1, 9, 200, 3000]))
+    members = [f"m{int(j):05d}" for j in rng.permutation(n)]  # dense ids not in name order
+    sums = np.round(rng.normal(1.0, 1.0, n), int(rng.integers(0, 3)))  # ties, negatives
+    present = np.flatnonzero(rng.random(n) < rng.choice([0.0, 0.3, 1.0]))
+    for k in (0, 1, 5, 64, 4000):
+        assert views.top_of_sums(members, sums, present, k) == _by_score_of(members, sums, present, k)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_both_stores_merges_give_one_answer_for_the_same_slices(seed: int) -> None:
+    """The in-process store's kept merge (``MergedTop``) and the serving store's one-pass merge of raw
+    replies (``views.decayed_tops_flat``) end in the same step and rank the same slices alike."""
+    rng = np.random.default_rng(400 + seed)
+    kv, merged, now = KeySpace(), MergedTop(SLICES), 5_000.0
+    epochs = views.epochs(now, HALF_LIFE)
+    for e in epochs:
+        for m in rng.integers(0, 500, 400).tolist():
+            kv.apply_op("zi", _key("pop", e, m % SLICES), [f"m{m:03d}", str(float(rng.integers(1, 4)))])
+    keys = [(e, [_key("pop", e, p) for p in range(SLICES)]) for e in epochs]
+    sizes = [1, 16, 64, 128]
+    flats = [(e, [[x for row in zrevrange(kv.z.get(key), max(sizes)) for x in row] for key in ks])
+             for e, ks in keys]
+    one_pass = views.decayed_tops_flat(flats, now, HALF_LIFE, sizes)
+    kept = [merged.top("pop", keys, kv.gen, lambda key, k=k: kv.ztop(key, k), now, HALF_LIFE, k)
+            for k in sizes]
+    assert kept == one_pass and any(one_pass)
