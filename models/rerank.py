@@ -150,15 +150,20 @@ def _contenders(rel: F32, vectors: F32, alive: npt.NDArray[np.intp], steps: int,
 def _mmr(rel: F32, vectors: F32, index: npt.NDArray[np.intp], k: int, lam: float,
          caps: _Caps) -> tuple[list[int], int]:
     """MMR over the rows given (``index`` maps them to the caller's); returns the picks (caller's
-    indices) and the number of steps taken (picks and cap refusals)."""
+    indices) and the number of steps taken (picks and cap refusals).
+
+    The gains are computed again only after a pick (the only step that moves ``max_sim``): a cap
+    refusal just removes its row, so most steps are one argmax (the same gains, the same picks)."""
     max_sim = np.zeros(len(rel), np.float32)
     alive = np.ones(len(rel), bool)
+    base = lam * rel
+    gain = np.where(alive, base - (1.0 - lam) * max_sim, _NEG)
     chosen: list[int] = []
     steps = 0
     while len(chosen) < k and steps < len(rel):
-        gain = np.where(alive, lam * rel - (1.0 - lam) * max_sim, _NEG)
-        pick = int(np.argmax(gain))
+        pick = int(gain.argmax())
         alive[pick] = False
+        gain[pick] = _NEG
         steps += 1
         item = int(index[pick])
         if not caps.allowed(item):
@@ -167,6 +172,7 @@ def _mmr(rel: F32, vectors: F32, index: npt.NDArray[np.intp], k: int, lam: float
         caps.take(item)
         if lam < 1.0:
             np.maximum(max_sim, vectors @ vectors[pick], out=max_sim)
+            gain = np.where(alive, base - (1.0 - lam) * max_sim, _NEG)
     return chosen, steps
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,16 @@ from feature_store.online.plan import Plan, ops
 USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
 ITEM_FIELDS = names.ITEM_REALTIME.fields
 TOP_CACHE = 64  # rows a ZREVRANGE cache keeps at least
+_SCORE_MEMBER = itemgetter(1, 0)  # a row's ZREVRANGE sort key: (score, member)
 
 
 def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
     """Redis ZREVRANGE 0 k-1 WITHSCORES: score descending, ties in reverse lexicographic order."""
     if not zset or k <= 0:
         return []
-    return heapq.nlargest(k, zset.items(), key=lambda kv: (kv[1], kv[0]))
+    if len(zset) <= 8 * k:  # a C-keyed sort beats the heap's Python loop unless k is a small part
+        return sorted(zset.items(), key=_SCORE_MEMBER, reverse=True)[:k]
+    return heapq.nlargest(k, zset.items(), key=_SCORE_MEMBER)
 
 
 def refreshed_top(top: views.Rows, zset: dict[str, float], pending: dict[str, float | None]
@@ -330,16 +334,14 @@ class MemoryOnline:
 
     def items(self, item_ids: Sequence[str]) -> list[ItemInfo | None]:
         """Decoded once per upsert (only ``apply_items`` changes an item's record or vector)."""
-        out = []
-        for iid in item_ids:
-            if iid not in self._infos:
-                rec = self.kv.h.get(self.keys.item(iid), {})
-                vec = self.kv.v.get(self.keys.vector(iid))
-                self._infos[iid] = views.item_info(iid, rec.get("categories"), rec.get("attributes"),
-                                                   rec.get("created_at"), rec.get("active"),
-                                                   vec if isinstance(vec, bytes) else None)
-            out.append(self._infos[iid])
-        return out
+        infos = self._infos
+        for iid in [i for i in item_ids if i not in infos]:  # then one C-level lookup per item
+            rec = self.kv.h.get(self.keys.item(iid), {})
+            vec = self.kv.v.get(self.keys.vector(iid))
+            infos[iid] = views.item_info(iid, rec.get("categories"), rec.get("attributes"),
+                                         rec.get("created_at"), rec.get("active"),
+                                         vec if isinstance(vec, bytes) else None)
+        return list(map(infos.__getitem__, item_ids))
 
     def item_popularity(self, item_ids: Sequence[str], now: float) -> F32:
         rows = []
@@ -351,10 +353,9 @@ class MemoryOnline:
     def posteriors(self, segment: str | None, item_ids: Sequence[str]) -> tuple[F32, F32]:
         seg = self.segment_key(segment)
         tables = [self.kv.h.get(self.keys.bandit(seg, part), {}) for part in range(SLICES)]
-        counts = []
-        for i in item_ids:
-            table = tables[pop_slice(i)]
-            counts.append((float(table.get(f"{i}:i", 0.0)), float(table.get(f"{i}:c", 0.0))))
+        of = [tables[s] for s in map(pop_slice, item_ids)]
+        counts = [(float(t.get(f"{i}:i", 0.0)), float(t.get(f"{i}:c", 0.0)))
+                  for t, i in zip(of, item_ids, strict=True)]
         b = self.settings.bandit
         return views.posterior_arrays(counts, b.prior_alpha, b.prior_beta)
 

@@ -33,16 +33,20 @@ class Members:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
 
-    def ids(self, members: Sequence[str]) -> IDS:
-        out = list(map(self._ids.get, members))
-        if None in out:
-            for n, m in enumerate(members):
-                if out[n] is None:
-                    i = self._ids.get(m)
-                    if i is None:
-                        i = self._ids[m] = len(self.names)
-                        self.names.append(m)
-                    out[n] = i
+    def ids(self, rows: views.Rows) -> IDS:
+        """The ids of the rows' members, numbering the new ones in order (one C-level lookup per row
+        while every member is known, as between two reads of a slice)."""
+        try:
+            return np.fromiter(map(self._ids.__getitem__, map(_MEMBER, rows)), np.int64, len(rows))
+        except KeyError:
+            pass
+        out = []
+        for m in map(_MEMBER, rows):
+            i = self._ids.get(m)
+            if i is None:
+                i = self._ids[m] = len(self.names)
+                self.names.append(m)
+            out.append(i)
         return np.array(out, np.int64)
 
 
@@ -63,7 +67,7 @@ class EpochRows:
             if g == self.gens[part]:
                 continue
             rows = read(key)
-            ids = members.ids(list(map(_MEMBER, rows)))
+            ids = members.ids(rows)
             self.fit(len(members.names))
             old = self.rows[part]
             self.present[old] = False

@@ -99,3 +99,14 @@ def test_by_score_orders_as_two_full_sorts(n: int, k: int, ties: bool) -> None:
               for _ in range(n)}
     full = sorted(sorted(scores.items()), key=itemgetter(1), reverse=True)[:k]
     assert by_score(scores, k) == full
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_zrevrange_is_redis_order_by_sort_or_heap(seed: int) -> None:
+    """Score descending, ties by member descending, whichever of the two paths a size takes."""
+    rng = np.random.default_rng(700 + seed)
+    n = int(rng.choice([1, 50, 2000]))
+    zset = {f"m{int(j)}": float(s) for j, s in zip(rng.permutation(n), np.round(rng.normal(0, 1, n), 1),
+                                                    strict=True)}
+    for k in (1, 3, 64, 250, 3000):
+        assert zrevrange(zset, k) == sorted(zset.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:k]
