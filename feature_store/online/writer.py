@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from core.events import Interaction, ItemUpsert, UserUpsert
 from feature_store import transforms as tf
@@ -41,6 +41,7 @@ from feature_store.online.resp import Target
 from feature_store.online.script import Conflict
 
 __all__ = ["TP", "Applied", "Conflict", "Coord", "OnlineWriter", "StatsDelta"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,18 @@ class OnlineWriter(StateReads):
         self.params, self.ttl = params, dedupe_ttl_s
         self.tparams = tparams or tf.TransformParams()
         self._aw: dict[tuple[str, str, TP], int] = {}  # (stage, tag, tp) -> applied offset (cluster)
+        self._marks: dict[TP, int] = {}  # watermarks as this writer last read or moved them
+
+    async def watermarks(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """The partitions' watermarks; those this writer moved (or read) since the last error,
+        Conflict or rebalance from memory, without a round trip. A watermark only moves through this
+        writer's guarded scripts while it owns the partition: a cached value that is stale (another
+        owner moved it) fails the next script's guard (Conflict: dropped, read again); any error of
+        Redis drops them all, so a Redis that restarted with older data is read again."""
+        missing = [tp for tp in tps if tp not in self._marks]
+        if missing:
+            self._marks.update(await self._fresh(super().watermarks(missing)))
+        return {tp: self._marks[tp] for tp in tps}
 
     # ---- interactions ------------------------------------------------------------------------------
     async def apply_interactions(self, events: Sequence[tuple[Coord | None, Interaction]],
@@ -196,12 +209,23 @@ class OnlineWriter(StateReads):
         return {(SHARED, ""): list(ops(plan))}
 
     async def _apply(self, b: _Batch) -> None:
+        await self._fresh(self._apply_batch(b))
+        self._marks.update(b.offsets)
+
+    async def _fresh(self, step: Awaitable[T]) -> T:
+        """``step``'s result; on any error the cached watermarks are dropped first."""
+        try:
+            return await step
+        except BaseException:
+            self._marks.clear()
+            raise
+
+    async def _apply_batch(self, b: _Batch) -> None:
         if not self.r.cluster:
             ops = [op for stage in (SHARED, OWNED) for (s, _), g in b.groups.items() if s == stage
                    for op in g]
             ops += [("hb", self.keys.stats, flat_pairs(b.stats))] if b.stats else []
-            guards = [(field_of(tp), b.marks.get(tp, -1), off) for tp, off in b.offsets.items()]
-            await self._run([(self.keys.watermarks, guards, ops)])
+            await self._run([(self.keys.watermarks, _mark_guards(b), ops)])
             return
         for stage in (SHARED, OWNED):
             calls = []
@@ -213,8 +237,7 @@ class OnlineWriter(StateReads):
             await self._run(calls)
             self._moved(stage, b)
         control = [("hb", self.keys.stats, flat_pairs(b.stats))] if b.stats else []
-        guards = [(field_of(tp), b.marks.get(tp, -1), off) for tp, off in b.offsets.items()]
-        await self._run([(self.keys.watermarks, guards, control)])
+        await self._run([(self.keys.watermarks, _mark_guards(b), control)])
 
     def _advance(self, stage: str, where: str, tp: TP, off: int) -> tuple[int, int]:
         """A shard's applied offset of ``tp``: the value it must hold, the value it moves to. It only
@@ -239,13 +262,22 @@ class OnlineWriter(StateReads):
             raise
 
     def forget(self, tps: Iterable[TP] | None = None) -> None:
-        """Drop cached shard offsets (partitions revoked or assigned)."""
+        """Drop cached shard offsets and watermarks (partitions revoked or assigned)."""
+        self._marks.clear()
         if tps is None:
             self._aw.clear()
             return
         gone = set(tps)
         for k in [k for k in self._aw if k[2] in gone]:
             del self._aw[k]
+
+
+def _mark_guards(b: _Batch) -> list[script.Guard]:
+    """Every watermark the batch's records were sorted against (new or replayed): moved to the
+    batch's offset, or held where every record was at or below it. A stale watermark (read from
+    memory, see ``watermarks``) then fails a guard: no record is skipped as replayed on its word."""
+    tps = {**dict.fromkeys(b.offsets, -1), **b.marks}
+    return [(field_of(tp), old, b.offsets.get(tp, old)) for tp, old in tps.items()]
 
 
 def _first_coords(events: Sequence[tuple[Coord | None, Any]]) -> dict[int, Coord | None]:
