@@ -117,3 +117,12 @@ class ItemRelations(Protocol):
     version: str
 
     def score(self, relation: str, recent: Sequence[str], k: int) -> list[tuple[str, float]]: ...
+
+
+@runtime_checkable
+class ItemRelationScores(Protocol):
+    """Relations that also score given items (``models.item_neighbours``): each item's score in the
+    user's row over the row's best score (0 for an item the row does not reach), so the ranker sees
+    a relation's opinion of every candidate, not only of the ones it retrieved."""
+
+    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str]) -> FloatArray: ...

@@ -8,6 +8,9 @@ events.
 Columns (:data:`FEATURES`), per candidate:
 - each retrieval source's normalised score and log rank (a missing source: score 0, rank ``MISSING``);
 - ``tt_score``: two-tower user . item (every candidate, not only the ANN ones; NaN without a model);
+- ``seq_all_score``, ``cf_all_score``: each learned item-to-item relation's normalised score of every
+  candidate, not only of the ones in its quota (0 where the user's row does not reach it; NaN without
+  relations);
 - ``content_sim``: cosine of the item's content vector with the mean of the user's recent items';
 - item statistics: decayed popularity, 24 h impressions and CTR, 1 h clicks (Feast ``item_realtime``),
   age at request time, bandit posterior mean for the request's segment;
@@ -29,14 +32,15 @@ import numpy as np
 import numpy.typing as npt
 
 from core.online import F32, ItemInfo, OnlineState, UserState
-from core.protocols import Features, ItemVectorLookup, VectorIndex
+from core.protocols import Features, ItemRelations, ItemRelationScores, ItemVectorLookup, VectorIndex
 from funnel.reads import ItemReads
 from funnel.retrieval import CandidateSet
 
 SOURCE_COLUMNS = ("ann", "seq", "cf", "covisit", "category", "popular", "trending", "fresh")
 FEATURES: tuple[str, ...] = (
     *(f"{s}_score" for s in SOURCE_COLUMNS), *(f"{s}_rank" for s in SOURCE_COLUMNS),
-    "tt_score", "content_sim", "item_pop", "item_impressions_24h", "item_ctr_24h", "item_clicks_1h",
+    "tt_score", "seq_all_score", "cf_all_score", "content_sim",
+    "item_pop", "item_impressions_24h", "item_ctr_24h", "item_clicks_1h",
     "item_age_days", "bandit_mean", "affinity", "declared_interest",
     "user_history_len", "user_interactions", "user_idle_hours", "personal_weight",
 )
@@ -71,9 +75,10 @@ def declared_interests(user: UserState) -> set[str]:
 
 
 def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, item_reads: ItemReads,
-          index: VectorIndex | None) -> F32:
+          index: VectorIndex | None, relations: ItemRelations | None = None) -> F32:
     """The ``[len(item_ids), len(FEATURES)]`` matrix. ``item_reads``: the items' Feast rows,
-    popularity and bandit posteriors (``funnel.reads``)."""
+    popularity and bandit posteriors (``funnel.reads``); ``relations``: the learned item-to-item
+    relations (``models.item_neighbours``), None when there are none."""
     out = np.full((len(item_ids), len(FEATURES)), np.nan, np.float32)
     found = list(map(inputs.cands.infos.get, item_ids))
     # (``None in found`` would call ItemInfo.__eq__ per item)
@@ -81,6 +86,7 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
         [info or ItemInfo(i) for i, info in zip(item_ids, found, strict=True)]  # type: ignore[assignment]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
+    _relation_scores(out, relations, inputs.user, item_ids)
     out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
     out[:, INDEX["item_pop"]] = np.log1p(item_reads.popularity)
     _item_stats(out, item_reads.rows)
@@ -137,6 +143,16 @@ def _tt_scores(user_vector: F32 | None, index: VectorIndex | None, item_ids: Seq
     vecs, found = index.vectors(item_ids)
     scores = (vecs @ user_vector.astype(np.float32)).astype(np.float32) if len(item_ids) else vecs[:, 0]
     return np.where(found, scores, np.nan).astype(np.float32)
+
+
+def _relation_scores(out: F32, relations: ItemRelations | None, user: UserState,
+                     item_ids: Sequence[str]) -> None:
+    """``seq_all_score`` / ``cf_all_score``: NaN (unknown) without relations that score items."""
+    if not isinstance(relations, ItemRelationScores):
+        return
+    for relation in ("seq", "cf"):
+        col = INDEX[f"{relation}_all_score"]
+        out[:, col] = relations.scores(relation, user.recent, item_ids) if user.recent else 0.0
 
 
 def _unit(x: F32) -> F32:

@@ -214,7 +214,7 @@ class Pipeline:
         pool = explore_candidates(cands) if self.settings.rerank.explore_slots else []
         ir = reads.read_items(self.state, ids, segment, now, self.reader, pool)
         inputs = feats.FeatureInputs(ur.user, ur.row, now, segment, cands)
-        matrix = feats.build(inputs, ids, self.state, ir, models.index)
+        matrix = feats.build(inputs, ids, self.state, ir, models.index, models.neighbours)
         if stages is not None:
             stages["retrieval"] = stages.get("retrieval", 0.0) + (t1 - t0) * 1e3
             stages["features"] = (time.perf_counter() - t1) * 1e3

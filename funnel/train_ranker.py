@@ -130,8 +130,9 @@ class GroupCollector:
 
 
 def fit_ranker(groups: Groups, idx: npt.NDArray[np.int64] | None, cfg: RankerTrainConfig,
-               head_weights: dict[str, float]) -> RankerServing:
-    rcfg = RankerConfig(dense_features=FEATURES, head_weights=head_weights)
+               head_weights: dict[str, float], members: int = 1) -> RankerServing:
+    """The ranker over :data:`FEATURES`; ``members`` > 1: that many fitted apart, averaged."""
+    rcfg = RankerConfig(dense_features=FEATURES, head_weights=head_weights, members=members)
     return RankerServing(train_ranker(groups.data(idx), rcfg, cfg), head_weights=head_weights)
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     two_tower: TwoTowerOptions = TwoTowerOptions()
     neighbours: NeighbourConfig = NeighbourConfig()
     ranker: RankerTrainConfig = RankerTrainConfig(epochs=30, batch_groups=32, listwise=True)
+    ranker_members: int = 3  # rankers fitted with their own seeds, logits averaged (models.ranker)
     seed: int = 0
 
     @classmethod
@@ -184,8 +185,8 @@ def _fit(out: Trained, groups: Groups, settings: Settings, cfg: TrainConfig) -> 
     fit_idx, hold_idx = order[:cut], order[cut:]
     out.holdout = [groups.groups[int(i)] for i in hold_idx]
     if cfg.gate and len(hold_idx) and len(fit_idx):
-        first = fit_ranker(groups, fit_idx.astype(np.int64), cfg.ranker, weights)
+        first = fit_ranker(groups, fit_idx.astype(np.int64), cfg.ranker, weights, cfg.ranker_members)
         out.metrics["holdout_ndcg@10"] = holdout_ndcg(first, out.holdout)
         out.metrics["holdout_ndcg@10_heuristic"] = holdout_ndcg(None, out.holdout)
         out.metrics["holdout_groups"] = len(out.holdout)
-    out.ranker = fit_ranker(groups, None, cfg.ranker, weights)
+    out.ranker = fit_ranker(groups, None, cfg.ranker, weights, cfg.ranker_members)

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ KIND = "i2i"
 RELATIONS = ("cf", "seq")
 IntArray = npt.NDArray[np.int64]
 Scored = list[tuple[str, float]]
+F32 = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class ItemNeighbours:
     def score(self, relation: str, recent: Sequence[str], k: int) -> Scored:
         """Top-``k`` (item, score) for a user whose engaged items are ``recent`` (newest first);
         items in ``recent`` are left in (the funnel drops seen items)."""
-        codes = np.array([self.codes[i] for i in reversed(recent) if i in self.codes], np.int64)
+        codes = self._codes(recent)
         if not len(codes) or k <= 0:
             return []
         cols, data = self._row(relation, codes)
@@ -111,6 +113,29 @@ class ItemNeighbours:
         keep = data > 0
         ids = self.item_ids
         return [(ids[c], v) for c, v in zip(cols[keep].tolist(), data[keep].tolist(), strict=True)]
+
+    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str]) -> F32:
+        """Each of ``item_ids``' score in the user's row over the row's best score (0 where the row
+        does not reach it, or for an unknown item): what ``score`` would give it, normalised as the
+        funnel normalises a source's list, for every candidate and not only the top ``k``."""
+        out = np.zeros(len(item_ids), np.float32)
+        codes = self._codes(recent)
+        if not len(codes) or not len(item_ids):
+            return out
+        cols, data = self._row(relation, codes)
+        top = float(data.max()) if len(data) else 0.0
+        if top <= 0:
+            return out
+        dense = np.zeros(len(self.item_ids), np.float32)
+        dense[cols] = np.maximum(data, 0.0) / top
+        rows = np.fromiter(map(self.codes.get, item_ids, itertools.repeat(-1)), np.int64, len(item_ids))
+        found = rows >= 0
+        out[found] = dense[rows[found]]
+        return out
+
+    def _codes(self, recent: Sequence[str]) -> IntArray:
+        """The known ones of ``recent`` (newest first) as codes, oldest first."""
+        return np.array([self.codes[i] for i in reversed(recent) if i in self.codes], np.int64)
 
     def _row(self, relation: str, codes: IntArray) -> tuple[IntArray, npt.NDArray[Any]]:
         """The user's score row (columns, values) as ``score_sparse`` computes it, without scipy's

@@ -20,9 +20,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ class RankerConfig:
     dropout: float = 0.1
     heads: tuple[str, ...] = ("click", "deep")
     head_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "deep": 0.5})
+    members: int = 1  # > 1: that many rankers fitted apart (own seeds and holdouts), logits averaged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,9 +77,16 @@ class CrossNetwork(nn.Module):
 
 
 class MultiTaskRanker(nn.Module):
+    """One ranker, or (``cfg.members`` > 1) an ensemble of ``members`` one-member rankers whose logits
+    are averaged head by head: each member trained with its own seed, the noise of one fit partly
+    cancels (``models.ranker_train.train_ranker`` fits them)."""
+
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        if cfg.members > 1:
+            self.members = nn.ModuleList(MultiTaskRanker(replace(cfg, members=1)) for _ in range(cfg.members))
+            return
         n_dense = len(cfg.dense_features)
         self.mean: torch.Tensor
         self.std: torch.Tensor
@@ -93,12 +101,19 @@ class MultiTaskRanker(nn.Module):
 
     def set_normalisation(self, dense: torch.Tensor) -> None:
         """Store mean/std of the training dense features (NaN = missing, ignored)."""
+        if self.cfg.members > 1:
+            for member in self.members:
+                cast(MultiTaskRanker, member).set_normalisation(dense)
+            return
         mean = torch.nanmean(dense, dim=0)
         var = torch.nanmean((dense - mean) ** 2, dim=0)
         self.mean.copy_(torch.nan_to_num(mean))
         self.std.copy_(torch.nan_to_num(var.sqrt(), nan=1.0).clamp(min=1e-6))
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cfg.members > 1:
+            outs = [member(dense, sparse) for member in self.members]
+            return {name: torch.stack([o[name] for o in outs]).mean(0) for name in self.cfg.heads}
         x = torch.nan_to_num((dense - self.mean) / self.std).clamp(-10.0, 10.0)
         if sparse.shape[1]:
             x = torch.cat([x, self.embedding(sparse).flatten(1)], dim=1)

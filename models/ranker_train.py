@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from models.ranker import MultiTaskRanker, RankerConfig
 from models.ranker_serving import featurize
 
 log = logging.getLogger(__name__)
+MEMBER_SEED = 1000
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,11 @@ def _listwise(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torc
 
 def train_ranker(data: RankingData, cfg: RankerConfig, train_cfg: RankerTrainConfig) -> MultiTaskRanker:
     """Seeded training; with ``holdout_fraction`` > 0 a share of the requests is held out and the
-    epoch with the lowest held-out loss is kept (early stopping, ``patience`` epochs)."""
+    epoch with the lowest held-out loss is kept (early stopping, ``patience`` epochs). With
+    ``cfg.members`` > 1 each member is fitted so, member ``m`` with seed ``seed + MEMBER_SEED * m``
+    (its own initialisation, order and holdout; member 0 is the one-member ranker of ``seed``)."""
+    if cfg.members > 1:
+        return _ensemble(data, cfg, train_cfg)
     torch.manual_seed(train_cfg.seed)
     gen = torch.Generator().manual_seed(train_cfg.seed)
     model = MultiTaskRanker(cfg)
@@ -127,6 +132,15 @@ def train_ranker(data: RankingData, cfg: RankerConfig, train_cfg: RankerTrainCon
         best_state = _fit(task, opt, t, fit, hold, train_cfg, gen)
     if best_state is not None:
         model.load_state_dict(best_state)
+    return model.eval()
+
+
+def _ensemble(data: RankingData, cfg: RankerConfig, train_cfg: RankerTrainConfig) -> MultiTaskRanker:
+    one = replace(cfg, members=1)
+    model = MultiTaskRanker(cfg)
+    for m, member in enumerate(model.members):
+        fitted = train_ranker(data, one, replace(train_cfg, seed=train_cfg.seed + MEMBER_SEED * m))
+        member.load_state_dict(fitted.state_dict())
     return model.eval()
 
 

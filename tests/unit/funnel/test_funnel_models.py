@@ -17,6 +17,7 @@ from funnel.modelset import ModelSet, ModelSlot
 from funnel.pipeline import Pipeline
 from funnel.scoring import model_heads
 from models.index import ItemIndex
+from models.item_neighbours import ItemNeighbours
 from models.ranker import MultiTaskRanker, RankerConfig
 from models.ranker_serving import RankerServing
 
@@ -105,3 +106,24 @@ def test_feed_keeps_the_inputs_it_was_ranked_on():
     assert len(again.item_ids) > 20
     np.testing.assert_array_equal(result.inputs.matrix, again.matrix)
     assert result.inputs.cands.raw == again.cands.raw
+
+
+def test_relations_score_every_candidate_not_only_their_own():
+    """``seq_all_score`` / ``cf_all_score``: the learned relations' normalised score of every candidate,
+    also of candidates another source brought (``seq_score`` is 0 there); NaN without relations."""
+    state, index = world()
+    ids = [f"i{j}" for j in range(200)]
+    nb = ItemNeighbours.fit([np.array([0, j]) for j in range(1, 200)], ids)
+    pipe = Pipeline(Settings(), state, ModelSlot(ModelSet(index=index, user_tower=Tower(), neighbours=nb)),
+                    reader=state)
+    inputs = pipe.rank_inputs("u", NOW)
+    recent = state.user("u").recent
+    for relation in ("seq", "cf"):
+        col = inputs.matrix[:, FEATURES.index(f"{relation}_all_score")]
+        np.testing.assert_array_equal(col, nb.scores(relation, recent, inputs.item_ids))
+    seq_all = inputs.matrix[:, FEATURES.index("seq_all_score")]
+    seq_own = inputs.matrix[:, FEATURES.index("seq_score")]
+    assert ((seq_all > 0) & (seq_own == 0)).any()
+    without = Pipeline(Settings(), state, ModelSlot(ModelSet(index=index, user_tower=Tower())),
+                       reader=state).rank_inputs("u", NOW)
+    assert np.isnan(without.matrix[:, FEATURES.index("seq_all_score")]).all()

@@ -37,3 +37,23 @@ def test_stable_top_equals_a_full_stable_sort(k: int):
     rng = np.random.default_rng(k)
     data = np.round(rng.random(700), 1).astype(np.float32)  # many ties
     np.testing.assert_array_equal(stable_top(data, k), np.argsort(-data, kind="stable")[:k])
+
+
+@pytest.mark.parametrize("cf_model", ["ease", "itemknn"])
+def test_scores_of_given_items_are_the_rows_normalised_scores(cf_model: str):
+    """``scores`` gives every item what ``score`` gives it over the row's best score (as the funnel
+    normalises a source's list), 0 for items the row does not reach and for unknown ids."""
+    rng = np.random.default_rng(7)
+    n_items = 200
+    sequences = [rng.integers(0, n_items, int(rng.integers(2, 20))) for _ in range(300)]
+    nb = ItemNeighbours.fit(sequences, [f"i{j}" for j in range(n_items)],
+                            NeighbourConfig(cf_k=20, cf_model=cf_model))  # type: ignore[arg-type]
+    for _ in range(20):
+        recent = [f"i{int(j)}" for j in rng.integers(0, n_items, int(rng.integers(1, 12)))]
+        asked = [f"i{j}" for j in range(n_items)] + ["unknown"]
+        for relation in ("cf", "seq"):
+            full = dict(nb.score(relation, recent, n_items))
+            best = max(full.values())
+            want = [full.get(i, 0.0) / best for i in asked]
+            np.testing.assert_allclose(nb.scores(relation, recent, asked), want, rtol=1e-6, atol=1e-7)
+    assert not nb.scores("seq", ["unknown"], ["i1"]).any()

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,27 @@ def test_traced_ranker_scores_equal_the_eager_model_bit_for_bit(serving: RankerS
         eager = serving.model(torch.from_numpy(dense), torch.from_numpy(sparse))
     for head, logits in eager.items():
         np.testing.assert_array_equal(got[head], torch.sigmoid(logits).numpy())
+
+
+def test_an_ensemble_averages_members_fitted_with_their_own_seeds():
+    """Member 0 of a three-member ranker is the one-member ranker of the same seed, the others differ,
+    and the ensemble's logits are the mean of its members' (through save and load too)."""
+    train_cfg = RankerTrainConfig(epochs=4, lr=1e-2, seed=3)
+    single = train_ranker(_data(), CFG, train_cfg)
+    ensemble = train_ranker(_data(), replace(CFG, members=3), train_cfg)
+    dense, sparse = torch.randn(7, 3), torch.randint(1, 50, (7, 1))
+    with torch.no_grad():
+        members = [m(dense, sparse)["click"] for m in ensemble.members]
+        torch.testing.assert_close(members[0], single(dense, sparse)["click"])
+        assert not torch.allclose(members[0], members[1])
+        torch.testing.assert_close(ensemble(dense, sparse)["click"], torch.stack(members).mean(0))
+
+
+def test_an_ensemble_round_trips(tmp_path: Path):
+    model = train_ranker(_data(), replace(CFG, members=2), RankerTrainConfig(epochs=2, seed=1))
+    RankerServing(model, version="e1").save(tmp_path / "e")
+    back = RankerServing.load(tmp_path / "e")
+    dense = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_allclose(back.score_arrays(dense)["click"],
+                               RankerServing(model).score_arrays(dense)["click"], rtol=1e-6)
+    assert back.config.members == 2
