@@ -112,8 +112,10 @@ def train_two_tower(events: Sequence[Interaction],
 def train_ranker(rows: int = 4000, seed: int = 0) -> RankerServing:
     """A ranker over the funnel's feature columns (``funnel.features.FEATURES``), fitted on simulated
     rows where clicks follow the co-visitation, two-tower and popularity scores and the item's CTR, so
-    the served feeds go through the learned ranking step with the real feature set."""
+    the served feeds go through the learned ranking step with the real feature set, in the shape the
+    training job promotes (``TrainConfig.ranker_members`` rankers, logits averaged)."""
     from funnel.features import FEATURES, INDEX
+    from funnel.training import TrainConfig
     from models.ranker import RankerConfig
     from models.ranker_train import RankerTrainConfig, RankingData
     from models.ranker_train import train_ranker as fit
@@ -127,7 +129,8 @@ def train_ranker(rows: int = 4000, seed: int = 0) -> RankerServing:
     data = RankingData(dense[:, None], np.zeros((rows, 1, 0), np.int64),
                        {"click": click[:, None], "deep": deep[:, None].astype(np.float32)},
                        np.ones((rows, 1), bool))
-    model = fit(data, RankerConfig(dense_features=FEATURES),
+    members = TrainConfig().ranker_members  # the shape the training job promotes (an ensemble)
+    model = fit(data, RankerConfig(dense_features=FEATURES, members=members),
                 RankerTrainConfig(epochs=2, batch_groups=512, listwise=False, seed=seed))
     return RankerServing(model)
 
