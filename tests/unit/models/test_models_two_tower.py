@@ -59,6 +59,35 @@ def test_training_is_seeded_and_reproducible():
         assert torch.equal(va, vb), k
 
 
+def _validated(scores: list[float], epochs: int, patience: int) -> tuple[TwoTowerModel, list[dict]]:
+    """Train with a validation that returns ``scores`` in turn; the states it was shown."""
+    shown: list[dict] = []
+    it = iter(scores)
+
+    def validate(m: TwoTowerModel) -> float:
+        shown.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(it)
+
+    content = np.random.default_rng(1).normal(size=(N_ITEMS, 6)).astype(np.float32)
+    cfg = TwoTowerConfig(n_items=N_ITEMS, content_dim=6, dim=16, max_len=8, n_layers=1, dropout=0.0)
+    train_cfg = TwoTowerTrainConfig(epochs=epochs, batch_size=16, lr=1e-2, eval_every=1, patience=patience)
+    return train_two_tower(_sequences(), N_ITEMS, content, cfg, train_cfg, validate), shown
+
+
+def test_validated_every_epoch_up_to_the_epoch_budget():
+    model, shown = _validated([0.1 * k for k in range(1, 9)], epochs=5, patience=2)
+    assert len(shown) == 5
+    assert all(torch.equal(v, shown[-1][k]) for k, v in model.state_dict().items())
+
+
+def test_stops_after_patience_flat_validations_and_keeps_the_best():
+    # best at the 2nd epoch; the 3rd to 5th do not beat it (a tie is no gain), so the 6th never runs
+    model, shown = _validated([0.1, 0.3, 0.2, 0.25, 0.3, 0.9], epochs=6, patience=3)
+    assert len(shown) == 5
+    assert not torch.equal(shown[1]["users.out.weight"], shown[-1]["users.out.weight"])
+    assert all(torch.equal(v, shown[1][k]) for k, v in model.state_dict().items())
+
+
 def test_export_round_trip_and_cold_items(model: TwoTowerModel, tmp_path: Path):
     serving = TwoTowerServing(model, [f"i{n}" for n in range(N_ITEMS)], meta={"content_backend": "x"})
     manifest = serving.save(tmp_path / "tt")
