@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import sys
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -30,14 +27,13 @@ from feature_store.online import resp
 from feature_store.online.keys import Keys
 from feature_store.online.reads import StateReads
 from streams.app import producer
-from streams.handoff import frame, read_frame
-from streams.kafka_errors import describe, is_retryable
+from streams.handoff import answer, child_main, read_frame, serve
 from streams.metrics import WorkerMetrics
 from streams.processor import Send
 from streams.sinks import FeatureRows, feast_rows
 
 log = logging.getLogger("streams.handoff_child")
-Frame = tuple[int, dict[str, bytes | None], list[str], dict[str, float]]
+__all__ = ["Child", "run", "send_triggers", "serve"]
 
 
 class Child:
@@ -52,18 +48,6 @@ class Child:
         if self.rows is not None and (users or items):
             await self.rows(_states(users), items)
         await send_triggers(self.send, self.topic, triggers)
-
-
-async def serve(child: Child, msg: Frame, out: asyncio.StreamWriter) -> None:
-    """One frame: the batch done, then its answer (``(seq, None)`` or ``(seq, (retryable, text))``)."""
-    seq, users, items, triggers = msg
-    error: tuple[bool, str] | None = None
-    try:
-        await child(users, items, triggers)
-    except Exception as exc:  # noqa: BLE001 - reported to the worker, which retries or exits
-        log.warning("rows/triggers of batch %d failed: %s", seq, describe(exc))
-        error = (is_retryable(exc), describe(exc))
-    out.write(frame((seq, error)))
 
 
 async def send_triggers(send: Send, topic: str, triggers: Mapping[str, float]) -> None:
@@ -95,14 +79,8 @@ async def run(inp: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
     prod = producer(settings)
     await prod.start()
     topic = Topics(settings.kafka.topic_prefix).feed_triggers
-    child, tasks = Child(topic, rows, _send(prod)), set[asyncio.Task[None]]()
     try:
-        while (msg := await read_frame(inp)) is not None:
-            task = asyncio.ensure_future(serve(child, msg, out))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.wait(tasks, timeout=5.0) if tasks else None
-        await out.drain()
+        await answer(inp, out, Child(topic, rows, _send(prod)))
     finally:
         if rows is not None:
             await rows.close()
@@ -110,28 +88,8 @@ async def run(inp: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
         await client.close()
 
 
-async def _pipes() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    loop = asyncio.get_running_loop()
-    inp = asyncio.StreamReader(limit=1 << 26)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(inp), sys.stdin.buffer)
-    raw_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, raw_out)
-    return inp, asyncio.StreamWriter(transport, protocol, None, loop)
-
-
-async def main_async() -> None:
-    inp, out = await _pipes()
-    await run(inp, out)
-
-
 def main() -> None:
-    # The worker's process group gets its SIGTERM too: stay until the worker closes the pipe, after
-    # its drain has handed off the last batches (or it died).
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(main_async())
+    child_main(run)
 
 
 if __name__ == "__main__":

@@ -31,5 +31,8 @@ class WorkerMetrics:
                          ["topic", "partition"], registry=r)
         self.phase_seconds = Histogram("streamrec_worker_phase_seconds", "time per batch phase",
                                        ["agent", "phase"], buckets=LATENCY_BUCKETS, registry=r)
+        self.child_exits = Counter("streamrec_worker_child_exits", "handoff or archive child processes "
+                                   "that died in use (their pending batches are retried with a new one)",
+                                   ["child"], registry=r)
         self.retries = Counter("streamrec_worker_store_retries", "optimistic-lock or store retries",
                                ["agent"], registry=r)

@@ -45,7 +45,10 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 LATENCY_SAMPLE = 4  # every 4th record of a batch is observed in effect_latency
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
-Archive = Callable[[str, Sequence[tuple[RawRecord, Any]], Mapping[str, list[str]] | None], Awaitable[None]]
+# (partition, offset, the record's bytes as consumed) and the categories planning saw: the archive
+# decodes and writes them in another process (streams.archive_child; in tests its ArchiveWriter)
+ArchiveRow = tuple[int, int, bytes]
+Archive = Callable[[str, Sequence[ArchiveRow], Mapping[str, list[str]] | None], Awaitable[None]]
 Vectors = Callable[[Sequence[ItemUpsert]], Awaitable[dict[str, bytes]]]
 Fence = Callable[[float], Awaitable[Mapping[str, str]]]  # monotonic time -> topic ids checked since
 # users (the state bytes the batch wrote, or None), items, triggers (user -> newest event time):
@@ -189,15 +192,15 @@ class BatchProcessor:
             return
         if applied is None:
             pairs = parsed.new + parsed.replayed
-            await self.archive(base, pairs, None) if pairs else None
+            await self.archive(base, _rows(pairs), None) if pairs else None
             return
         keep = {id(ev) for ev in applied.fresh + applied.earlier}
         fresh = [(rec, ev) for rec, ev in parsed.new if id(ev) in keep]
         if fresh:
-            await self.archive(base, fresh, applied.categories)
+            await self.archive(base, _rows(fresh), applied.categories)
         if parsed.replayed:
             cats = await self.writer.categories(sorted({ev.item_id for _, ev in parsed.replayed}))
-            await self.archive(base, parsed.replayed, cats)
+            await self.archive(base, _rows(parsed.replayed), cats)
 
     async def _dead_letter(self, base: str, dead: Sequence[Outgoing]) -> list[Outgoing]:
         """Publish the dead letters (keyed by the original key) and return those delivered. A broker
@@ -240,6 +243,10 @@ class BatchProcessor:
         for rec in records[::LATENCY_SAMPLE]:  # a uniform sample: the same distribution, 1/4 the cost
             if rec.timestamp:
                 hist.observe(max(0.0, now - rec.timestamp))
+
+
+def _rows(pairs: Sequence[tuple[RawRecord, Any]]) -> list[ArchiveRow]:
+    return [(rec.partition, rec.offset, rec.value or b"") for rec, _ in pairs]
 
 
 def _latest(events: Sequence[Any]) -> dict[str, float]:

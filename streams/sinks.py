@@ -1,11 +1,11 @@
-"""What the worker writes besides the online state: the event archive, Feast's online rows, and the
-content vectors of new items (computed in a child process, so the sentence model never sits in the
-worker's memory or on its event loop)."""
+"""What the worker writes besides the online state: Feast's online rows (in the handoff child), the
+coalescing they share with the event archive (:mod:`streams.archive_child`), and the content vectors
+of new items (computed in a child process, so the sentence model never sits in the worker's memory
+or on its event loop)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 import time
@@ -19,71 +19,11 @@ from core.features import ITEM_REALTIME, USER_AFFINITY, USER_REALTIME
 from core.settings import Settings
 from feature_store import transforms as tf
 from streams import content
-from streams.decode import RawRecord
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 States = Callable[[Sequence[str], Sequence[str]],
                   Awaitable[tuple[dict[str, tf.UserState], dict[str, tf.ItemState]]]]
-
-
-class ArchiveSink:
-    """Appends records per topic and partition, coalesced over ``interval_s`` (fewer, larger parquet
-    files): a batch's follow-up waits for the write that holds its records. A file is named by the
-    offsets it holds, so a retried write replaces it; a replay after a crash may group records
-    differently, and the archive's reader keeps one record per event id."""
-
-    def __init__(self, settings: Settings, interval_s: float = 0.5) -> None:
-        from feature_store.archive import ParquetArchive
-
-        self._archive = ParquetArchive.from_settings(settings)
-        self._out = Coalescer(self._flush, dict, interval_s)
-
-    async def __call__(self, base: str, pairs: Sequence[tuple[RawRecord, Any]],
-                       cats: Mapping[str, list[str]] | None) -> None:
-        rows = [(rec, ev, cats) for rec, ev in pairs]
-
-        def add(pending: dict[str, list[tuple[RawRecord, Any, Any]]]) -> None:
-            pending.setdefault(base, []).extend(rows)
-
-        await self._out.submit(add)
-
-    async def _flush(self, pending: dict[str, list[tuple[RawRecord, Any, Any]]]) -> None:
-        for base, rows in pending.items():
-            await asyncio.to_thread(self._append, base, rows)
-
-    def _append(self, base: str, rows: Sequence[tuple[RawRecord, Any, Any]]) -> None:
-        by_part: dict[int, list[tuple[RawRecord, Any, Any]]] = {}
-        for row in rows:
-            by_part.setdefault(row[0].partition, []).append(row)
-        for part, group in by_part.items():
-            offs = [rec.offset for rec, _, _ in group]
-            self._archive.append(base, [_place(rec, ev) for rec, ev, _ in group], partition=part,
-                                 first_offset=min(offs), last_offset=max(offs),
-                                 payloads=[_payload(rec, ev, cats) for rec, ev, cats in group])
-
-    async def close(self) -> None:
-        await self._out.close()
-
-
-def _place(rec: RawRecord, ev: Any) -> dict[str, Any]:
-    """What names and dates an archived record: its id (or entity id), timestamp and offset."""
-    out = {"timestamp": ev.timestamp, "_offset": rec.offset}
-    for name in ("event_id", "item_id", "user_id"):
-        value = getattr(ev, name, None)
-        if value is not None:
-            out[name] = value
-            break
-    return out
-
-
-def _payload(rec: RawRecord, ev: Any, cats: Mapping[str, list[str]] | None) -> str:
-    """The record as JSON (``model_dump_json``, what ``model_dump`` + ``json.dumps`` gave, read back
-    the same), with the categories planning saw and the offset."""
-    extra = f',"_offset":{rec.offset}}}'
-    if cats is not None:
-        extra = f',"categories":{json.dumps(cats.get(ev.item_id, []))}' + extra
-    return ev.model_dump_json()[:-1] + extra
 
 
 class Coalescer:

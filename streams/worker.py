@@ -36,11 +36,11 @@ from feature_store.transforms import TransformParams
 from iokit import free_port, retry
 from streams.app import ConsumerLoop, WorkerState, kafka_python_options, producer, timer, web_app
 from streams.decode import Skew
-from streams.handoff import Handoff
+from streams.handoff import ArchiveHandoff, Handoff
 from streams.incarnation import IncarnationGuard, KafkaTopicIds
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor
-from streams.sinks import ArchiveSink, ItemVectors
+from streams.sinks import ItemVectors
 
 log = logging.getLogger("streams.worker")
 
@@ -119,7 +119,7 @@ class Parts:
     state: WorkerState
     producer: AIOKafkaProducer
     vectors: ItemVectors
-    archive: ArchiveSink
+    archive: ArchiveHandoff
     handoff: Handoff
     guard: IncarnationGuard
     tasks: list[asyncio.Future[Any]] = field(default_factory=list)
@@ -128,8 +128,7 @@ class Parts:
         for task in self.tasks:
             task.cancel()
         self.vectors.close()
-        await self.handoff.close()
-        await self.archive.close()
+        await asyncio.gather(self.handoff.close(), self.archive.close())
         await self.producer.stop()
         await runner.cleanup()
         await self.client.close()
@@ -150,9 +149,10 @@ async def build(settings: Settings) -> Parts:
 
     vectors = ItemVectors(w.content_model)
     warm = asyncio.ensure_future(vectors.start())  # the model loads in its own process meanwhile
-    handoff = Handoff(settings)  # Feast rows and feed triggers, in a child process
-    await handoff.start()
-    parts = Parts(client, state, prod, vectors, ArchiveSink(settings), handoff, _guard(settings), [warm])
+    handoff = Handoff(settings, metrics=state.metrics)  # Feast rows and feed triggers, in a child process
+    archive = ArchiveHandoff(settings, metrics=state.metrics)  # the event archive, in another
+    await asyncio.gather(handoff.start(), archive.start())
+    parts = Parts(client, state, prod, vectors, archive, handoff, _guard(settings), [warm])
     state.processor = BatchProcessor(
         Topics(settings.kafka.topic_prefix), writer, send, state.metrics,
         Skew(w.max_future_skew_s, w.max_past_skew_s), vectors=vectors, archive=parts.archive,

@@ -3,16 +3,21 @@
 time the other takes its partitions over, replays what was not committed, and the killed one rejoins
 (rebalances both ways). After catch-up every counter, posterior and feature state in Redis, and every
 stream feature in Feast online, equals a crash-free recomputation from the input (0 lost, 0 applied
-twice), replays did happen, and a final SIGTERM drains and commits every offset.
+twice), replays did happen, and a final SIGTERM drains and commits every offset. The steady
+worker's archive child is SIGKILLed once too: the worker counts it (``child_exits``) and retries its
+batches; the archive then holds every event once, as the worker decoded it, with its item's categories.
 
 On one redis-server and on a local three-master Redis Cluster (where a batch is one script per
 shard, so a kill can land between shards)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.request
 
+import psutil
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from streams_harness import (
@@ -32,9 +37,10 @@ from streams_harness import (
     with_duplicates,
 )
 
-from core.events import encode
+from core.events import Interaction, ItemUpsert, encode
 from core.settings import Settings
-from core.topics import Topics
+from core.topics import INTERACTIONS, ITEMS, Topics
+from feature_store.archive import ParquetArchive
 from feature_store.repository import apply
 from iokit import ChildProcess, free_port
 
@@ -72,7 +78,7 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
     for it in catalog:
         prod.send(topics.items, key=it.item_id.encode(), value=encode(it))
     prod.flush()
-    (steady, _), (victim, victim_s) = _worker(s, "steady"), _worker(s, "victim-0")
+    (steady, steady_s), (victim, victim_s) = _worker(s, "steady"), _worker(s, "victim-0")
     wait_for(lambda: stats(s).get("items:processed", 0) == len(catalog), 60, "catalog", victim)
 
     size = len(stream) // CHUNKS + 1
@@ -86,6 +92,8 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
         if c < CHUNKS - 1:
             floor = c * size + 300
             wait_for(lambda f=floor: stats(s).get("interactions:processed", 0) > f, 60, "progress", steady)
+            if c == 0:
+                _kill_archive_child(steady)
             victim.signal(signal.SIGKILL)
             victim.proc.wait(5)
             kills += 1
@@ -94,6 +102,7 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
     wait_for(lambda: stats(s).get("interactions:processed", 0) >= len(stream), 180, "catch-up", steady)
     # the last victim has joined (a SIGTERM while it still imports kills it: -15, nothing to drain)
     wait_for(lambda: ready(victim_s), 60, "the last victim joined", victim)
+    assert 'streamrec_worker_child_exits_total{child="archive"} 1.0' in _metrics(steady_s)
     assert victim.stop() == 0
     assert steady.stop() == 0
 
@@ -110,6 +119,30 @@ def test_kill_one_of_two_workers_three_times_state_equals_recomputation(kill_set
     assert_same(actual, expected)
     _assert_offsets_committed(s, topics.interactions)
     assert_feast_matches(s, ref, sorted({e.user_id for e in unique}), [it.item_id for it in catalog])
+    _assert_archived(s, catalog, unique)
+
+
+def _kill_archive_child(worker: ChildProcess) -> None:
+    kids = [p for p in psutil.Process(worker.pid).children() if "streams.archive_child" in p.cmdline()]
+    assert len(kids) == 1, kids
+    kids[0].kill()
+
+
+def _metrics(s: Settings) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.worker.metrics_port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _assert_archived(s: Settings, catalog: list[ItemUpsert], unique: list[Interaction]) -> None:
+    """Every event once (on read: the reader keeps one record per event id), as the worker decoded it,
+    with the categories planning saw; the catalogue too."""
+    archive, cats = ParquetArchive(s.archive_dir), {it.item_id: it.categories for it in catalog}
+    got = {r["event_id"]: r for r in archive.iter_events(INTERACTIONS)}
+    assert sorted(got) == sorted(e.event_id for e in unique)
+    for e in unique:
+        row = {k: v for k, v in got[e.event_id].items() if k != "_offset"}
+        assert row == {**json.loads(e.model_dump_json()), "categories": cats[e.item_id]}, e.event_id
+    assert sorted(r["item_id"] for r in archive.iter_events(ITEMS)) == sorted(cats)
 
 
 def _freeze(worker: ChildProcess, seconds: float) -> None:
