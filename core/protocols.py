@@ -112,11 +112,14 @@ class ItemVectorLookup(Protocol):
 @runtime_checkable
 class ItemRelations(Protocol):
     """Learned item-to-item relations (``models.item_neighbours``): for a user's engaged items (newest
-    first), the top-k related items with scores, per relation name (``cf``, ``seq``)."""
+    first), the top-k related items with scores, per relation name (``cf``, ``seq``). ``memo``: a
+    dict the caller keeps for one request, where the relations keep what ``score`` and ``scores``
+    of the same user share (the user's row, computed once)."""
 
     version: str
 
-    def score(self, relation: str, recent: Sequence[str], k: int) -> list[tuple[str, float]]: ...
+    def score(self, relation: str, recent: Sequence[str], k: int,
+              memo: dict[Any, Any] | None = None) -> list[tuple[str, float]]: ...
 
 
 @runtime_checkable
@@ -125,4 +128,5 @@ class ItemRelationScores(Protocol):
     user's row over the row's best score (0 for an item the row does not reach), so the ranker sees
     a relation's opinion of every candidate, not only of the ones it retrieved."""
 
-    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str]) -> FloatArray: ...
+    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str],
+               memo: dict[Any, Any] | None = None) -> FloatArray: ...

@@ -86,7 +86,7 @@ def build(inputs: FeatureInputs, item_ids: Sequence[str], state: OnlineState, it
         [info or ItemInfo(i) for i, info in zip(item_ids, found, strict=True)]  # type: ignore[assignment]
     _sources(out, inputs.cands, item_ids)
     out[:, INDEX["tt_score"]] = _tt_scores(inputs.cands.user_vector, index, item_ids)
-    _relation_scores(out, relations, inputs.user, item_ids)
+    _relation_scores(out, relations, inputs, item_ids)
     out[:, INDEX["content_sim"]] = _content_sim(inputs, item_ids, infos, state)
     out[:, INDEX["item_pop"]] = np.log1p(item_reads.popularity)
     _item_stats(out, item_reads.rows)
@@ -145,14 +145,16 @@ def _tt_scores(user_vector: F32 | None, index: VectorIndex | None, item_ids: Seq
     return np.where(found, scores, np.nan).astype(np.float32)
 
 
-def _relation_scores(out: F32, relations: ItemRelations | None, user: UserState,
+def _relation_scores(out: F32, relations: ItemRelations | None, inputs: FeatureInputs,
                      item_ids: Sequence[str]) -> None:
-    """``seq_all_score`` / ``cf_all_score``: NaN (unknown) without relations that score items."""
+    """``seq_all_score`` / ``cf_all_score``: NaN (unknown) without relations that score items. The
+    user's rows come from the request's memo, where retrieval's ``seq`` and ``cf`` sources left them."""
     if not isinstance(relations, ItemRelationScores):
         return
+    recent, memo = inputs.user.recent, inputs.cands.relation_rows
     for relation in ("seq", "cf"):
         col = INDEX[f"{relation}_all_score"]
-        out[:, col] = relations.scores(relation, user.recent, item_ids) if user.recent else 0.0
+        out[:, col] = relations.scores(relation, recent, item_ids, memo) if recent else 0.0
 
 
 def _unit(x: F32) -> F32:

@@ -100,6 +100,9 @@ class CandidateSet:
     raw: dict[str, Scored] = field(default_factory=dict)
     user_vector: F32 | None = None
     unit_vectors: F32 | None = None  # the candidates' unit content vectors, when features built them
+    # the learned relations' user rows, computed once a request: their sources and the features'
+    # scores of every candidate share them (``ItemRelations`` ``memo``)
+    relation_rows: dict[Any, Any] = field(default_factory=dict)
     _signals: dict[str, dict[str, float]] | None = None
 
     def add(self, name: str, scored: Scored, by_rank: bool = False) -> None:
@@ -224,8 +227,8 @@ def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSet
     cands.user_vector = user_query(models, state, req.user) if "ann" in sources else None
     lists: dict[str, Any] = {
         "ann": lambda: ann_candidates(models, cands.user_vector, q["ann"]),
-        "seq": lambda: _learned(models, req.user, "seq", q["seq"]),
-        "cf": lambda: _learned(models, req.user, "cf", q["cf"]),
+        "seq": lambda: _learned(models, req.user, "seq", q["seq"], cands.relation_rows),
+        "cf": lambda: _learned(models, req.user, "cf", q["cf"], cands.relation_rows),
         "covisit": lambda: _covisit(state, req.user, q["covisit"]),
         "category": lambda: category_candidates(state, req.user_row, q["category"], req.now)}
     for name in PERSONAL:
@@ -242,10 +245,10 @@ def gather(state: OnlineState, models: ModelSet, req: Request, cfg: RetrievalSet
     return _filter(cands, state, req.user, req.blocked, cfg.candidates)
 
 
-def _learned(models: ModelSet, user: UserState, relation: str, k: int) -> Scored:
+def _learned(models: ModelSet, user: UserState, relation: str, k: int, memo: dict[Any, Any]) -> Scored:
     if models.neighbours is None or k <= 0 or not user.recent:
         return []
-    return models.neighbours.score(relation, user.recent, k)
+    return models.neighbours.score(relation, user.recent, k, memo)
 
 
 def _covisit(state: OnlineState, user: UserState, k: int) -> Scored:

@@ -72,6 +72,28 @@ class NeighbourConfig:
         return "ease" if n_items <= self.ease_max_items else "itemknn"
 
 
+class UserRow:
+    """One user's row of a relation: ``cols`` and ``data`` as the product gives them (``score``'s ties
+    follow this order), ``best`` its largest value, and on first use (``by_column``) the columns in
+    ascending order with their values over ``best`` (negative values as 0)."""
+
+    __slots__ = ("_by_column", "best", "cols", "data")
+
+    def __init__(self, cols: IntArray, data: npt.NDArray[Any]) -> None:
+        self.cols, self.data = cols, data
+        self.best = float(data.max()) if len(data) else 0.0
+        self._by_column: tuple[IntArray, npt.NDArray[Any]] | None = None
+
+    def by_column(self) -> tuple[IntArray, npt.NDArray[Any]]:
+        if self._by_column is None:
+            order = np.argsort(self.cols, kind="stable")  # (the product's runs: timsort ~6x quicker)
+            self._by_column = self.cols[order], np.maximum(self.data[order], 0.0) / self.best
+        return self._by_column
+
+
+RowMemo = dict[tuple[str, tuple[str, ...]], UserRow | None]
+
+
 class ItemNeighbours:
     def __init__(self, item_ids: Sequence[str], cf: sp.csr_matrix, seq: sp.csr_matrix,
                  cfg: NeighbourConfig | None = None, version: str | None = None) -> None:
@@ -99,39 +121,49 @@ class ItemNeighbours:
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def score(self, relation: str, recent: Sequence[str], k: int) -> Scored:
+    def score(self, relation: str, recent: Sequence[str], k: int, memo: RowMemo | None = None) -> Scored:
         """Top-``k`` (item, score) for a user whose engaged items are ``recent`` (newest first);
-        items in ``recent`` are left in (the funnel drops seen items)."""
-        codes = self._codes(recent)
-        if not len(codes) or k <= 0:
+        items in ``recent`` are left in (the funnel drops seen items). ``memo``: a dict the caller
+        keeps for one request (one model, one user), where the user's row is computed once for
+        ``score`` and ``scores`` (``funnel.retrieval.CandidateSet.relation_rows``)."""
+        if k <= 0:
             return []
-        cols, data = self._row(relation, codes)
-        if not len(data):
+        row = self._user_row(relation, recent, memo)
+        if row is None or not len(row.data):
             return []
-        top = stable_top(data, k)
-        data, cols = data[top], cols[top]
+        top = stable_top(row.data, k)
+        data, cols = row.data[top], row.cols[top]
         keep = data > 0
         ids = self.item_ids
         return [(ids[c], v) for c, v in zip(cols[keep].tolist(), data[keep].tolist(), strict=True)]
 
-    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str]) -> F32:
+    def scores(self, relation: str, recent: Sequence[str], item_ids: Sequence[str],
+               memo: RowMemo | None = None) -> F32:
         """Each of ``item_ids``' score in the user's row over the row's best score (0 where the row
         does not reach it, or for an unknown item): what ``score`` would give it, normalised as the
-        funnel normalises a source's list, for every candidate and not only the top ``k``."""
+        funnel normalises a source's list, for every candidate and not only the top ``k``. Looked up
+        in the row's sorted columns (no catalogue-sized array); ``memo`` as for ``score``."""
         out = np.zeros(len(item_ids), np.float32)
-        codes = self._codes(recent)
-        if not len(codes) or not len(item_ids):
+        row = self._user_row(relation, recent, memo) if len(item_ids) else None
+        if row is None or row.best <= 0:
             return out
-        cols, data = self._row(relation, codes)
-        top = float(data.max()) if len(data) else 0.0
-        if top <= 0:
-            return out
-        dense = np.zeros(len(self.item_ids), np.float32)
-        dense[cols] = np.maximum(data, 0.0) / top
+        cols, norms = row.by_column()
         rows = np.fromiter(map(self.codes.get, item_ids, itertools.repeat(-1)), np.int64, len(item_ids))
-        found = rows >= 0
-        out[found] = dense[rows[found]]
+        at = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
+        hit = cols[at] == rows  # (an unknown id, -1, is no column)
+        out[hit] = norms[at[hit]]
         return out
+
+    def _user_row(self, relation: str, recent: Sequence[str], memo: RowMemo | None) -> UserRow | None:
+        """The user's row of ``relation`` (None without a known item in ``recent``), from ``memo``
+        when this request computed it already."""
+        if memo is None:
+            codes = self._codes(recent)
+            return UserRow(*self._row(relation, codes)) if len(codes) else None
+        key = (relation, tuple(recent))
+        if key not in memo:
+            memo[key] = self._user_row(relation, recent, None)
+        return memo[key]
 
     def _codes(self, recent: Sequence[str]) -> IntArray:
         """The known ones of ``recent`` (newest first) as codes, oldest first."""

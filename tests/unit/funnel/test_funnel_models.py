@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 from funnel_events import NOW, catalog, click, crowd, memory_state
 
 from core.errors import StoreUnavailable
@@ -127,3 +128,22 @@ def test_relations_score_every_candidate_not_only_their_own():
     without = Pipeline(Settings(), state, ModelSlot(ModelSet(index=index, user_tower=Tower())),
                        reader=state).rank_inputs("u", NOW)
     assert np.isnan(without.matrix[:, FEATURES.index("seq_all_score")]).all()
+
+
+def test_a_feed_computes_each_relation_row_once(monkeypatch: pytest.MonkeyPatch):
+    """Retrieval's ``seq`` and ``cf`` sources and the features' scores of every candidate share the
+    user's rows through the request's memo: one row per relation per request, the same features."""
+    state, index = world()
+    nb = ItemNeighbours.fit([np.array([0, j]) for j in range(1, 200)], [f"i{j}" for j in range(200)])
+    pipe = Pipeline(Settings(), state, ModelSlot(ModelSet(index=index, user_tower=Tower(), neighbours=nb)),
+                    reader=state)
+    calls: list[str] = []
+    row = nb._row
+    monkeypatch.setattr(nb, "_row", lambda relation, codes: calls.append(relation) or row(relation, codes))
+    inputs = pipe.rank_inputs("u", NOW)
+    assert sorted(calls) == ["cf", "seq"]
+    assert inputs.cands.raw["seq"]  # the source ran, and the features' scores reused its row
+    recent = state.user("u").recent
+    for relation in ("seq", "cf"):
+        np.testing.assert_array_equal(inputs.matrix[:, FEATURES.index(f"{relation}_all_score")],
+                                      nb.scores(relation, recent, inputs.item_ids))

@@ -57,3 +57,64 @@ def test_scores_of_given_items_are_the_rows_normalised_scores(cf_model: str):
             want = [full.get(i, 0.0) / best for i in asked]
             np.testing.assert_allclose(nb.scores(relation, recent, asked), want, rtol=1e-6, atol=1e-7)
     assert not nb.scores("seq", ["unknown"], ["i1"]).any()
+
+
+def _dense_scores(nb: ItemNeighbours, relation: str, recent: list[str], item_ids: list[str]) -> np.ndarray:
+    """``scores`` as it was before the sparse lookup: a catalogue-sized array of the row, normalised."""
+    out = np.zeros(len(item_ids), np.float32)
+    codes = np.array([nb.codes[i] for i in reversed(recent) if i in nb.codes], np.int64)
+    if not len(codes) or not item_ids:
+        return out
+    cols, data = nb._row(relation, codes)
+    top = float(data.max()) if len(data) else 0.0
+    if top <= 0:
+        return out
+    dense = np.zeros(len(nb.item_ids), np.float32)
+    dense[cols] = np.maximum(data, 0.0) / top
+    rows = np.array([nb.codes.get(i, -1) for i in item_ids], np.int64)
+    out[rows >= 0] = dense[rows[rows >= 0]]
+    return out
+
+
+@pytest.mark.parametrize("cf_model", ["ease", "itemknn"])
+@pytest.mark.parametrize("seed", range(3))
+def test_sparse_scores_equal_the_dense_catalogue_lookup_bit_for_bit(seed: int, cf_model: str):
+    """The row's sorted columns looked up with ``searchsorted`` give exactly what the catalogue-sized
+    array gave: first and last items of the catalogue, unknown ids, repeats, any order, memo or not."""
+    rng = np.random.default_rng(seed)
+    n_items = 300
+    sequences = [rng.integers(0, n_items, int(rng.integers(2, 25))) for _ in range(400)]
+    nb = ItemNeighbours.fit(sequences, [f"i{j}" for j in range(n_items)],
+                            NeighbourConfig(cf_k=20, cf_model=cf_model))  # type: ignore[arg-type]
+    reached = 0
+    for _ in range(30):
+        recent = [f"i{int(j)}" for j in rng.integers(0, n_items, int(rng.integers(1, 20)))] + ["nope"]
+        asked = [f"i{int(j)}" for j in rng.integers(0, n_items, 150)] + ["i0", f"i{n_items - 1}", "nope"]
+        memo: dict = {}
+        for relation in ("cf", "seq"):
+            want = _dense_scores(nb, relation, recent, asked)
+            reached += int(np.count_nonzero(want))
+            np.testing.assert_array_equal(nb.scores(relation, recent, asked), want)
+            np.testing.assert_array_equal(nb.scores(relation, recent, asked, memo), want)
+    assert reached > 1000
+    assert not nb.scores("seq", ["nope"], ["i1"], {}).any() and not len(nb.scores("cf", ["i1"], [], {}))
+
+
+def test_a_request_memo_computes_each_relation_row_once(monkeypatch: pytest.MonkeyPatch):
+    """With one memo, ``score`` (retrieval) and ``scores`` (features) of a relation share one row
+    computation, and give what they give without it; another user's items get their own row."""
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 100, int(rng.integers(2, 15))) for _ in range(200)]
+    nb = ItemNeighbours.fit(sequences, [f"i{j}" for j in range(100)], NeighbourConfig(cf_k=20))
+    recent, other, asked = ["i3", "i7", "i3", "i50"], ["i8"], [f"i{j}" for j in range(0, 100, 3)]
+    want = {r: (nb.score(r, recent, 10), nb.scores(r, recent, asked)) for r in ("seq", "cf")}
+    calls: list[str] = []
+    row = nb._row
+    monkeypatch.setattr(nb, "_row", lambda relation, codes: calls.append(relation) or row(relation, codes))
+    memo: dict = {}
+    for relation in ("seq", "cf"):
+        assert nb.score(relation, recent, 10, memo) == want[relation][0]
+        np.testing.assert_array_equal(nb.scores(relation, recent, asked, memo), want[relation][1])
+        assert nb.score(relation, recent, 10, memo) == want[relation][0]
+    assert calls == ["seq", "cf"]
+    assert nb.score("seq", other, 10, memo) == nb.score("seq", other, 10) and calls.count("seq") == 3
