@@ -74,7 +74,6 @@ class ChildLink:
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._seq = 0
-        self.deaths = 0  # children that exited while in use
 
     async def start(self) -> None:
         if self._proc is None:
@@ -113,7 +112,6 @@ class ChildLink:
                 fut.set_exception(StoreUnavailable(text) if retryable else FollowUpFailed(text))
         code = await proc.wait()
         if self._proc is proc:  # not closed: died
-            self.deaths += 1
             if self.metrics is not None:
                 self.metrics.child_exits.labels(self.name).inc()
             log.warning("%s child exited (%s); its pending batches are retried", self.name, code)

@@ -27,13 +27,12 @@ from feature_store.online import resp
 from feature_store.online.keys import Keys
 from feature_store.online.reads import StateReads
 from streams.app import producer
-from streams.handoff import answer, child_main, read_frame, serve
+from streams.handoff import answer, child_main, read_frame
 from streams.metrics import WorkerMetrics
 from streams.processor import Send
 from streams.sinks import FeatureRows, feast_rows
 
 log = logging.getLogger("streams.handoff_child")
-__all__ = ["Child", "run", "send_triggers", "serve"]
 
 
 class Child:

@@ -21,8 +21,8 @@ from core.settings import load_settings
 from core.topics import Topics
 from feature_store.online.writer import Applied
 from streams.decode import RawRecord, Skew
-from streams.handoff import FollowUpFailed, Handoff, frame, read_frame
-from streams.handoff_child import Child, serve
+from streams.handoff import FollowUpFailed, Handoff, frame, read_frame, serve
+from streams.handoff_child import Child
 from streams.kafka_errors import is_retryable
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor, Parsed
