@@ -312,9 +312,6 @@ class RerankSettings(_Section):
     diversity_lambda: float = Field(
         0.9, ge=0, le=1, description="1 = relevance only; 0.9 = mild (see the README for the trade-off)")
     category_cap: int = Field(5, ge=1)
-    calibrated_caps: bool = Field(
-        True, description="a category may fill its share of the user's interest (category affinity, weighted "
-        "by the personal weight) of the feed when that exceeds category_cap (calibrated recommendations)")
     freshness_boost: float = Field(0.1, ge=0)
     freshness_half_life_s: float = Field(86400.0, gt=0)
     explore_slots: int = Field(2, ge=0)

@@ -30,7 +30,7 @@ from core.deletions import pseudonym
 from core.errors import StoreUnavailable
 from core.events import Feed, FeedItem
 from core.online import F32, Clock, OnlineState, UserState
-from core.protocols import FeatureReader, Features
+from core.protocols import FeatureReader
 from core.settings import Settings
 from funnel import features as feats
 from funnel import reads, vectors
@@ -78,15 +78,6 @@ class _Request:
     rng: np.random.Generator
     stages_ms: dict[str, float] = field(default_factory=dict)
     degraded: bool = False
-    shares: dict[str, float] = field(default_factory=dict)  # the user's category affinity shares
-
-
-def category_shares(row: Features) -> dict[str, float]:
-    """The user's category affinities (Feast ``user_category_affinity`` row) as shares of their sum."""
-    cats, scores = row.get("affinity_categories") or [], row.get("affinity_scores") or []
-    pairs = [(c, float(s)) for c, s in zip(cats, scores, strict=False) if s and s > 0]
-    total = sum(s for _, s in pairs)
-    return {c: s / total for c, s in pairs} if total > 0 else {}
 
 
 def _seed(user_id: str) -> int:
@@ -236,7 +227,7 @@ class Pipeline:
         segment = segment or user.segment
         rng = np.random.default_rng([self.settings.bandit.seed, _seed(user_id), user.n_interactions,
                                      len(user.recent), salt])
-        req = _Request(user, segment, n, now, self.models.current, rng, shares=category_shares(ur.row))
+        req = _Request(user, segment, n, now, self.models.current, rng)
         req.stages_ms["retrieval"] = (time.perf_counter() - t0) * 1e3
         inputs = self._inputs(ur, segment, now, req.models, stages=req.stages_ms)
         self.snapshot.update(segment, inputs.cands.raw.get("popular", []))
@@ -264,7 +255,7 @@ class Pipeline:
         slots, feed_size = self.settings.rerank.explore_slots, self.settings.publisher.feed_size
         size = max(req.n, feed_size)  # re-rank and explore a whole feed, then cut: the head is n-independent
         positions = slot_positions(size, slots, feed_size)
-        chosen, rules = self._rerank(cands, total, size, req.now, req.shares)
+        chosen, rules = self._rerank(cands, total, size, req.now)
         pos_of = dict(zip(ids, range(len(ids)), strict=True))
         # the pool leaves out the exploited items of a feed_size feed, whatever n asks for: a deeper
         # pool for a larger n would change the picks, and with them the feed's head
@@ -283,18 +274,15 @@ class Pipeline:
         shown = {p: d for p, d in zip(positions, dist, strict=False) if p < req.n}  # fewer picks: fewer slots
         return FeedResult(feed, req.stages_ms, len(ids), shown)
 
-    def _rerank(self, cands: CandidateSet, total: F32, k: int, now: float,
-                shares: dict[str, float]) -> tuple[list[str], dict[str, list[str]]]:
-        """Rules, freshness, diversity under category caps: a category may fill the user's share of
-        interest in it, weighted by the personal weight (little history: the plain cap)."""
+    def _rerank(self, cands: CandidateSet, total: F32, k: int,
+                now: float) -> tuple[list[str], dict[str, list[str]]]:
         if not cands.item_ids or k <= 0:
             return [], {}
         infos = [cands.infos[i] for i in cands.item_ids]
         unit = cands.unit_vectors if cands.unit_vectors is not None else vectors.diversity_vectors(infos)
         c = Candidates(cands.item_ids, total.astype(np.float32), unit,
                        [it.categories for it in infos], np.array([it.created_at for it in infos]),
-                       [it.attributes for it in infos],
-                       {cat: cands.personal_weight * v for cat, v in shares.items()})
+                       [it.attributes for it in infos])
         out = rerank(c, k, self.settings.rerank, now=now)
         return [cands.item_ids[i] for i in out.order], {cands.item_ids[i]: r for i, r in out.rules.items()}
 

@@ -9,11 +9,6 @@ Rules (``core.settings.BusinessRule``), applied in this order:
 - ``boost``: multiply the relevance of matching items by ``factor``;
 - ``pin``: put a listed item at ``position`` (when it is an eligible candidate).
 
-Category caps: at most ``category_cap`` items of a category, except where the user's category shares
-say more (``calibrated_caps``, calibrated recommendations, Steck 2018): a category worth share ``s`` of
-the user's interest may fill ``ceil(s * k)`` of ``k`` items. A fixed cap would otherwise force items the
-ranker scores low into the feed of a user whose interest is concentrated.
-
 Example:
     >>> import numpy as np
     >>> from core.settings import RerankSettings
@@ -25,9 +20,7 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +43,6 @@ class Candidates:
     categories: list[list[str]]
     created_at: npt.NDArray[np.float64] | None = None
     attributes: list[dict[str, Any]] | None = None
-    category_shares: Mapping[str, float] | None = None  # the user's interest per category (sums to <= 1)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -114,22 +106,11 @@ def _normalise(rel: F32) -> F32:
     return out
 
 
-def category_caps(cap: int, k: int, shares: Mapping[str, float] | None) -> dict[str, int]:
-    """Categories whose calibrated cap ``ceil(share * k)`` exceeds ``cap``, with that cap."""
-    if not shares:
-        return {}
-    wide = {c: math.ceil(s * k - 1e-9) for c, s in shares.items()}
-    return {c: n for c, n in wide.items() if n > cap}
-
-
 class _Caps:
-    def __init__(self, categories: list[list[str]], cap: int, wider: Mapping[str, int] | None = None) -> None:
+    def __init__(self, categories: list[list[str]], cap: int) -> None:
         self.categories, self.cap, self.count = categories, cap, Counter[str]()
-        self.wider = wider or {}
 
     def allowed(self, i: int) -> bool:
-        if self.wider:
-            return all(self.count[c] < self.wider.get(c, self.cap) for c in self.categories[i])
         return all(self.count[c] < self.cap for c in self.categories[i])
 
     def take(self, i: int) -> None:
@@ -250,8 +231,7 @@ def rerank(c: Candidates, k: int, cfg: RerankSettings, now: float = 0.0) -> Rera
     rel = _normalise(rel)
     fresh = freshness(c.created_at, now, cfg.freshness_half_life_s, len(c))
     rel = np.where(rel > _NEG / 2, rel + cfg.freshness_boost * fresh, rel).astype(np.float32)
-    wider = category_caps(cfg.category_cap, k, c.category_shares) if cfg.calibrated_caps else {}
-    caps = _Caps(c.categories, cfg.category_cap, wider)
+    caps = _Caps(c.categories, cfg.category_cap)
     k_free = max(k - len(pins), 0)
     pool = rel.copy()
     pool[list(pins)] = _NEG

@@ -76,20 +76,6 @@ def test_a_users_categories_personalise_from_the_first_clicks():
     assert sum(i in JAZZ for i in without) < sum(it.item_id in JAZZ for it in exploit)
 
 
-def test_a_concentrated_users_feed_is_not_capped_below_their_interest():
-    """A user with 20 jazz clicks (personal weight 0.8, all their affinity in jazz) may fill the feed
-    with jazz past the category cap (5 of the 20 re-ranked); one with a single jazz click keeps the cap."""
-    settings = Settings(rerank={"diversity": "none", "explore_slots": 0})
-    warm = [click("jf", item, NOW - 600 + k) for k in range(10) for item in ("i04", "i08")]
-    state = _state(settings, warm, [click("once", "i04", NOW - 60)])
-    p = Pipeline(settings, state, reader=state)
-    assert sum(i in JAZZ for i in _ids(p, "jf")) == len(JAZZ) - 2
-    assert sum(i in JAZZ for i in _ids(p, "once")) == 5
-    capped = Pipeline(Settings(rerank={"diversity": "none", "explore_slots": 0, "calibrated_caps": False}),
-                      state, reader=state)
-    assert sum(i in JAZZ for i in _ids(capped, "jf")) == 5
-
-
 def test_same_state_same_feed_and_rules_apply():
     rules = [BusinessRule(kind="block", name="no-i01", item_ids=["i01"]),
              BusinessRule(kind="pin", name="promo", item_ids=["i20"], position=0)]

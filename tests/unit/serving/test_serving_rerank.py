@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.settings import BusinessRule, RerankSettings
-from models.rerank import Candidates, category_caps, intra_list_similarity, rerank
+from models.rerank import Candidates, intra_list_similarity, rerank
 
 
 def _cands(n: int = 12, seed: int = 0) -> Candidates:
@@ -61,17 +61,3 @@ def test_freshness_boost_lifts_new_items():
     c.created_at[-1] = 1000.0
     cfg = RerankSettings(diversity="none", category_cap=100, freshness_boost=2.0, freshness_half_life_s=10)
     assert rerank(c, 1, cfg, now=1000.0).order == [len(c) - 1]
-
-
-def test_calibrated_caps_follow_the_users_category_shares():
-    """A user whose interest is 3/4 "a" may see 3 "a" items of 4 where the cap says 2; a category below
-    the cap's share keeps the cap, and without shares (or with calibration off) the cap binds."""
-    c = _cands()
-    cfg = RerankSettings(diversity="none", category_cap=2, freshness_boost=0)
-    assert category_caps(2, 4, {"a": 0.75, "b": 0.25}) == {"a": 3}
-    c.category_shares = {"a": 0.75, "b": 0.25}
-    assert [c.categories[i][0] for i in rerank(c, 4, cfg).order] == ["a", "a", "a", "b"]
-    off = cfg.model_copy(update={"calibrated_caps": False})
-    assert [c.categories[i][0] for i in rerank(c, 4, off).order].count("a") == 2
-    c.category_shares = {"a": 0.5, "b": 0.5}
-    assert [c.categories[i][0] for i in rerank(c, 4, cfg).order].count("a") == 2
