@@ -45,6 +45,7 @@ USER_FIELDS = (*names.USER_REALTIME.fields, *names.USER_AFFINITY.fields)
 ITEM_FIELDS = names.ITEM_REALTIME.fields
 TOP_CACHE = 64  # rows a ZREVRANGE cache keeps at least
 _SCORE_MEMBER = itemgetter(1, 0)  # a row's ZREVRANGE sort key: (score, member)
+_MEMBER = itemgetter(0)
 
 
 def zrevrange(zset: dict[str, float] | None, k: int) -> views.Rows:
@@ -130,15 +131,24 @@ class KeySpace:
             self.apply_op(*op)
 
     def apply_op(self, code: str, key: str, arg: Any) -> None:
+        if code == "zc":
+            self._cap(key, arg)
+            return
         if code in _ZSET_OPS:
             self.gen[key] = self.gen.get(key, 0) + 1
             if key in self._top:
                 self._note(code, key, arg)
         getattr(self, f"_{code}")(key, arg)
-        if code == "zc" and key in self._top:
-            zs = self.z.get(key, {})
-            if any(m not in zs for m, _ in self._top[key]):  # the cap removed a cached member
-                self._drop_top(key)
+
+    def _cap(self, key: str, cap: int) -> None:
+        """ZREMRANGEBYRANK key 0 -(cap+1): the set's lowest members go (by (score, member), as Redis
+        ranks them) until ``cap`` are left. A cached top that held one of them is dropped (members
+        leave a sorted set only by a cap or a ZREM, and a ZREM drops the cache)."""
+        self.gen[key] = self.gen.get(key, 0) + 1
+        gone = self._zc(key, cap)
+        top = self._top.get(key)
+        if gone and top is not None and any(map(gone.__contains__, map(_MEMBER, top))):
+            self._drop_top(key)
 
     def _drop_top(self, key: str) -> None:
         del self._top[key]
@@ -146,11 +156,9 @@ class KeySpace:
 
     def _note(self, code: str, key: str, arg: Any) -> None:
         """Before a ZINCRBY or ZADD to a cached sorted set: each member's score as cached, for
-        :func:`refreshed_top` at the next read (a ZREM drops the cache; a cap, :meth:`apply_op`)."""
+        :func:`refreshed_top` at the next read (a ZREM drops the cache; a cap, :meth:`_cap`)."""
         if code == "zr":
             self._drop_top(key)
-            return
-        if code == "zc":
             return
         pending = self._pending.setdefault(key, {})
         zs = self.z.get(key, {})
@@ -176,10 +184,20 @@ class KeySpace:
         for f, inc in _pairs(fields):
             hs[f] = str(int(hs.get(f, "0")) + int(inc))
 
-    def _zc(self, key: str, cap: int) -> None:
+    def _zc(self, key: str, cap: int) -> set[str]:
+        """Removes the ``excess`` lowest members over ``cap`` and returns them, without sorting the
+        set by (score, member): the lowest all score at most the excess-th least score (a sort of
+        bare floats, in C), and only the members at or under it are sorted by (score, member)."""
         zs = self.z.get(key)
-        if zs is not None and len(zs) > cap:
-            self.z[key] = dict(sorted(zs.items(), key=lambda kv: (kv[1], kv[0]))[-cap:])
+        if zs is None or len(zs) <= cap:
+            return set()
+        excess = len(zs) - cap
+        least = min(zs.values()) if excess == 1 else sorted(zs.values())[excess - 1]
+        low = sorted([(s, m) for m, s in zs.items() if s <= least])
+        gone = {m for _, m in low[:excess]}
+        for m in gone:
+            del zs[m]
+        return gone
 
     def _hs(self, key: str, pairs: list[str]) -> None:
         self.h.setdefault(key, {}).update(_pairs(pairs))
