@@ -198,6 +198,14 @@ def encode_user(state: UserState) -> bytes:
     return b"".join((_USER_MAGIC, head, struct.pack(f"<{len(floats)}d", *floats), text.encode()))
 
 
+def user_ts_us(raw: bytes | str) -> int:
+    """The ``ts_us`` of a stored user state (:func:`loads_user`'s encodings), read from the binary
+    header without decoding the rest."""
+    if isinstance(raw, bytes) and raw[:2] == _USER_MAGIC:
+        return int(_USER_HEAD.unpack_from(raw, 2)[1])
+    return loads_user(raw, "").ts_us
+
+
 def decode_user(raw: bytes) -> UserState:
     last, ts_us, nh, na = _USER_HEAD.unpack_from(raw, 2)
     at = 2 + _USER_HEAD.size

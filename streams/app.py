@@ -171,13 +171,16 @@ class ConsumerLoop:
         parts = [_part(self._lane(base).submit(records, self._prepare(base, records)))
                  for base, records in by_base.items()]
         work = Work(offsets, asyncio.ensure_future(asyncio.gather(*parts)), sum(map(len, batch.values())))
+        self.state.metrics.fetch_records.observe(work.records)
         self.state.in_flight.append(work)
         self._update_lag(offsets)
-        while self._over_bound():
+        while bound := self._over_bound():
             head = self.state.in_flight[0].task
             assert head is not None
+            t = time.monotonic()
             await asyncio.wait([head, *(lane.progress() for lane in self.lanes.values() if lane.waiting)],
                                return_when=asyncio.FIRST_COMPLETED)
+            self.state.metrics.fetch_blocked.labels(bound).inc(time.monotonic() - t)
             self._collect()
 
     def _lane(self, base: str) -> Lane:
@@ -208,13 +211,17 @@ class ConsumerLoop:
         assert self.state.processor is not None
         return self.state.processor
 
-    def _over_bound(self) -> bool:
+    def _over_bound(self) -> str:
+        """The bound the fetch waits on ("" for none): records not yet applied ("apply"), or
+        batches whose follow-up is not done ("follow_up")."""
         q, size = self.state.in_flight, self.settings.worker.batch_size
         if len(q) <= 1:
-            return False
-        waiting = sum(lane.waiting for lane in self.lanes.values())
-        return (waiting > MAX_WAITING_RECORDS * size or len(q) > MAX_IN_FLIGHT_BATCHES
-                or sum(w.records for w in q) > MAX_IN_FLIGHT_RECORDS * size)
+            return ""
+        if sum(lane.waiting for lane in self.lanes.values()) > MAX_WAITING_RECORDS * size:
+            return "apply"
+        if len(q) > MAX_IN_FLIGHT_BATCHES or sum(w.records for w in q) > MAX_IN_FLIGHT_RECORDS * size:
+            return "follow_up"
+        return ""
 
     def _collect(self) -> None:
         """Move finished batches (in order) to the offsets to commit; exit if one failed for good."""

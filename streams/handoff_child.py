@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaProducer
 from core.events import FeedTrigger, encode
 from core.settings import Settings
 from core.topics import Topics
-from feature_store import transforms as tf
 from feature_store.online import resp
 from feature_store.online.keys import Keys
 from feature_store.online.reads import StateReads
@@ -45,7 +44,7 @@ class Child:
     async def __call__(self, users: Mapping[str, bytes | None], items: Sequence[str],
                        triggers: Mapping[str, float]) -> None:
         if self.rows is not None and (users or items):
-            await self.rows(_states(users), items)
+            await self.rows(users, items)
         await send_triggers(self.send, self.topic, triggers)
 
 
@@ -60,10 +59,6 @@ def _send(prod: AIOKafkaProducer) -> Send:
     async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
         return await prod.send(topic, value, key=key)
     return send
-
-
-def _states(users: Mapping[str, bytes | None]) -> dict[str, tf.UserState | None]:
-    return {u: tf.loads_user(raw, u) if raw else None for u, raw in users.items()}
 
 
 async def run(inp: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:

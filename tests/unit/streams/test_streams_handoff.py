@@ -20,6 +20,7 @@ from core.events import FeedTrigger, Interaction, InteractionType, ItemUpsert
 from core.settings import load_settings
 from core.topics import Topics
 from feature_store.online.writer import Applied
+from feature_store.transforms import user_ts_us
 from streams.decode import RawRecord, Skew
 from streams.handoff import FollowUpFailed, Handoff, frame, read_frame, serve
 from streams.handoff_child import Child
@@ -86,7 +87,7 @@ class Rows:
         if self.fail is not None:
             raise self.fail
         unknown = [u for u, s in users.items() if s is None]
-        decoded = [s.ts_us for s in users.values() if s is not None]
+        decoded = [user_ts_us(s) for s in users.values() if s is not None]
         self.log.append(f"rows {sorted(users)} {list(items)} {unknown} {decoded}")
 
 
@@ -163,3 +164,51 @@ def test_item_batches_get_rows_and_no_triggers() -> None:
     parsed = Parsed([(RawRecord("p-items", 0, 0, b""), item)], [], [], {}, {})
     asyncio.run(proc._rows_then_triggers("items", parsed, None))
     assert log == ["rows [] ['i9'] [] []"]
+
+
+class Feast:
+    def __init__(self) -> None:
+        self.writes: list[dict[str, list[dict[str, Any]]]] = []
+
+    async def write(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        self.writes.append(rows)
+
+
+def test_rows_decode_each_user_once_per_write_and_keep_the_newest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches handed off within one push interval get one Feast write; a user in several of them is
+    decoded once, from the newest state bytes (by ts_us, whatever the order the batches came in)."""
+    from core.features import USER_KEY, USER_REALTIME
+    from feature_store import transforms as tf
+    from streams.sinks import FeatureRows
+
+    decoded: list[int] = []
+    real = tf.decode_user
+    def counted(raw: bytes) -> tf.UserState:
+        decoded.append(user_ts_us(raw))
+        return real(raw)
+
+    monkeypatch.setattr(tf, "decode_user", counted)
+    read: list[list[str]] = []
+
+    async def states(users: Sequence[str], items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        read.append(list(users))
+        return {u: tf.UserState(u, ts_us=1) for u in users}, {}
+
+    def raw(user: str, ts_us: int) -> bytes:
+        return tf.encode_user(tf.UserState(user, ts_us=ts_us))
+
+    feast = Feast()
+    frames: list[tuple[Any, ...]] = [(1, {"u1": raw("u1", 5), "u2": None}, [], {}), (2, {"u1": raw("u1", 9)}, [], {}),
+              (3, {"u1": raw("u1", 7), "u2": raw("u2", 4)}, [], {})]
+
+    async def run() -> None:
+        rows = FeatureRows(states, feast, tf.TransformParams(), interval_s=0.05)
+        child = Child("p-feed-triggers", rows, Producer([]))
+        await asyncio.gather(*(serve(child, f, Out([])) for f in frames))  # type: ignore[arg-type]
+        await rows.close()
+
+    asyncio.run(run())
+    assert len(feast.writes) == 1 and read == [[]]
+    written = feast.writes[0][USER_REALTIME.view]
+    assert sorted((r[USER_KEY], r["_ts_us"]) for r in written) == [("u1", 9), ("u2", 4)]
+    assert sorted(decoded) == [4, 9]
