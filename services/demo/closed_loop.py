@@ -55,6 +55,18 @@ class SimUser:
     feed_received: float = 0.0
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One shown slot: when, the item's candidate source, its true click probability, its position in
+    the shown items and the score the feed gave it (the funnel's combined heads)."""
+
+    t: float
+    source: str
+    p: float
+    position: int
+    score: float
+
+
 @dataclass
 class NewItem:
     upserted: float  # wall time of the upsert
@@ -106,7 +118,7 @@ class ClosedLoop:
         self.new_items: dict[str, NewItem] = {}
         self.published = Published()
         self.feed_ages_s: list[float] = []
-        self.slots: list[tuple[float, str, float]] = []  # (t, source, true click probability) per shown slot
+        self.slots: list[Slot] = []  # every shown slot
         self.produced = self.visits = self.organic = self.items_published = 0
         self.started = 0.0
         self._carry = np.zeros(3)  # visits, organic views, new items
@@ -186,7 +198,8 @@ class ClosedLoop:
         self.moments.append(moment)
         self.visits += 1
         probs = self.world.click_probs(user_id, ids)
-        self.slots.extend((t, it.source, float(p)) for it, p in zip(shown, probs, strict=True))
+        self.slots.extend(Slot(t, it.source, float(p), pos, it.score)
+                          for pos, (it, p) in enumerate(zip(shown, probs, strict=True)))
         self.feed_ages_s.append(now - user.feed_received)
         for iid in ids:
             item = self.new_items.get(iid)

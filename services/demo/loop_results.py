@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from services.demo.closed_loop import ClosedLoop, LoopOptions, NewItem
+from services.demo.closed_loop import ClosedLoop, LoopOptions, NewItem, Slot
 from services.demo.truth import Moment, summarise, summarise_young
 
 NEW_ITEM_DEADLINE_S = 60.0
@@ -63,15 +63,18 @@ class Span:
         return None if wall is None else round(wall - self.started, 2)
 
 
-def by_source(slots: Sequence[tuple[float, str, float]], start: float) -> dict[str, dict[str, float]]:
-    """Shown slots from ``start`` on, per candidate source: how many, and their mean true click
-    probability (unweighted): where the feed's quality comes from."""
-    acc: dict[str, list[float]] = {}
-    for t, source, p in slots:
-        if t >= start:
-            acc.setdefault(source, []).append(p)
+def by_source(slots: Sequence[Slot], start: float) -> dict[str, dict[str, float]]:
+    """Shown slots from ``start`` on, per candidate source: how many, their mean true click
+    probability (unweighted), mean position and mean feed score: where the feed's quality comes
+    from, and whether the ranker put a source's items there."""
+    acc: dict[str, list[Slot]] = {}
+    for slot in slots:
+        if slot.t >= start:
+            acc.setdefault(slot.source, []).append(slot)
     total = sum(len(v) for v in acc.values()) or 1
-    return {s: {"share": round(len(v) / total, 4), "mean_true_p": round(float(np.mean(v)), 5)}
+    return {s: {"share": round(len(v) / total, 4), "mean_true_p": round(float(np.mean([x.p for x in v])), 5),
+                "mean_position": round(float(np.mean([x.position for x in v])), 2),
+                "mean_score": round(float(np.mean([x.score for x in v])), 4)}
             for s, v in sorted(acc.items())}
 
 

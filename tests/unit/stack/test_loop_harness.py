@@ -119,7 +119,9 @@ def test_results_have_the_issue_keys_and_the_end_window():
         assert key in out
     assert out["ctr"]["window_t"] == [80.0, 100.0] and len(out["timeline"]) == 10
     assert out["lift_vs_random"] == pytest.approx(out["ctr"]["ours"] / out["ctr"]["random"], rel=1e-3)
-    assert out["shown_by_source"]["end"]["fresh"]["share"] == 1.0  # every slot of these feeds says "fresh"
+    fresh = out["shown_by_source"]["end"]["fresh"]
+    assert fresh["share"] == 1.0  # every slot of these feeds says "fresh"
+    assert fresh["mean_score"] == 1.0 and fresh["mean_position"] == pytest.approx(4.5)  # 10 shown, ranks 0-9
     served = {p["kind"]: p["first_served_t"] for p in out["promotions"]}
     assert served == {"ranker": 0.0, "two_tower": 0.0, "i2i": None}  # i2i is not on the feed
     assert all(p["t"] == 50.0 and p["ctr_before"]["n"] > 0 for p in out["promotions"])
