@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from funnel.pipeline import Pipeline
 from services.api.admission import Admission, LoopLag
 from services.api.deps import ApiContext
 from services.api.limits import BodySizeLimit, validation_handler
+from services.api.metrics import WorkerCpu
 from services.api.ops import OpsPort
 from services.api.routes import router
 from services.api.security import Security
@@ -48,6 +50,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
         producer.start()
         await asyncio.to_thread(security.warm)
         lag.start()
+        cpu.loop_ident = threading.get_ident()
         yield
         lag.stop()
         security.close()
@@ -62,13 +65,15 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None,
     app.include_router(router)
     app.include_router(console_router)  # /console: the operator console (services.console)
     security = Security(app, settings, ctx, producer, tenant_pipelines, access)
+    cpu = WorkerCpu()
+    security.registry.register(cpu)
     refused = ctx.metrics.refused.labels
     app.add_exception_handler(RequestValidationError, validation_handler(lambda r: refused(r).inc()))
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,  # type: ignore[arg-type]
                        setting="api.max_body_bytes", on_refuse=lambda r: refused(r).inc())
     shed = ctx.metrics.shed.labels
     app.add_middleware(Admission, limit=settings.api.max_in_flight,  # type: ignore[arg-type]
-                       shed=security.shed, on_shed=lambda r: shed(r).inc(),
+                       shed=ctx.metrics.timed_shed(security.shed), on_shed=lambda r: shed(r).inc(),
                        wait_s=ctx.feeds.expected_wait_s, timeout_s=ctx.feeds.queue_timeout_s,
                        behind_s=lag.behind_s if settings.api.max_loop_lag_ms else None,
                        max_behind_s=settings.api.max_loop_lag_ms / 1e3)

@@ -19,6 +19,7 @@ from starlette.types import Scope
 from core.events import encode
 from funnel.fallback import degraded_feed
 from services.api.admission import Answer, Shed, check_start, feed_request, reject
+from services.api.metrics import FEED_THREAD
 
 if TYPE_CHECKING:
     from services.api.deps import ApiContext
@@ -30,7 +31,7 @@ SERVICE_WEIGHT = 0.05  # of the latest feed in FeedService.service_s (about the 
 class FeedService:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self.pool = ThreadPoolExecutor(ctx.settings.api.feed_threads, thread_name_prefix="feed")
+        self.pool = ThreadPoolExecutor(ctx.settings.api.feed_threads, thread_name_prefix=FEED_THREAD)
         api = ctx.settings.api
         self.queue_timeout_s = api.queue_timeout_ms / 1e3
         self.threads = api.feed_threads
@@ -45,7 +46,9 @@ class FeedService:
         return (ahead + 0.5) * self.service_s / self.threads if ahead >= 0 else 0.0
 
     def compute(self, user_id: str, n: int, context: dict[str, str], admitted_at: float | None) -> Answer:
-        """Runs in a feed thread: (status, headers, body) of the feed. Raises ``Overloaded``."""
+        """Runs in a feed thread: (status, headers, body) of the feed. Raises ``Overloaded``. Its thread
+        CPU goes to ``streamrec_api_feed_cpu_seconds``."""
+        cpu0 = time.thread_time()
         check_start(admitted_at, self.queue_timeout_s)
         ctx = self.ctx
         t0 = time.perf_counter()
@@ -65,6 +68,7 @@ class FeedService:
                    (b"x-feature-rows", rows.encode())]
         body = encode(result.feed)
         self.service_s += SERVICE_WEIGHT * (time.perf_counter() - t0 - self.service_s)
+        metrics.feed_cpu.observe(time.thread_time() - cpu0)
         return 200, headers, body
 
     def shed(self, scope: Scope, reason: str) -> Answer:

@@ -49,7 +49,7 @@ async def get_feed(user_id: UserId, request: Request, ctx: ContextDep,
             ctx.feeds.pool, ctx.feeds.compute, user_id, n or ctx.settings.api.default_n, context, admitted_at)
     except Overloaded as exc:
         ctx.metrics.shed.labels(exc.reason).inc()
-        status, headers, body = ctx.feeds.shed(request.scope, exc.reason)
+        status, headers, body = ctx.metrics.timed_shed(ctx.feeds.shed)(request.scope, exc.reason)
     return Response(body, status_code=status, media_type="application/json",
                     headers={k.decode(): v.decode() for k, v in headers})
 

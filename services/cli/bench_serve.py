@@ -17,11 +17,14 @@ a ranker over the funnel's features; ``serve_models``), waits until the API serv
   ``event_to_feed_missing``: sent events whose feed never came);
 - promotes a fresh index version every ``--swap-every`` s (``swaps``);
 - measures the CPU seconds of every process of the stack (``cpu_ms_per_feed``: the API's processes'
-  CPU over the feeds they computed) and of the bench itself.
+  CPU over the feeds they computed) and of the bench itself, and splits the API's (``cpu_split``, from
+  the API's metrics, ``serve_cpu``): its feed threads' CPU per computed feed, its CPU per shed answer, and
+  the remainder (HTTP server, event loop, other threads) per request answered.
 
 JSON keys (kept stable): achieved_rps, latency_ms_p50, latency_ms_p99, latency_ms_max,
 full_feed_latency_ms_p99, errors, degraded, shed, feature_rows_nonempty_fraction, candidates_mean,
-cpu_ms_per_feed, floor_latency_ms_p50, event_to_feed_ms_p99, event_to_feed_missing, swaps.
+cpu_ms_per_feed, floor_latency_ms_p50, event_to_feed_ms_p99, event_to_feed_missing, swaps; and
+cpu_split (``serve_cpu.cpu_split``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import typer
 
 from core.errors import StartupError
 from core.settings import Settings, load_settings
+from services.cli.serve_cpu import WorkerCounters, cpu_split, scrape_workers
 from services.cli.serve_load import LoadResult, Pool, max_ms, open_loop, percentile_ms, quantile, run
 from services.cli.serve_seed import (
     EventToFeed,
@@ -179,6 +183,8 @@ class Window:
     e2f_missing: int
     swaps: int
     swap_failures: int
+    # the API workers' CPU counters (serve_cpu) before and after the load
+    workers: tuple[dict[str, WorkerCounters], dict[str, WorkerCounters]] = ({}, {})
 
 
 def summarise(feeds: LoadResult, floor: LoadResult, elapsed: float, opts: dict[str, Any],
@@ -187,8 +193,14 @@ def summarise(feeds: LoadResult, floor: LoadResult, elapsed: float, opts: dict[s
     no funnel work), event -> feed latency with the missing events, and the swaps."""
     e2f, cpu = window.e2f, window.cpu_s
     computed = feeds.full_feeds + feeds.degraded
+    answered = feeds.full_feeds + feeds.degraded + feeds.shed + floor.full_feeds
+    split: dict[str, Any] | None = None
+    if all(window.workers):
+        split = {**cpu_split(*window.workers, cpu.get("api", 0.0), answered, opts.get("api_workers", 1)),
+                 "feed_requests_answered": answered - floor.full_feeds, "healthz_answered": floor.full_feeds}
     return {**report(feeds, floor, elapsed, opts),
             "cpu_ms_per_feed": round(cpu.get("api", 0.0) * 1e3 / max(computed, 1), 3),
+            "cpu_split": split,
             "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
             "cpu_cores_used": {k: round(v / elapsed, 3) for k, v in cpu.items()} if elapsed > 0 else {},
             "event_to_feed_ms_p50": quantile(e2f.latencies_ms, 50) if e2f else None,
@@ -210,6 +222,7 @@ def _window(live: Settings, urls: tuple[str, str], data: Seeded, pids: dict[str,
     me = psutil.Process()
     e2f = EventToFeed(live, data.users, opts["events_rate"]).start() if opts["events_rate"] > 0 else None
     swaps = IndexSwaps(published, opts["swap_every"]).start()
+    workers0 = api_metrics(urls[1], opts["api_workers"])
     cpu0, mine0 = {k: cpu_seconds(v) for k, v in procs.items()}, cpu_seconds([me])
     try:
         feeds, floor, elapsed = measure(urls, data.users, opts)
@@ -217,11 +230,21 @@ def _window(live: Settings, urls: tuple[str, str], data: Seeded, pids: dict[str,
         swaps.stop()
     cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in procs.items()}
     cpu["bench"] = cpu_seconds([me]) - mine0
+    workers1 = api_metrics(urls[1], opts["api_workers"])
     recovery = after_load(urls[0], data.users, opts["n"])
     missing = e2f.finish() if e2f is not None else 0
-    window = Window(cpu, e2f, missing, swaps.swaps, swaps.failures)
+    window = Window(cpu, e2f, missing, swaps.swaps, swaps.failures, (workers0, workers1))
     return {**summarise(feeds, floor, elapsed, opts, window), **recovery,
             "models_promoted": published.versions}
+
+
+def api_metrics(probe_url: str, workers: int) -> dict[str, WorkerCounters]:
+    """The API workers' CPU counters from its ops port ({} where /metrics does not answer there)."""
+    try:
+        return scrape_workers(probe_url.rstrip("/") + "/metrics", workers)
+    except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+        log.warning("no API metrics at %s (%s): no cpu_split", probe_url, exc)
+        return {}
 
 
 def run_serve_bench(settings: Settings, opts: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +260,7 @@ def run_serve_bench(settings: Settings, opts: dict[str, Any]) -> dict[str, Any]:
     with embedded_stack(settings) as (live, urls, pids):
         seeded = seed(live, data)
         seeded.update(drain_publisher(live, data.events))
-        result = _window(live, urls, data, pids, opts)
+        result = _window(live, urls, data, pids, {**opts, "api_workers": settings.api.workers})
     return {**result, **seeded, "api_command": command, "api_settings": applied,
             "api_workers": settings.api.workers, "content_vectors": "hashing (worker.content_model=false)",
             "cores": psutil.cpu_count(),
