@@ -121,7 +121,29 @@ def run(settings: Any, data: Path, fmt: DataFormat, items: Path | None, split: S
         runs.add(s, held(make_split(dataset, split.value, s)), strict)
     runs.run(jobs or auto_jobs(len(dataset)))
     return {**runs.document(), "split": split.value, "holdout": holdout.value, "dataset": str(data),
-            "protocol": _protocol(dataset, split.value)}
+            "protocol": _protocol(dataset, split.value), "machine": machine()}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were computed on. Seeded training repeats to the last digit on one machine, not
+    across machines: torch picks its kernels by the CPU's instruction set (``torch_cpu_capability``),
+    and a floating-point difference can change when the two-tower's early stopping fires."""
+    import platform
+
+    import numpy
+    import torch
+
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
 
 
 def auto_jobs(interactions: int) -> int:

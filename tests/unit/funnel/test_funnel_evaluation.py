@@ -4,6 +4,7 @@ time over a point-in-time replay; baselines on the same interactions; seeds; the
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -146,4 +147,9 @@ def test_cli_scores_the_validation_holdout(tmp_path: Path, monkeypatch):
     doc = run(SETTINGS, tmp_path, DataFormat.csv, None, SplitName.leave_one_out, [0], False, 1,
               Holdout.validation)
     assert doc["holdout"] == "validation" and doc["users"] == 20
+    # the machine is recorded: seeded figures repeat on one machine, not across CPUs' instruction sets
+    import torch
+
+    assert doc["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert doc["machine"]["cores"] == os.cpu_count()
     assert 0.0 <= doc["metrics"]["ndcg@10"] <= 1.0
