@@ -198,8 +198,9 @@ def test_rows_decode_each_user_once_per_write_and_keep_the_newest(monkeypatch: p
         return tf.encode_user(tf.UserState(user, ts_us=ts_us))
 
     feast = Feast()
-    frames: list[tuple[Any, ...]] = [(1, {"u1": raw("u1", 5), "u2": None}, [], {}), (2, {"u1": raw("u1", 9)}, [], {}),
-              (3, {"u1": raw("u1", 7), "u2": raw("u2", 4)}, [], {})]
+    frames: list[tuple[Any, ...]] = [(1, {"u1": raw("u1", 5), "u2": None}, [], {}),
+                                     (2, {"u1": raw("u1", 9)}, [], {}),
+                                     (3, {"u1": raw("u1", 7), "u2": raw("u2", 4)}, [], {})]
 
     async def run() -> None:
         rows = FeatureRows(states, feast, tf.TransformParams(), interval_s=0.05)
