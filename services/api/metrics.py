@@ -84,7 +84,7 @@ def thread_cpu_s(ident: int | None) -> float:
         return 0.0
     try:
         return time.clock_gettime(time.pthread_getcpuclockid(ident))
-    except (OSError, ProcessLookupError):
+    except OSError:  # ProcessLookupError included: the thread is gone
         return 0.0
 
 

@@ -193,7 +193,7 @@ def summarise(feeds: LoadResult, floor: LoadResult, elapsed: float, opts: dict[s
     no funnel work), event -> feed latency with the missing events, and the swaps."""
     e2f, cpu = window.e2f, window.cpu_s
     computed = feeds.full_feeds + feeds.degraded
-    answered = feeds.full_feeds + feeds.degraded + feeds.shed + floor.full_feeds
+    answered = computed + feeds.shed + floor.full_feeds
     split: dict[str, Any] | None = None
     if all(window.workers):
         split = {**cpu_split(*window.workers, cpu.get("api", 0.0), answered, opts.get("api_workers", 1)),
